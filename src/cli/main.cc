@@ -1,1 +1,51 @@
-int main() { return 0; }
+// bitdelta: one subcommand per user task. Errors from the library arrive as bitdelta::Error and
+// leave here as a one-line message and a non-zero exit code.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <exception>
+#include <map>
+
+#include "cli/commands.h"
+#include "util/error.h"
+#include "util/log.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "bitdelta: serve one base LLM personalized for many users, each user's fine-tune stored as "
+      "a 1-bit delta (BitDelta).\n"
+      "Run 'bitdelta <command> --help' for the options of a command."};
+  app.set_version_flag("--version", "bitdelta 0.1.0");
+  int verbosity = 0;
+  app.add_flag("-v,--verbose", verbosity, "More log output (repeat for debug logs)");
+  app.require_subcommand(1);
+  app.fallthrough();
+
+  std::map<CLI::App*, bitdelta::cli::Runner> runners;
+  auto add = [&](CLI::App* (*register_command)(CLI::App&, bitdelta::cli::Runner&)) {
+    bitdelta::cli::Runner runner;
+    CLI::App* command = register_command(app, runner);
+    runners[command] = std::move(runner);
+  };
+  add(bitdelta::cli::register_import_llama2c);
+  add(bitdelta::cli::register_info);
+  add(bitdelta::cli::register_tokenize);
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  bitdelta::set_log_verbosity(verbosity);
+  try {
+    for (auto& [command, runner] : runners) {
+      if (command->parsed()) return runner();
+    }
+  } catch (const bitdelta::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 3;
+  }
+  return 0;
+}

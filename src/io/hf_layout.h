@@ -1,0 +1,27 @@
+// The tensor names and shapes a Hugging Face checkpoint of a given configuration holds
+// (Hugging Face layout: linear weights are [out, in]).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "io/model_config.h"
+
+namespace bitdelta {
+
+struct ExpectedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+
+std::string layer_prefix(int64_t layer);  // "model.layers.{layer}."
+
+// Every tensor of the model, in the order Hugging Face writes them (embedding, layers, norm,
+// lm_head when untied).
+std::vector<ExpectedTensor> expected_tensors(const ModelConfig& config);
+
+// Parameters the checkpoint holds (the embedding counted once when tied).
+int64_t expected_parameter_count(const ModelConfig& config);
+
+}  // namespace bitdelta

@@ -1,0 +1,249 @@
+#include "io/safetensors.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <unordered_set>
+
+#include "util/error.h"
+#include "util/files.h"
+
+namespace bitdelta {
+
+using nlohmann::json;
+
+int64_t TensorInfo::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+std::vector<float> TensorView::to_f32() const {
+  if (!is_float_weight(dtype())) {
+    fail("tensor '{}' has dtype {}, expected F32, F16 or BF16", name(), dtype_name(dtype()));
+  }
+  std::vector<float> out(static_cast<size_t>(numel()));
+  convert_to_f32(dtype(), data, out.data(), out.size());
+  return out;
+}
+
+namespace {
+
+// Rejects duplicate top-level keys, which nlohmann::json would otherwise silently collapse.
+json parse_header_json(std::string_view text, const std::string& what) {
+  std::unordered_set<std::string> seen;
+  std::string duplicate;
+  auto callback = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (depth == 1 && event == json::parse_event_t::key) {
+      const auto& key = parsed.get_ref<const std::string&>();
+      if (!seen.insert(key).second && duplicate.empty()) duplicate = key;
+    }
+    return true;
+  };
+  json header;
+  try {
+    header = json::parse(text.begin(), text.end(), callback);
+  } catch (const json::parse_error& e) {
+    fail("{}: the safetensors header is not valid JSON ({}); the file is corrupt or not a "
+         "safetensors file",
+         what, e.what());
+  }
+  if (!duplicate.empty()) fail("{}: tensor '{}' appears twice in the header", what, duplicate);
+  if (!header.is_object()) fail("{}: the safetensors header must be a JSON object", what);
+  return header;
+}
+
+bool checked_mul(uint64_t a, uint64_t b, uint64_t* out) {
+  if (a != 0 && b > std::numeric_limits<uint64_t>::max() / a) return false;
+  *out = a * b;
+  return true;
+}
+
+}  // namespace
+
+void parse_safetensors_header(std::string_view header_json, uint64_t data_bytes,
+                              const std::string& what, std::vector<TensorInfo>* tensors,
+                              std::map<std::string, std::string>* metadata) {
+  json header = parse_header_json(header_json, what);
+  tensors->clear();
+  metadata->clear();
+  for (auto& [name, entry] : header.items()) {
+    if (name == "__metadata__") {
+      if (!entry.is_object()) fail("{}: __metadata__ must be an object of strings", what);
+      for (auto& [key, value] : entry.items()) {
+        if (!value.is_string()) {
+          fail("{}: __metadata__ value for '{}' must be a string (safetensors allows only "
+               "string to string)",
+               what, key);
+        }
+        (*metadata)[key] = value.get<std::string>();
+      }
+      continue;
+    }
+    if (!entry.is_object()) fail("{}: entry for tensor '{}' is not an object", what, name);
+    TensorInfo info;
+    info.name = name;
+    auto dtype_it = entry.find("dtype");
+    if (dtype_it == entry.end() || !dtype_it->is_string()) {
+      fail("{}: tensor '{}' has no dtype string", what, name);
+    }
+    auto dtype = parse_dtype(dtype_it->get<std::string>());
+    if (!dtype) {
+      fail("{}: tensor '{}' has unsupported dtype '{}' (supported: F32, F16, BF16, U8, I8, I32, "
+           "I64, F64, BOOL)",
+           what, name, dtype_it->get<std::string>());
+    }
+    info.dtype = *dtype;
+    auto shape_it = entry.find("shape");
+    if (shape_it == entry.end() || !shape_it->is_array()) {
+      fail("{}: tensor '{}' has no shape array", what, name);
+    }
+    uint64_t numel = 1;
+    for (const auto& dim : *shape_it) {
+      if (!dim.is_number_unsigned()) {
+        fail("{}: tensor '{}' has a shape entry that is not a non-negative integer", what, name);
+      }
+      uint64_t d = dim.get<uint64_t>();
+      if (d > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) ||
+          !checked_mul(numel, d, &numel)) {
+        fail("{}: tensor '{}' has an absurd shape (element count overflows)", what, name);
+      }
+      info.shape.push_back(static_cast<int64_t>(d));
+    }
+    auto offsets_it = entry.find("data_offsets");
+    if (offsets_it == entry.end() || !offsets_it->is_array() || offsets_it->size() != 2 ||
+        !(*offsets_it)[0].is_number_unsigned() || !(*offsets_it)[1].is_number_unsigned()) {
+      fail("{}: tensor '{}' needs data_offsets [begin, end] of non-negative integers", what, name);
+    }
+    info.begin = (*offsets_it)[0].get<uint64_t>();
+    info.end = (*offsets_it)[1].get<uint64_t>();
+    if (info.begin > info.end) {
+      fail("{}: tensor '{}' has data_offsets [{}, {}] with begin after end", what, name,
+           info.begin, info.end);
+    }
+    if (info.end > data_bytes) {
+      fail("{}: tensor '{}' has data_offsets [{}, {}] past the end of the data ({} bytes); the "
+           "file is truncated or corrupt",
+           what, name, info.begin, info.end, data_bytes);
+    }
+    uint64_t expected = 0;
+    if (!checked_mul(numel, dtype_size(info.dtype), &expected) || expected != info.nbytes()) {
+      fail("{}: tensor '{}' is {} with shape of {} elements, which needs {} bytes, but its "
+           "data_offsets span {} bytes",
+           what, name, dtype_name(info.dtype), numel, numel * dtype_size(info.dtype),
+           info.nbytes());
+    }
+    tensors->push_back(std::move(info));
+  }
+  std::sort(tensors->begin(), tensors->end(), [](const TensorInfo& a, const TensorInfo& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  for (size_t i = 1; i < tensors->size(); ++i) {
+    const auto& prev = (*tensors)[i - 1];
+    const auto& cur = (*tensors)[i];
+    if (cur.begin < prev.end) {
+      fail("{}: tensors '{}' and '{}' overlap in the data section", what, prev.name, cur.name);
+    }
+  }
+}
+
+SafetensorsFile SafetensorsFile::open(const std::filesystem::path& path) {
+  SafetensorsFile st;
+  st.file_ = MappedFile::open(path);
+  const std::string what = path.string();
+  if (st.file_.size() < 8) {
+    fail("{}: too short to be a safetensors file ({} bytes; it needs at least an 8-byte header "
+         "length)",
+         what, st.file_.size());
+  }
+  uint64_t header_len = 0;
+  for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | st.file_.data()[i];
+  if (header_len > kMaxSafetensorsHeaderBytes) {
+    fail("{}: header length {} is absurd (limit {} bytes); the file is corrupt or not a "
+         "safetensors file",
+         what, header_len, kMaxSafetensorsHeaderBytes);
+  }
+  if (header_len + 8 > st.file_.size()) {
+    fail("{}: header length {} runs past the end of the file ({} bytes); the file is truncated",
+         what, header_len, st.file_.size());
+  }
+  st.data_offset_ = 8 + header_len;
+  std::string_view header(reinterpret_cast<const char*>(st.file_.data()) + 8, header_len);
+  parse_safetensors_header(header, st.file_.size() - st.data_offset_, what, &st.tensors_,
+                           &st.metadata_);
+  for (size_t i = 0; i < st.tensors_.size(); ++i) st.index_.emplace(st.tensors_[i].name, i);
+  return st;
+}
+
+const TensorInfo* SafetensorsFile::find(std::string_view name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &tensors_[it->second];
+}
+
+TensorView SafetensorsFile::view(std::string_view name) const {
+  const TensorInfo* info = find(name);
+  if (info == nullptr) fail("{}: no tensor named '{}'", path().string(), name);
+  return view(*info);
+}
+
+TensorView SafetensorsFile::view(const TensorInfo& info) const {
+  return TensorView{&info, file_.data() + data_offset_ + info.begin};
+}
+
+void SafetensorsWriter::set_metadata(std::string key, std::string value) {
+  metadata_[std::move(key)] = std::move(value);
+}
+
+void SafetensorsWriter::add(std::string name, DType dtype, std::vector<int64_t> shape,
+                            std::span<const uint8_t> data) {
+  int64_t numel = 1;
+  for (int64_t d : shape) {
+    BD_CHECK(d >= 0, "negative dimension in tensor '{}'", name);
+    numel *= d;
+  }
+  BD_CHECK(static_cast<uint64_t>(numel) * dtype_size(dtype) == data.size(),
+           "tensor '{}': {} elements of {} need {} bytes, got {}", name, numel, dtype_name(dtype),
+           numel * dtype_size(dtype), data.size());
+  BD_CHECK(name != "__metadata__");
+  for (const auto& e : entries_) BD_CHECK(e.name != name, "tensor '{}' added twice", name);
+  entries_.push_back({std::move(name), dtype, std::move(shape), data});
+}
+
+void SafetensorsWriter::add_owned(std::string name, DType dtype, std::vector<int64_t> shape,
+                                  std::vector<uint8_t> data) {
+  owned_.push_back(std::make_unique<std::vector<uint8_t>>(std::move(data)));
+  add(std::move(name), dtype, std::move(shape), *owned_.back());
+}
+
+void SafetensorsWriter::add_f32(std::string name, std::vector<int64_t> shape,
+                                std::span<const float> values) {
+  std::vector<uint8_t> bytes(values.size() * 4);
+  std::memcpy(bytes.data(), values.data(), bytes.size());
+  add_owned(std::move(name), DType::kF32, std::move(shape), std::move(bytes));
+}
+
+void SafetensorsWriter::write(const std::filesystem::path& path) const {
+  json header = json::object();
+  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  uint64_t offset = 0;
+  for (const auto& e : entries_) {
+    header[e.name] = {{"dtype", dtype_name(e.dtype)},
+                      {"shape", e.shape},
+                      {"data_offsets", {offset, offset + e.data.size()}}};
+    offset += e.data.size();
+  }
+  std::string text = header.dump();
+  // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
+  text.append((8 - (text.size() % 8)) % 8, ' ');
+  uint8_t length[8];
+  uint64_t n = text.size();
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(n >> (8 * i));
+  AtomicFile out(path);
+  out.write(std::span<const uint8_t>(length, 8));
+  out.write(text);
+  for (const auto& e : entries_) out.write(e.data);
+  out.commit();
+}
+
+}  // namespace bitdelta

@@ -1,0 +1,106 @@
+// Safetensors files: a validating reader over mmap with zero-copy tensor views, and an atomic
+// writer. Format: u64 little-endian header length N, N bytes of JSON header
+// {"name": {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}}, then
+// the data section; offsets are relative to the start of the data section.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "io/dtype.h"
+#include "util/mapped_file.h"
+
+namespace bitdelta {
+
+// Largest header accepted (the reference implementation's limit).
+inline constexpr uint64_t kMaxSafetensorsHeaderBytes = 100ull << 20;
+
+struct TensorInfo {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  uint64_t begin = 0;  // byte offsets in the data section
+  uint64_t end = 0;
+  int64_t numel() const;
+  uint64_t nbytes() const { return end - begin; }
+};
+
+// A tensor inside a mapped file. The data pointer is only byte-aligned in general; it stays valid
+// as long as the file object that produced it lives.
+struct TensorView {
+  const TensorInfo* info = nullptr;
+  const uint8_t* data = nullptr;
+
+  const std::string& name() const { return info->name; }
+  DType dtype() const { return info->dtype; }
+  const std::vector<int64_t>& shape() const { return info->shape; }
+  int64_t numel() const { return info->numel(); }
+  uint64_t nbytes() const { return info->nbytes(); }
+  std::span<const uint8_t> bytes() const { return {data, static_cast<size_t>(nbytes())}; }
+  // Elements converted to float (F32/F16/BF16 only).
+  std::vector<float> to_f32() const;
+};
+
+class SafetensorsFile {
+ public:
+  // Maps and fully validates `path`; throws Error naming the file and the problem.
+  static SafetensorsFile open(const std::filesystem::path& path);
+
+  const std::filesystem::path& path() const { return file_.path(); }
+  // Tensors in data-section order.
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
+  const TensorInfo* find(std::string_view name) const;
+  bool contains(std::string_view name) const { return find(name) != nullptr; }
+  // Throws Error if the tensor is missing.
+  TensorView view(std::string_view name) const;
+  TensorView view(const TensorInfo& info) const;
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  uint64_t file_size() const { return file_.size(); }
+  uint64_t data_offset() const { return data_offset_; }
+
+ private:
+  MappedFile file_;
+  uint64_t data_offset_ = 0;
+  std::vector<TensorInfo> tensors_;
+  std::unordered_map<std::string_view, size_t> index_;
+  std::map<std::string, std::string> metadata_;
+};
+
+// Parses and validates a header (exposed for tests and fuzzing). `what` names the file in errors.
+void parse_safetensors_header(std::string_view header_json, uint64_t data_bytes,
+                              const std::string& what, std::vector<TensorInfo>* tensors,
+                              std::map<std::string, std::string>* metadata);
+
+// Collects tensors, then writes them atomically (temp file, fsync, rename).
+class SafetensorsWriter {
+ public:
+  void set_metadata(std::string key, std::string value);
+  // The bytes must stay valid until write(); numel × dtype size must equal data.size().
+  void add(std::string name, DType dtype, std::vector<int64_t> shape, std::span<const uint8_t> data);
+  // Same, taking ownership of the bytes.
+  void add_owned(std::string name, DType dtype, std::vector<int64_t> shape,
+                 std::vector<uint8_t> data);
+  void add_f32(std::string name, std::vector<int64_t> shape, std::span<const float> values);
+  size_t size() const { return entries_.size(); }
+  void write(const std::filesystem::path& path) const;
+
+ private:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    std::vector<int64_t> shape;
+    std::span<const uint8_t> data;
+  };
+  std::vector<Entry> entries_;
+  std::vector<std::unique_ptr<std::vector<uint8_t>>> owned_;
+  std::map<std::string, std::string> metadata_;
+};
+
+}  // namespace bitdelta

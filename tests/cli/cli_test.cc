@@ -1,0 +1,110 @@
+// The bitdelta command line, run as a real process.
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+#include "support/test_support.h"
+
+namespace bitdelta {
+namespace {
+
+using testing::run_cli;
+using testing::ScratchDir;
+
+std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "'"; }
+
+TEST(Cli, HelpListsEveryCommandAndEachCommandHasHelp) {
+  auto top = run_cli("--help");
+  EXPECT_EQ(top.exit_code, 0);
+  for (const char* command : {"import-llama2c", "info", "tokenize"}) {
+    EXPECT_NE(top.out.find(command), std::string::npos) << command;
+    auto help = run_cli(std::string(command) + " --help");
+    EXPECT_EQ(help.exit_code, 0) << command;
+    EXPECT_NE(help.out.find("Options"), std::string::npos) << help.out;
+  }
+  auto none = run_cli("");
+  EXPECT_NE(none.exit_code, 0);
+  auto unknown = run_cli("frobnicate");
+  EXPECT_NE(unknown.exit_code, 0);
+}
+
+TEST(Cli, ImportInfoAndTokenizeStories260K) {
+  ScratchDir dir;
+  auto model = dir / "stories";
+  auto imported = run_cli("import-llama2c --model " +
+                          quoted(testing::shared_asset("models/stories260K/stories260K.bin")) +
+                          " --tokenizer " +
+                          quoted(testing::shared_asset("models/stories260K/tok512.bin")) +
+                          " --out " + quoted(model));
+  ASSERT_EQ(imported.exit_code, 0) << imported.err;
+  EXPECT_NE(imported.out.find("260032 parameters"), std::string::npos) << imported.out;
+
+  auto info = run_cli("info " + quoted(model));
+  EXPECT_EQ(info.exit_code, 0) << info.out << info.err;
+  EXPECT_NE(info.out.find("llama"), std::string::npos);
+  EXPECT_NE(info.out.find("260032 parameters"), std::string::npos) << info.out;
+
+  auto info_json = run_cli("info --json " + quoted(model));
+  ASSERT_EQ(info_json.exit_code, 0);
+  auto j = nlohmann::json::parse(info_json.out);
+  EXPECT_EQ(j["weights"]["parameters"], 260032);
+  EXPECT_EQ(j["weights"]["dtypes"]["F32"]["bytes"], 260032 * 4);
+  EXPECT_EQ(j["architecture"]["kv_heads"], 4);
+  EXPECT_EQ(j["tokenizer"]["vocab_size"], 512);
+  EXPECT_TRUE(j["problems"].empty());
+
+  auto ids = run_cli("tokenize --model " + quoted(model) + " --text 'Once upon a time'");
+  ASSERT_EQ(ids.exit_code, 0) << ids.err;
+  auto text = run_cli("tokenize --model " + quoted(model) + " --decode --text '" + ids.out + "'");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_EQ(text.out, "Once upon a time\n");
+}
+
+TEST(Cli, TokenizeWithOnlyTokenizerFiles) {
+  auto qwen = testing::shared_asset("tokenizers/qwen3");
+  auto r = run_cli("tokenize --model " + quoted(qwen) +
+                   " --json --text \"$(printf '<|im_start|>user\\nhi<|im_end|>')\"");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(nlohmann::json::parse(r.out), nlohmann::json({151644, 872, 198, 6023, 151645}));
+  auto plain = run_cli("tokenize --model " + quoted(qwen) + " --text 'Hello world'");
+  EXPECT_EQ(plain.out, "9707 1879\n");
+  auto decoded = run_cli("tokenize --model " + quoted(qwen) + " --decode --json --text '[9707,1879]'");
+  EXPECT_EQ(decoded.out, "\"Hello world\"\n");
+
+  ScratchDir dir;
+  testing::write_text(dir / "in.txt", "Hello world");
+  auto from_file = run_cli("tokenize --model " + quoted(qwen) + " --file " + quoted(dir / "in.txt"));
+  EXPECT_EQ(from_file.out, "9707 1879\n");
+}
+
+TEST(Cli, BadInputGivesClearErrorsAndNonZeroExit) {
+  ScratchDir dir;
+  auto missing = run_cli("info " + quoted(dir / "nope"));
+  EXPECT_NE(missing.exit_code, 0);
+  auto empty = run_cli("info " + quoted(dir.path()));
+  EXPECT_EQ(empty.exit_code, 1);
+  EXPECT_NE(empty.out.find("no model weights"), std::string::npos) << empty.out;
+
+  auto qwen = testing::shared_asset("tokenizers/qwen3");
+  auto bad_ids = run_cli("tokenize --model " + quoted(qwen) + " --decode --text '1 two 3'");
+  EXPECT_EQ(bad_ids.exit_code, 1);
+  EXPECT_NE(bad_ids.err.find("'two' is not a token id"), std::string::npos) << bad_ids.err;
+  auto out_of_range = run_cli("tokenize --model " + quoted(qwen) + " --decode --text '999999999'");
+  EXPECT_EQ(out_of_range.exit_code, 1);
+  EXPECT_NE(out_of_range.err.find("error:"), std::string::npos);
+
+  testing::write_text(dir / "config.json", "{\"model_type\": \"gemma\"}");
+  testing::write_text(dir / "model.safetensors", "garbage");
+  auto bad_model = run_cli("info " + quoted(dir.path()));
+  EXPECT_EQ(bad_model.exit_code, 1);
+  EXPECT_NE(bad_model.err.find("gemma"), std::string::npos) << bad_model.err;
+
+  auto bad_import = run_cli("import-llama2c --model " + quoted(dir / "model.safetensors") +
+                            " --tokenizer " + quoted(dir / "model.safetensors") + " --out " +
+                            quoted(dir / "out"));
+  EXPECT_EQ(bad_import.exit_code, 1);
+  EXPECT_FALSE(std::filesystem::exists(dir / "out"));
+}
+
+}  // namespace
+}  // namespace bitdelta
