@@ -1,0 +1,70 @@
+// Chat prompt rendering for the model families we serve, byte-exact with their published Jinja
+// templates for plain system/user/assistant conversations. We render in C++ instead of running a
+// Jinja interpreter: a handful of known templates cover our models, and a template we do not
+// recognize is refused rather than guessed at.
+//
+// Supported templates (fixtures from the real Jinja texts: tools/gen_chat_template_fixtures.py):
+//   kQwen3   Qwen3's template (chat_template.jinja of Qwen/Qwen3-*): ChatML with <think> blocks.
+//            enable_thinking=false closes an empty think block in the generation prompt;
+//            assistant turns after the last user query show their reasoning_content, earlier ones
+//            drop it; reasoning inside "<think>...</think>" in content is split out the same way.
+//   kChatML  "<|im_start|>role\ncontent<|im_end|>\n" per message (Qwen2/Qwen2.5 Instruct without
+//            tools; a default system prompt found in the template is kept, e.g. Qwen2's
+//            "You are a helpful assistant.").
+//   kLlama3  Meta Llama-3 (3.0) Instruct: BOS, then "<|start_header_id|>role<|end_header_id|>\n\n"
+//            + trimmed content + "<|eot_id|>". Llama-3.1+ templates (dates, tools) are refused.
+//   kLlama2  Llama-2-chat: "<s>[INST] <<SYS>>\n...\n<</SYS>>\n\n...[/INST] answer </s>", roles must
+//            alternate user/assistant after an optional system message.
+//   kMistral Mistral-7B-Instruct v0.2 / Mixtral: "<s>[INST] user [/INST]answer</s>", no system
+//            role; v0.1's variant (a space after each "</s>") is recognized too.
+// The rendering includes the BOS text where the template does, so callers encode it with
+// parse_special and do not add another BOS.
+#pragma once
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "tokenizer/tokenizer.h"
+
+namespace bitdelta {
+
+enum class ChatFormat { kQwen3, kChatML, kLlama3, kLlama2, kMistral };
+
+struct ChatOptions {
+  bool add_generation_prompt = true;
+  bool enable_thinking = true;  // Qwen3 only
+};
+
+class ChatTemplate {
+ public:
+  // Picks the format from the tokenizer's chat template text (fingerprinting known templates) or,
+  // when it has none, from the model family: "qwen3" -> Qwen3, "qwen2" -> ChatML, "llama" ->
+  // Llama-2 unless the vocab has <|start_header_id|> (then Llama-3), "mistral" -> Mistral.
+  // Throws Error naming the supported templates when neither identifies one.
+  static ChatTemplate detect(const Tokenizer& tokenizer, std::string_view model_type);
+  static ChatTemplate of(ChatFormat format);
+  // Fingerprints template text alone; throws Error when it is not a supported template.
+  static ChatTemplate from_source(std::string_view template_source);
+
+  ChatFormat format() const { return format_; }
+  std::string_view name() const;
+  // The system prompt used when the conversation has none (ChatML templates that define one).
+  const std::string& default_system() const { return default_system_; }
+
+  // Throws Error for roles other than system/user/assistant, an empty conversation, or an order
+  // of roles the template itself rejects (Llama-2 and Mistral require alternation).
+  std::string render(const std::vector<ChatMessage>& messages,
+                     const ChatOptions& options = {}) const;
+
+ private:
+  explicit ChatTemplate(ChatFormat format);
+
+  ChatFormat format_;
+  std::string bos_ = "<s>";
+  std::string eos_ = "</s>";
+  std::string default_system_;
+  std::string answer_suffix_;  // Mistral v0.1 writes a space after each answer's EOS
+};
+
+}  // namespace bitdelta

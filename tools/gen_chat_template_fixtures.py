@@ -1,0 +1,182 @@
+#!/usr/bin/python3
+"""Golden chat-template renderings for tests/tokenizer/chat_template_test.cc.
+
+Renders conversations with the real Jinja template texts, in the same Jinja environment
+transformers' apply_chat_template uses (sandboxed, trim_blocks, lstrip_blocks, loopcontrols,
+raise_exception), and writes tests/data/tokenizer/chat_templates.json.
+
+Run with Debian's Jinja2 (apt-get install -y python3-jinja2):
+  /usr/bin/python3 tools/gen_chat_template_fixtures.py
+
+Template sources: Qwen3's is read from the shared assets (tokenizers/qwen3/chat_template.jinja);
+the others are the texts published in the models' tokenizer_config.json, copied below.
+"""
+import json
+import os
+import pathlib
+
+import jinja2
+import jinja2.ext
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+ASSETS = pathlib.Path(os.environ.get("BITDELTA_SHARED_ASSETS", ROOT.parent / "shared" / "assets"))
+
+# Plain ChatML (e.g. teknium/OpenHermes-2.5, many ChatML fine-tunes).
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\\n' + message['content']"
+    " + '<|im_end|>' + '\\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+# Qwen/Qwen2-7B-Instruct: ChatML with a default system prompt.
+QWEN2 = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+# meta-llama/Meta-Llama-3-8B-Instruct (3.0).
+LLAMA3 = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+    "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim"
+    " + '<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}"
+    "{{ content }}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}"
+)
+# meta-llama/Llama-2-7b-chat-hf.
+LLAMA2 = (
+    "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}"
+    "{% set system_message = messages[0]['content'] %}{% else %}{% set loop_messages = messages %}"
+    "{% set system_message = false %}{% endif %}{% for message in loop_messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n'"
+    " + system_message + '\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}"
+    "{% set content = message['content'] %}{% endif %}{% if message['role'] == 'user' %}"
+    "{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}"
+    "{% endif %}{% endfor %}"
+)
+# mistralai/Mistral-7B-Instruct-v0.2 and Mixtral-8x7B-Instruct-v0.1.
+MISTRAL = (
+    "{{ bos_token }}{% for message in messages %}"
+    "{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}"
+    "{% endif %}{% if message['role'] == 'user' %}{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token}}{% else %}"
+    "{{ raise_exception('Only user and assistant roles are supported!') }}{% endif %}{% endfor %}"
+)
+# mistralai/Mistral-7B-Instruct-v0.1: the same with a space after each answer's EOS.
+MISTRAL_V01 = MISTRAL.replace("{{ message['content'] + eos_token}}",
+                              "{{ message['content'] + eos_token + ' ' }}")
+
+TEMPLATES = {
+    "qwen3": {"format": "Qwen3", "bos": "", "eos": "<|im_end|>",
+              "source": (ASSETS / "tokenizers/qwen3/chat_template.jinja").read_text()},
+    "chatml": {"format": "ChatML", "bos": "", "eos": "<|im_end|>", "source": CHATML},
+    "qwen2": {"format": "ChatML", "bos": "", "eos": "<|im_end|>", "source": QWEN2},
+    "llama3": {"format": "Llama-3", "bos": "<|begin_of_text|>", "eos": "<|eot_id|>",
+               "source": LLAMA3},
+    "llama2": {"format": "Llama-2", "bos": "<s>", "eos": "</s>", "source": LLAMA2},
+    "mistral": {"format": "Mistral", "bos": "<s>", "eos": "</s>", "source": MISTRAL},
+    "mistral_v01": {"format": "Mistral", "bos": "<s>", "eos": "</s>", "source": MISTRAL_V01},
+}
+
+
+def msg(role, content, reasoning=None):
+    m = {"role": role, "content": content}
+    if reasoning is not None:
+        m["reasoning_content"] = reasoning
+    return m
+
+
+CONVERSATIONS = {
+    "system_user": [msg("system", "You are a helpful assistant."), msg("user", "Hello!")],
+    "user_only": [msg("user", "What is 2+2?")],
+    "multi_turn": [
+        msg("system", "Be brief."),
+        msg("user", "Hi"),
+        msg("assistant", "Hello! How can I help?"),
+        msg("user", "Tell me a joke."),
+    ],
+    "multi_turn_no_system": [
+        msg("user", "Hi"),
+        msg("assistant", "Hello!"),
+        msg("user", "Bye"),
+        msg("assistant", "Goodbye!"),
+    ],
+    "whitespace": [
+        msg("system", "  padded system \n"),
+        msg("user", "\n  spaced question?  \n\n"),
+        msg("assistant", "  answer with spaces  "),
+        msg("user", "ok\t"),
+    ],
+    "unicode": [msg("user", "Привет! 你好 😀 café")],
+    "reasoning_last": [
+        msg("user", "Why is the sky blue?"),
+        msg("assistant", "Rayleigh scattering.", "\nShort wavelengths scatter more.\n"),
+    ],
+    "reasoning_history": [
+        msg("user", "First question"),
+        msg("assistant", "First answer", "first thoughts"),
+        msg("user", "Second question"),
+        msg("assistant", "Second answer", "second thoughts"),
+    ],
+    "think_in_content": [
+        msg("user", "Q1"),
+        msg("assistant", "<think>\nold reasoning\n</think>\n\nA1"),
+        msg("user", "Q2"),
+        msg("assistant", "<think>\nnew reasoning\n\n</think>\n\n\nA2"),
+    ],
+    "assistant_after_last_user_no_reasoning": [
+        msg("user", "Q"),
+        msg("assistant", "partial"),
+        msg("assistant", "more", "thinking here"),
+    ],
+    "system_later": [
+        msg("system", "First system."),
+        msg("user", "Hi"),
+        msg("system", "Another system."),
+        msg("user", "Again"),
+    ],
+    "system_then_assistant": [msg("system", "S"), msg("assistant", "A")],
+}
+
+
+def render(source, messages, add_generation_prompt, enable_thinking, bos, eos):
+    def raise_exception(message):
+        raise jinja2.exceptions.TemplateError(message)
+
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                        extensions=[jinja2.ext.loopcontrols])
+    env.filters["tojson"] = lambda x, **kw: json.dumps(x, ensure_ascii=False, **kw)
+    env.globals["raise_exception"] = raise_exception
+    return env.from_string(source).render(
+        messages=messages, add_generation_prompt=add_generation_prompt,
+        enable_thinking=enable_thinking, bos_token=bos, eos_token=eos)
+
+
+def main():
+    cases = []
+    for name, template in TEMPLATES.items():
+        for conv_name, messages in CONVERSATIONS.items():
+            for add_generation_prompt in (True, False):
+                for enable_thinking in ((True, False) if name == "qwen3" else (True,)):
+                    case = {"template": name, "conversation": conv_name, "messages": messages,
+                            "add_generation_prompt": add_generation_prompt,
+                            "enable_thinking": enable_thinking}
+                    try:
+                        case["rendered"] = render(template["source"], messages,
+                                                  add_generation_prompt, enable_thinking,
+                                                  template["bos"], template["eos"])
+                    except jinja2.exceptions.TemplateError as e:
+                        case["error"] = str(e)
+                    cases.append(case)
+    out = ROOT / "tests/data/tokenizer/chat_templates.json"
+    out.write_text(json.dumps({"templates": TEMPLATES, "cases": cases}, indent=1,
+                              ensure_ascii=False) + "\n")
+    print(f"wrote {len(cases)} cases to {out}")
+
+
+if __name__ == "__main__":
+    main()
