@@ -13,5 +13,7 @@ using Runner = std::function<int()>;
 CLI::App* register_import_llama2c(CLI::App& app, Runner& runner);
 CLI::App* register_info(CLI::App& app, Runner& runner);
 CLI::App* register_tokenize(CLI::App& app, Runner& runner);
+CLI::App* register_generate(CLI::App& app, Runner& runner);
+CLI::App* register_logits(CLI::App& app, Runner& runner);
 
 }  // namespace bitdelta::cli

@@ -29,6 +29,8 @@ int main(int argc, char** argv) {
   add(bitdelta::cli::register_import_llama2c);
   add(bitdelta::cli::register_info);
   add(bitdelta::cli::register_tokenize);
+  add(bitdelta::cli::register_generate);
+  add(bitdelta::cli::register_logits);
 
   try {
     app.parse(argc, argv);

@@ -1,0 +1,28 @@
+// The small per-token operations of a transformer block, in F32.
+//   T tokens, C channels, H heads, D head_dim
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace bitdelta {
+
+// out[t, :] = x[t, :] / sqrt(mean(x[t, :]²) + eps) · weight   (x, out: [T, C]; may alias)
+void rms_norm(const float* x, const float* weight, int64_t tokens, int64_t channels, double eps,
+              float* out);
+
+// Rotary embedding, Hugging Face rotate-half layout, in place on x: [T, H, D]. For pair
+// (i, i + D/2) of token t: angle = positions[t] · inv_freq[i].
+void rope_rotate_half(float* x, int64_t tokens, int64_t heads, int64_t head_dim,
+                      std::span<const int64_t> positions, std::span<const double> inv_freq);
+
+// gate[i] = silu(gate[i]) · up[i]
+void silu_mul(float* gate, const float* up, int64_t n);
+
+// In-place softmax over n values.
+void softmax(float* x, int64_t n);
+
+// dst[i] += src[i]
+void add_into(float* dst, const float* src, int64_t n);
+
+}  // namespace bitdelta

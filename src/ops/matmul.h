@@ -1,0 +1,30 @@
+// Linear layers: y = x · Wᵀ (+ bias), x in F32, W in the Hugging Face [out, in] layout with F32,
+// F16 or BF16 elements read in place from the mapped checkpoint (any alignment).
+//   T tokens, N = w.rows (out features), K = w.cols (in features)
+#pragma once
+
+#include <cstdint>
+
+#include "io/dtype.h"
+#include "util/thread_pool.h"
+
+namespace bitdelta {
+
+struct WeightMatrix {
+  DType dtype = DType::kF32;
+  const uint8_t* data = nullptr;  // rows × cols elements, row-major
+  int64_t rows = 0;
+  int64_t cols = 0;
+  uint64_t nbytes() const { return static_cast<uint64_t>(rows * cols) * dtype_size(dtype); }
+};
+
+// y[t, n] = Σ_k x[t, k] · W[n, k] + bias[n]   (x: [T, K], y: [T, N], bias: [N] or null).
+// SIMD through Highway (best target chosen at run time), rows split across the pool's threads.
+void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias, float* y,
+            ThreadPool& pool);
+
+// Plain scalar reference of the same (double accumulation), for tests.
+void matmul_reference(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,
+                      float* y);
+
+}  // namespace bitdelta
