@@ -128,6 +128,7 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
         std::fflush(stdout);
       }
     };
+    if (!o->print_ids && !o->chat && o->prompt_ids.empty()) print(o->prompt);
     GenerateResult r = generate(*model, &tokenizer, prompt_ids, options, print, default_thread_pool());
     if (o->print_ids) {
       fmt::print("{}\n", fmt::join(r.tokens, " "));

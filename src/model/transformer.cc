@@ -153,7 +153,7 @@ void Transformer::attention(const LayerWeights& /*layer*/, int64_t l,
         for (int64_t d = 0; d < D; ++d) out[d] += w * v[d];
       }
     }
-  }, /*grain=*/1);
+  }, /*grain=*/std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, (positions_.back() + 1) * D)));
 }
 
 }  // namespace bitdelta

@@ -167,6 +167,9 @@ namespace bitdelta {
 
 HWY_EXPORT(Matmul);
 
+// Below this much work a second thread costs more in wake-up than it saves.
+constexpr int64_t kMinMacsPerThread = 1 << 17;
+
 void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias, float* y,
             ThreadPool& pool) {
   if (tokens <= 0 || w.rows == 0) return;
@@ -181,7 +184,7 @@ void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* 
         for (int64_t n = n_begin; n < n_end; ++n) y[t * w.rows + n] += bias[n];
       }
     }
-  }, /*grain=*/4);
+  }, /*grain=*/std::max<int64_t>(4, kMinMacsPerThread / std::max<int64_t>(1, 8 * w.cols * tokens)));
 }
 
 void matmul_reference(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,

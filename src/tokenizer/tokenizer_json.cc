@@ -202,23 +202,134 @@ void parse_decoder(const Reader& r, const json& d, Decoder& out) {
   out.add(std::move(step));
 }
 
-// model.vocab: token -> id, with ids checked for sign and uniqueness.
-TokenMap parse_vocab(const Reader& r, const json& vocab) {
-  if (!vocab.is_object()) fail("{}: model.vocab is missing or not an object", r.source);
+// model.vocab and model.merges hold ~150k entries each in real files; building them as a JSON DOM
+// (std::map nodes) dominated load time, so they are streamed out with a SAX pass instead.
+struct BigSections : nlohmann::json_sax<json> {
+  std::vector<std::pair<std::string, int64_t>> vocab;
+  std::vector<std::pair<std::string, std::string>> merges;
+  bool has_vocab = false;
+  bool has_merges = false;
+  std::string error;  // first problem found, for the caller to report with the file name
+
+  bool null() override { return scalar("null"); }
+  bool boolean(bool) override { return scalar("a boolean"); }
+  bool number_integer(number_integer_t v) override { return integer(v); }
+  bool number_unsigned(number_unsigned_t v) override {
+    return integer(v > number_unsigned_t(INT64_MAX) ? -1 : int64_t(v));
+  }
+  bool number_float(number_float_t, const string_t&) override { return scalar("a fraction"); }
+  bool binary(binary_t&) override { return scalar("binary"); }
+  bool string(string_t& v) override {
+    if (where_ == kMerges && depth_ == 3) {
+      size_t space = v.find(' ');
+      if (space == std::string::npos || v.find(' ', space + 1) != std::string::npos) {
+        return problem(fmt::format("merge #{} \"{}\" is not two tokens separated by one space",
+                                   merges.size(), v));
+      }
+      merges.emplace_back(v.substr(0, space), v.substr(space + 1));
+      return true;
+    }
+    if (where_ == kMerges && depth_ == 4) {
+      pair_.push_back(std::move(v));
+      return true;
+    }
+    return scalar("a string");
+  }
+  bool start_object(std::size_t) override {
+    ++depth_;
+    if (depth_ == 3 && in_model("vocab")) {
+      where_ = kVocab;
+      has_vocab = true;
+    } else if (where_ != kOther && depth_ > 3) {
+      return problem(where_ == kVocab ? "a model.vocab entry must map to an integer id"
+                                      : "a merge must be \"a b\" or [\"a\", \"b\"]");
+    }
+    return true;
+  }
+  bool end_object() override {
+    if (depth_ == 3 && where_ == kVocab) where_ = kOther;
+    --depth_;
+    return true;
+  }
+  bool start_array(std::size_t) override {
+    ++depth_;
+    if (depth_ == 3 && in_model("merges")) {
+      where_ = kMerges;
+      has_merges = true;
+    } else if (where_ == kMerges && depth_ == 4) {
+      pair_.clear();
+    } else if (where_ != kOther) {
+      return problem(where_ == kVocab ? "a model.vocab entry must map to an integer id"
+                                      : "a merge must be \"a b\" or [\"a\", \"b\"]");
+    }
+    return true;
+  }
+  bool end_array() override {
+    if (where_ == kMerges && depth_ == 4) {
+      if (pair_.size() != 2) {
+        return problem(fmt::format("merge #{} must be a pair of two tokens", merges.size()));
+      }
+      merges.emplace_back(std::move(pair_[0]), std::move(pair_[1]));
+    } else if (where_ == kMerges && depth_ == 3) {
+      where_ = kOther;
+    }
+    --depth_;
+    return true;
+  }
+  bool key(string_t& k) override {
+    if (depth_ == 1) top_key_ = k;
+    if (depth_ == 2) model_key_ = k;
+    if (depth_ == 3 && where_ == kVocab) vocab_key_ = std::move(k);
+    return true;
+  }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;  // the DOM pass already reported malformed JSON
+  }
+
+ private:
+  enum Where { kOther, kVocab, kMerges };
+  bool in_model(const char* key) const { return top_key_ == "model" && model_key_ == key; }
+  bool problem(std::string message) {
+    if (error.empty()) error = std::move(message);
+    return false;
+  }
+  bool scalar(const char* what) {
+    if (where_ == kVocab && depth_ == 3) {
+      return problem(fmt::format("model.vocab entry \"{}\" must map to an integer id, not {}",
+                                 vocab_key_, what));
+    }
+    if (where_ == kMerges) {
+      return problem(fmt::format("merge #{} must be \"a b\" or [\"a\", \"b\"], not {}",
+                                 merges.size(), what));
+    }
+    return true;
+  }
+  bool integer(int64_t v) {
+    if (where_ == kVocab && depth_ == 3) {
+      if (v < 0 || v > INT32_MAX) {
+        return problem(fmt::format("model.vocab entry \"{}\" has invalid id {}", vocab_key_, v));
+      }
+      vocab.emplace_back(std::move(vocab_key_), v);
+      return true;
+    }
+    return scalar("a number");
+  }
+
+  int depth_ = 0;
+  Where where_ = kOther;
+  std::string top_key_, model_key_, vocab_key_;
+  std::vector<std::string> pair_;
+};
+
+// Checks ids for uniqueness and builds the token map.
+TokenMap build_vocab(const Reader& r, std::vector<std::pair<std::string, int64_t>> entries) {
   TokenMap map;
-  map.reserve(vocab.size());
+  map.reserve(entries.size());
   std::vector<int32_t> ids;
-  ids.reserve(vocab.size());
-  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
-    if (!it.value().is_number_integer()) {
-      fail("{}: model.vocab entry \"{}\" must map to an integer id", r.source, it.key());
-    }
-    int64_t id = it.value().get<int64_t>();
-    if (id < 0 || id > INT32_MAX) {
-      fail("{}: model.vocab entry \"{}\" has invalid id {}", r.source, it.key(), id);
-    }
-    map.emplace(it.key(), int32_t(id));
+  ids.reserve(entries.size());
+  for (auto& [token, id] : entries) {
     ids.push_back(int32_t(id));
+    map.emplace(std::move(token), int32_t(id));
   }
   std::sort(ids.begin(), ids.end());
   if (auto dup = std::adjacent_find(ids.begin(), ids.end()); dup != ids.end()) {
@@ -232,33 +343,26 @@ TokenMap parse_vocab(const Reader& r, const json& vocab) {
   return map;
 }
 
-// Views into the JSON document, which outlives the BpeModel constructor that consumes them.
-std::vector<std::pair<std::string_view, std::string_view>> parse_merges(const Reader& r,
-                                                                        const json& merges) {
-  if (!merges.is_array()) fail("{}: model.merges is missing or not a list", r.source);
-  std::vector<std::pair<std::string_view, std::string_view>> out;
-  out.reserve(merges.size());
-  for (size_t i = 0; i < merges.size(); ++i) {
-    const json& m = merges[i];
-    if (m.is_string()) {
-      // The older "a b" form: exactly one space separates the two tokens.
-      const std::string& s = m.get_ref<const std::string&>();
-      size_t space = s.find(' ');
-      if (space == std::string::npos || s.find(' ', space + 1) != std::string::npos) {
-        fail("{}: merge #{} \"{}\" is not two tokens separated by one space", r.source, i, s);
-      }
-      std::string_view v(s);
-      out.emplace_back(v.substr(0, space), v.substr(space + 1));
-    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
-      out.emplace_back(m[0].get_ref<const std::string&>(), m[1].get_ref<const std::string&>());
-    } else {
-      fail("{}: merge #{} must be \"a b\" or [\"a\", \"b\"], got {}", r.source, i, m.dump());
+// model.vocab: token -> id, with ids checked for sign and uniqueness.
+TokenMap parse_vocab(const Reader& r, const json& vocab) {
+  if (!vocab.is_object()) fail("{}: model.vocab is missing or not an object", r.source);
+  std::vector<std::pair<std::string, int64_t>> entries;
+  entries.reserve(vocab.size());
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+    if (!it.value().is_number_integer()) {
+      fail("{}: model.vocab entry \"{}\" must map to an integer id", r.source, it.key());
     }
+    int64_t id = it.value().get<int64_t>();
+    if (id < 0 || id > INT32_MAX) {
+      fail("{}: model.vocab entry \"{}\" has invalid id {}", r.source, it.key(), id);
+    }
+    entries.emplace_back(it.key(), id);
   }
-  return out;
+  return build_vocab(r, std::move(entries));
 }
 
-std::shared_ptr<const BpeModel> parse_model(const Reader& r, const json& model, bool byte_level) {
+std::shared_ptr<const BpeModel> parse_model(const Reader& r, const json& model,
+                                            BigSections& sections, bool byte_level) {
   if (!model.is_object()) fail("{}: the \"model\" section is missing", r.source);
   std::string type = r.str(model, "type", "BPE");
   if (type != "BPE") r.unsupported("model", type, "BPE");
@@ -278,13 +382,11 @@ std::shared_ptr<const BpeModel> parse_model(const Reader& r, const json& model, 
   options.ignore_merges = r.boolean(model, "ignore_merges", false);
   std::string unk = r.str(model, "unk_token");
   if (!unk.empty()) options.unk_token = unk;
-  static const json kNull;
-  static const json kEmptyList = json::array();
-  // find() rather than value(): value() would copy the 150k-entry vocab and merges.
-  auto vocab_it = model.find("vocab");
-  auto merges_it = model.find("merges");
-  auto vocab = parse_vocab(r, vocab_it == model.end() ? kNull : *vocab_it);
-  auto merges = parse_merges(r, merges_it == model.end() ? kEmptyList : *merges_it);
+  if (!sections.has_vocab) fail("{}: model.vocab is missing or not an object", r.source);
+  auto vocab = build_vocab(r, std::move(sections.vocab));
+  std::vector<std::pair<std::string_view, std::string_view>> merges;
+  merges.reserve(sections.merges.size());
+  for (const auto& [a, b] : sections.merges) merges.emplace_back(a, b);
   return std::make_shared<BpeModel>(std::move(vocab), merges, options, r.source);
 }
 
@@ -375,11 +477,23 @@ void finish_tokenizer(TokenizerImpl& impl) {
 std::shared_ptr<TokenizerImpl> parse_tokenizer_json(std::string_view text,
                                                     const std::string& source) {
   json j;
+  std::string top_key;
+  // The DOM skips model.vocab and model.merges; BigSections streams them (see there).
+  auto skip_big = [&](int depth, json::parse_event_t event, json& parsed) {
+    if (event != json::parse_event_t::key) return true;
+    if (depth == 1) top_key = parsed.get<std::string>();
+    return !(depth == 2 && top_key == "model" && (parsed == "vocab" || parsed == "merges"));
+  };
   try {
-    j = json::parse(text.begin(), text.end());
+    j = json::parse(text.begin(), text.end(), skip_big);
   } catch (const json::parse_error& e) {
     fail("{}: not valid JSON ({}); the file is corrupt or truncated, fetch it again", source,
          e.what());
+  }
+  BigSections sections;
+  if (j.is_object()) {
+    json::sax_parse(text.begin(), text.end(), &sections);
+    if (!sections.error.empty()) fail("{}: {}", source, sections.error);
   }
   if (!j.is_object()) fail("{}: expected a JSON object at the top level", source);
   Reader r{source};
@@ -395,7 +509,7 @@ std::shared_ptr<TokenizerImpl> parse_tokenizer_json(std::string_view text,
   parse_normalizer(r, section("normalizer"), impl->normalizer);
   parse_pre_tokenizer(r, section("pre_tokenizer"), impl->pre_tokenizer);
   parse_decoder(r, section("decoder"), impl->decoder);
-  impl->model = parse_model(r, j["model"], impl->pre_tokenizer.has_byte_level());
+  impl->model = parse_model(r, j["model"], sections, impl->pre_tokenizer.has_byte_level());
   impl->added_tokens = parse_added_tokens(r, j);
   finish_tokenizer(*impl);
   return impl;

@@ -1,0 +1,80 @@
+// Every compiled SIMD target of matmul() against the scalar reference, on shapes that are not
+// multiples of the vector width, for every weight dtype and token count (decode and prefill).
+#include "ops/matmul.h"
+
+#include <gtest/gtest.h>
+#include <hwy/targets.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+namespace bitdelta {
+namespace {
+
+std::vector<uint8_t> random_weights(DType dtype, int64_t n, std::mt19937& rng) {
+  std::normal_distribution<float> dist(0.f, 1.f);
+  std::vector<float> f(static_cast<size_t>(n));
+  for (auto& v : f) v = dist(rng);
+  std::vector<uint8_t> out(static_cast<size_t>(n) * dtype_size(dtype));
+  convert_from_f32(dtype, f.data(), out.data(), f.size());
+  return out;
+}
+
+class MatmulAllTargets : public ::testing::Test {
+ protected:
+  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
+};
+
+TEST_F(MatmulAllTargets, MatchesScalarReferenceOnOddShapes) {
+  std::mt19937 rng(42);
+  ThreadPool pool(2);
+  std::vector<int64_t> targets = hwy::SupportedAndGeneratedTargets();
+  ASSERT_FALSE(targets.empty());
+  std::string names;
+  for (int64_t t : targets) names += std::string(hwy::TargetName(t)) + " ";
+  RecordProperty("targets", names);
+  std::printf("targets tested: %s\n", names.c_str());
+  struct Shape {
+    int64_t tokens, rows, cols;
+  };
+  const Shape shapes[] = {{1, 1, 1},  {1, 7, 13},   {2, 33, 65},  {3, 17, 100}, {4, 9, 31},
+                          {5, 64, 64}, {7, 130, 17}, {16, 40, 129}, {1, 300, 257}};
+  for (int64_t target : targets) {
+    hwy::SetSupportedTargetsForTest(target);
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+      for (const auto& s : shapes) {
+        auto w_bytes = random_weights(dtype, s.rows * s.cols + 1, rng);
+        // Offset by one element so the weights are deliberately misaligned.
+        WeightMatrix w{dtype, w_bytes.data() + dtype_size(dtype), s.rows, s.cols};
+        std::normal_distribution<float> dist(0.f, 1.f);
+        std::vector<float> x(static_cast<size_t>(s.tokens * s.cols));
+        for (auto& v : x) v = dist(rng);
+        std::vector<float> bias(static_cast<size_t>(s.rows));
+        for (auto& v : bias) v = dist(rng);
+        std::vector<float> expected(static_cast<size_t>(s.tokens * s.rows));
+        std::vector<float> actual(expected.size(), NAN);
+        matmul_reference(x.data(), s.tokens, w, bias.data(), expected.data());
+        matmul(x.data(), s.tokens, w, bias.data(), actual.data(), pool);
+        for (size_t i = 0; i < expected.size(); ++i) {
+          ASSERT_NEAR(actual[i], expected[i], 1e-4 * std::sqrt(double(s.cols)) + 1e-5)
+              << hwy::TargetName(target) << " " << dtype_name(dtype) << " T=" << s.tokens
+              << " N=" << s.rows << " K=" << s.cols << " at " << i;
+        }
+      }
+    }
+  }
+}
+
+TEST(Matmul, NoBiasAndSingleThread) {
+  ThreadPool pool(1);
+  std::vector<float> w = {1, 2, 3, 4, 5, 6};  // [2, 3]
+  std::vector<float> x = {1, 0, -1, 0.5f, 0.5f, 0.5f};  // [2, 3]
+  std::vector<float> y(4);
+  matmul(x.data(), 2, WeightMatrix{DType::kF32, reinterpret_cast<uint8_t*>(w.data()), 2, 3},
+         nullptr, y.data(), pool);
+  EXPECT_EQ(y, (std::vector<float>{-2, -2, 3, 7.5f}));
+}
+
+}  // namespace
+}  // namespace bitdelta
