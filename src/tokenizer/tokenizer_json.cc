@@ -299,8 +299,8 @@ struct BigSections : nlohmann::json_sax<json> {
                                  vocab_key_, what));
     }
     if (where_ == kMerges) {
-      return problem(fmt::format("merge #{} must be \"a b\" or [\"a\", \"b\"], not {}",
-                                 merges.size(), what));
+      return problem(
+          fmt::format("merge #{} must be \"a b\" or [\"a\", \"b\"], not {}", merges.size(), what));
     }
     return true;
   }
