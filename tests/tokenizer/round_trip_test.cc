@@ -30,9 +30,8 @@ TEST_P(CorpusRoundTrip, Gpt2) {
 INSTANTIATE_TEST_SUITE_P(Corpora, CorpusRoundTrip,
                          ::testing::Values("tinyshakespeare.txt", "tinystories_sample.txt",
                                            "web_sentences_en.txt"),
-                         [](const auto& info) {
-                           std::string name = info.param.substr(0, info.param.find('.'));
-                           return name;
+                         [](const ::testing::TestParamInfo<std::string>& param_info) {
+                           return param_info.param.substr(0, param_info.param.find('.'));
                          });
 
 TEST(RoundTrip, NfcIsApplied) {
