@@ -15,5 +15,6 @@ CLI::App* register_info(CLI::App& app, Runner& runner);
 CLI::App* register_tokenize(CLI::App& app, Runner& runner);
 CLI::App* register_generate(CLI::App& app, Runner& runner);
 CLI::App* register_logits(CLI::App& app, Runner& runner);
+CLI::App* register_synth(CLI::App& app, Runner& runner);
 
 }  // namespace bitdelta::cli

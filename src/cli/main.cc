@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
   add(bitdelta::cli::register_tokenize);
   add(bitdelta::cli::register_generate);
   add(bitdelta::cli::register_logits);
+  add(bitdelta::cli::register_synth);
 
   try {
     app.parse(argc, argv);

@@ -195,19 +195,31 @@ void SafetensorsWriter::set_metadata(std::string key, std::string value) {
   metadata_[std::move(key)] = std::move(value);
 }
 
-void SafetensorsWriter::add(std::string name, DType dtype, std::vector<int64_t> shape,
-                            std::span<const uint8_t> data) {
+void SafetensorsWriter::add_entry(Entry entry) {
   int64_t numel = 1;
-  for (int64_t d : shape) {
-    BD_CHECK(d >= 0, "negative dimension in tensor '{}'", name);
+  for (int64_t d : entry.shape) {
+    BD_CHECK(d >= 0, "negative dimension in tensor '{}'", entry.name);
     numel *= d;
   }
-  BD_CHECK(static_cast<uint64_t>(numel) * dtype_size(dtype) == data.size(),
-           "tensor '{}': {} elements of {} need {} bytes, got {}", name, numel, dtype_name(dtype),
-           numel * dtype_size(dtype), data.size());
-  BD_CHECK(name != "__metadata__");
-  for (const auto& e : entries_) BD_CHECK(e.name != name, "tensor '{}' added twice", name);
-  entries_.push_back({std::move(name), dtype, std::move(shape), data});
+  BD_CHECK(static_cast<uint64_t>(numel) * dtype_size(entry.dtype) == entry.nbytes,
+           "tensor '{}': {} elements of {} need {} bytes, got {}", entry.name, numel,
+           dtype_name(entry.dtype), numel * dtype_size(entry.dtype), entry.nbytes);
+  BD_CHECK(entry.name != "__metadata__");
+  for (const auto& e : entries_) BD_CHECK(e.name != entry.name, "tensor '{}' added twice", entry.name);
+  entries_.push_back(std::move(entry));
+}
+
+void SafetensorsWriter::add(std::string name, DType dtype, std::vector<int64_t> shape,
+                            std::span<const uint8_t> data) {
+  add_entry({std::move(name), dtype, std::move(shape), data, data.size(), nullptr});
+}
+
+void SafetensorsWriter::add_generated(std::string name, DType dtype, std::vector<int64_t> shape,
+                                      std::function<void(std::span<uint8_t>)> fill) {
+  uint64_t numel = 1;
+  for (int64_t d : shape) numel *= static_cast<uint64_t>(d);
+  add_entry({std::move(name), dtype, std::move(shape), {}, numel * dtype_size(dtype),
+             std::move(fill)});
 }
 
 void SafetensorsWriter::add_owned(std::string name, DType dtype, std::vector<int64_t> shape,
@@ -230,8 +242,8 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
   for (const auto& e : entries_) {
     header[e.name] = {{"dtype", dtype_name(e.dtype)},
                       {"shape", e.shape},
-                      {"data_offsets", {offset, offset + e.data.size()}}};
-    offset += e.data.size();
+                      {"data_offsets", {offset, offset + e.nbytes}}};
+    offset += e.nbytes;
   }
   std::string text = header.dump();
   // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
@@ -242,7 +254,16 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
   AtomicFile out(path);
   out.write(std::span<const uint8_t>(length, 8));
   out.write(text);
-  for (const auto& e : entries_) out.write(e.data);
+  std::vector<uint8_t> buffer;
+  for (const auto& e : entries_) {
+    if (e.fill) {
+      buffer.resize(e.nbytes);
+      e.fill(buffer);
+      out.write(buffer);
+    } else {
+      out.write(e.data);
+    }
+  }
   out.commit();
 }
 

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -88,6 +89,10 @@ class SafetensorsWriter {
   void add_owned(std::string name, DType dtype, std::vector<int64_t> shape,
                  std::vector<uint8_t> data);
   void add_f32(std::string name, std::vector<int64_t> shape, std::span<const float> values);
+  // Bytes produced at write time by `fill` (called once, with a buffer of exactly the tensor's
+  // size): peak memory stays one tensor, not the whole file.
+  void add_generated(std::string name, DType dtype, std::vector<int64_t> shape,
+                     std::function<void(std::span<uint8_t>)> fill);
   size_t size() const { return entries_.size(); }
   void write(const std::filesystem::path& path) const;
 
@@ -97,7 +102,10 @@ class SafetensorsWriter {
     DType dtype;
     std::vector<int64_t> shape;
     std::span<const uint8_t> data;
+    uint64_t nbytes = 0;
+    std::function<void(std::span<uint8_t>)> fill;  // set for generated tensors
   };
+  void add_entry(Entry entry);
   std::vector<Entry> entries_;
   std::vector<std::unique_ptr<std::vector<uint8_t>>> owned_;
   std::map<std::string, std::string> metadata_;

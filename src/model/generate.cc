@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "util/error.h"
 
@@ -64,6 +65,12 @@ GenerateResult generate(Transformer& model, const Tokenizer* tokenizer,
       int32_t last = history.back();
       SequenceInput next{&cache, {&last, 1}, false};
       model.forward({&next, 1}, &logits, pool);
+    }
+    // Embedding rows past the tokenizer's last id (Qwen3 pads its vocab to 151,936) are not
+    // tokens: never pick them.
+    if (tokenizer != nullptr && tokenizer->vocab_size() < static_cast<int32_t>(logits.size())) {
+      std::fill(logits.begin() + tokenizer->vocab_size(), logits.end(),
+                -std::numeric_limits<float>::infinity());
     }
     int32_t id = sampler.sample(logits, history);
     if (std::find(options.stop_ids.begin(), options.stop_ids.end(), id) !=
