@@ -174,7 +174,11 @@ std::string render_llama2(const std::vector<ChatMessage>& m, const std::string& 
     if (m[i].role == "user") {
       out += bos + "[INST] " + py_strip(content) + " [/INST]";
     } else if (m[i].role == "assistant") {
-      out += " " + py_strip(content) + " " + eos;
+      // Appended piece by piece: GCC 12's -Wrestrict misfires on `" " + std::string`.
+      out += ' ';
+      out += py_strip(content);
+      out += ' ';
+      out += eos;
     }
     // A later system message in an assistant slot passes the template's alternation check and
     // renders as nothing; we match it.

@@ -16,7 +16,7 @@ std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "
 TEST(Cli, HelpListsEveryCommandAndEachCommandHasHelp) {
   auto top = run_cli("--help");
   EXPECT_EQ(top.exit_code, 0);
-  for (const char* command : {"import-llama2c", "info", "tokenize"}) {
+  for (const char* command : {"import-llama2c", "info", "tokenize", "generate", "logits", "synth"}) {
     EXPECT_NE(top.out.find(command), std::string::npos) << command;
     auto help = run_cli(std::string(command) + " --help");
     EXPECT_EQ(help.exit_code, 0) << command;
@@ -58,6 +58,57 @@ TEST(Cli, ImportInfoAndTokenizeStories260K) {
   auto text = run_cli("tokenize --model " + quoted(model) + " --decode --text '" + ids.out + "'");
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_EQ(text.out, "Once upon a time\n");
+}
+
+TEST(Cli, GenerateLogitsAndSynth) {
+  ScratchDir dir;
+  auto model = dir / "stories";
+  ASSERT_EQ(run_cli("import-llama2c --model " +
+                    quoted(testing::shared_asset("models/stories260K/stories260K.bin")) +
+                    " --tokenizer " + quoted(testing::shared_asset("models/stories260K/tok512.bin")) +
+                    " --out " + quoted(model))
+                .exit_code,
+            0);
+  // Greedy from BOS: the first tokens of llama2.c's golden output.
+  auto ids = run_cli("generate --model " + quoted(model) + " --prompt-ids 1 -n 8 --print-ids");
+  ASSERT_EQ(ids.exit_code, 0) << ids.err;
+  EXPECT_EQ(ids.out, "403 407 261 378 432 383 286 261\n");
+  EXPECT_NE(ids.err.find("tokens/s"), std::string::npos) << ids.err;
+  auto text = run_cli("generate --model " + quoted(model) + " --prompt 'Once upon a time' -n 20");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  EXPECT_EQ(text.out.rfind("Once upon a time, there was a little girl named Lily", 0), 0u)
+      << text.out;
+  auto stopped = run_cli("generate --model " + quoted(model) +
+                         " --prompt 'Once upon a time' -n 50 --stop Lily");
+  EXPECT_EQ(stopped.out, "Once upon a time, there was a little girl named \n");
+  auto sampled1 = run_cli("generate --model " + quoted(model) +
+                          " --prompt-ids 1 -n 30 -t 0.8 --top-k 40 --seed 3 --print-ids");
+  auto sampled2 = run_cli("generate --model " + quoted(model) +
+                          " --prompt-ids 1 -n 30 -t 0.8 --top-k 40 --seed 3 --print-ids");
+  EXPECT_EQ(sampled1.out, sampled2.out);
+  auto bad = run_cli("generate --model " + quoted(model) + " --prompt-ids 1,9999 -n 3");
+  EXPECT_EQ(bad.exit_code, 1);
+  EXPECT_NE(bad.err.find("out of range"), std::string::npos) << bad.err;
+  auto bad_temp = run_cli("generate --model " + quoted(model) + " --prompt x -t -1");
+  EXPECT_EQ(bad_temp.exit_code, 1);
+
+  auto logits = run_cli("logits --model " + quoted(model) + " --ids 1,403,407 --out " +
+                        quoted(dir / "logits.safetensors"));
+  ASSERT_EQ(logits.exit_code, 0) << logits.err;
+  auto info = run_cli("info --json " + quoted(model));
+  EXPECT_EQ(info.exit_code, 0);
+
+  auto synth = run_cli("synth --like tiny --out " + quoted(dir / "tiny") + " --seed 4");
+  ASSERT_EQ(synth.exit_code, 0) << synth.err;
+  auto synth_info = run_cli("info --json " + quoted(dir / "tiny"));
+  ASSERT_EQ(synth_info.exit_code, 0) << synth_info.out;
+  auto j = nlohmann::json::parse(synth_info.out);
+  EXPECT_EQ(j["architecture"]["model_type"], "qwen3");
+  EXPECT_EQ(j["weights"]["dtypes"].begin().key(), "BF16");
+  auto chat = run_cli("generate --model " + quoted(dir / "tiny") + " --chat --prompt hi -n 5");
+  EXPECT_EQ(chat.exit_code, 0) << chat.err;
+  auto unknown = run_cli("synth --like gpt-5 --out " + quoted(dir / "x"));
+  EXPECT_NE(unknown.exit_code, 0);
 }
 
 TEST(Cli, TokenizeWithOnlyTokenizerFiles) {

@@ -52,5 +52,48 @@ TEST_F(Stories260K, GreedyDecodingReproducesLlama2c) {
             testing::read_text(testing::shared_asset("models/stories260K/greedy_t0_n256.txt")));
 }
 
+TEST_F(Stories260K, StopStringEndsGenerationBeforeIt) {
+  auto model = Transformer::load(dir_->path());
+  Tokenizer tokenizer = Tokenizer::from_folder(dir_->path());
+  std::vector<int32_t> bos = {1};
+  ThreadPool pool(1);
+  GenerateOptions options;
+  options.max_tokens = 100;
+  options.stop_strings = {"Lily"};
+  std::string streamed;
+  GenerateResult r = generate(*model, &tokenizer, bos, options,
+                              [&](std::string_view t) { streamed += t; }, pool);
+  EXPECT_EQ(r.finish_reason, "stop");
+  EXPECT_EQ(r.text, "Once upon a time, there was a little girl named ");
+  EXPECT_EQ(streamed, r.text);
+}
+
+TEST_F(Stories260K, StopIdEndsGenerationAndSampledRunsAreReproducible) {
+  auto model = Transformer::load(dir_->path());
+  Tokenizer tokenizer = Tokenizer::from_folder(dir_->path());
+  std::vector<int32_t> bos = {1};
+  ThreadPool pool(2);
+  GenerateOptions options;
+  options.max_tokens = 50;
+  options.stop_ids = {golden_ids()[3]};  // the third generated token
+  GenerateResult r = generate(*model, &tokenizer, bos, options, nullptr, pool);
+  EXPECT_EQ(r.finish_reason, "stop");
+  EXPECT_EQ(r.tokens, (std::vector<int32_t>{golden_ids()[1], golden_ids()[2]}));
+
+  GenerateOptions sampled;
+  sampled.max_tokens = 40;
+  sampled.sampling.temperature = 0.9f;
+  sampled.sampling.top_p = 0.9f;
+  sampled.sampling.seed = 11;
+  GenerateResult a = generate(*model, &tokenizer, bos, sampled, nullptr, pool);
+  GenerateResult b = generate(*model, &tokenizer, bos, sampled, nullptr, pool);
+  EXPECT_EQ(a.tokens, b.tokens);
+  sampled.sampling.seed = 12;
+  GenerateResult c = generate(*model, &tokenizer, bos, sampled, nullptr, pool);
+  EXPECT_NE(a.tokens, c.tokens);
+  EXPECT_EQ(a.finish_reason, "length");
+  EXPECT_EQ(a.tokens.size(), 40u);
+}
+
 }  // namespace
 }  // namespace bitdelta

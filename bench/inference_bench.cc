@@ -1,0 +1,216 @@
+// Inference speed against the hardware limit, measured in the same run.
+//
+//   inference_bench [--model DIR] [--prompt 128] [--new 64] [--threads 1,2]
+//
+// Without --model it writes `synth --like qwen3-0.6b` (BF16) to a temporary folder first. For
+// each thread count it prints prefill tokens/s (the whole prompt in one forward) and decode
+// tokens/s (new tokens one at a time after the prompt), next to the memory-bandwidth limit for
+// decode: weight bytes read per token ÷ streaming read bandwidth measured here with the same
+// number of threads. It also reports peak RSS after loading and running, against the weights'
+// bytes (the weights are mapped, so there should be no second copy).
+#include <fmt/format.h>
+#include <hwy/highway.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include <unistd.h>
+
+#include "model/synth.h"
+#include "model/transformer.h"
+#include "util/error.h"
+#include "util/thread_pool.h"
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using namespace bitdelta;
+
+namespace {
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// Bytes per second for reading a buffer far larger than the caches, best of several passes.
+double streaming_read_bandwidth(ThreadPool& pool) {
+  const size_t n = size_t{1} << 28;  // 1 GiB of floats
+  std::vector<float> buffer(n, 1.0f);
+  std::vector<double> sums(static_cast<size_t>(pool.size()));
+  double best = 0;
+  for (int pass = 0; pass < 5; ++pass) {
+    auto start = Clock::now();
+    pool.parallel_for(static_cast<int64_t>(n / 4096), [&](int64_t begin, int64_t end) {
+      namespace hn = hwy::HWY_NAMESPACE;
+      const hn::ScalableTag<float> d;
+      auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+      const size_t lanes = hn::Lanes(d);
+      const float* p = buffer.data() + begin * 4096;
+      const float* e = buffer.data() + end * 4096;
+      for (; p + 4 * lanes <= e; p += 4 * lanes) {
+        a0 = hn::Add(a0, hn::LoadU(d, p));
+        a1 = hn::Add(a1, hn::LoadU(d, p + lanes));
+        a2 = hn::Add(a2, hn::LoadU(d, p + 2 * lanes));
+        a3 = hn::Add(a3, hn::LoadU(d, p + 3 * lanes));
+      }
+      float s = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+      sums[static_cast<size_t>(begin * pool.size() / std::max<int64_t>(1, int64_t(n / 4096)))] += s;
+    });
+    const double elapsed = seconds_since(start);
+    best = std::max(best, static_cast<double>(n * sizeof(float)) / elapsed);
+  }
+  if (sums[0] < 0) std::printf("%f\n", sums[0]);  // keeps the reads alive
+  return best;
+}
+
+uint64_t peak_rss_bytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoull(line.substr(6)) * 1024;
+  }
+  return 0;
+}
+
+void reset_peak_rss() {
+  std::ofstream clear("/proc/self/clear_refs");
+  clear << "5";
+}
+
+// Bytes of weights one decode step streams: every linear of every layer plus the LM head (the
+// embedding row lookup is negligible).
+uint64_t weight_bytes_per_token(const ModelWeights& w) {
+  uint64_t total = w.lm_head.nbytes();
+  for (const auto& l : w.layers) {
+    for (const Linear* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
+      total += lin->weight.nbytes();
+    }
+  }
+  return total;
+}
+
+std::vector<int> parse_threads(const std::string& s) {
+  std::vector<int> out;
+  size_t i = 0;
+  while (i < s.size()) {
+    size_t j = s.find(',', i);
+    if (j == std::string::npos) j = s.size();
+    out.push_back(std::stoi(s.substr(i, j - i)));
+    i = j + 1;
+  }
+  return out;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string model_dir;
+  int prompt_len = 128, new_tokens = 64;
+  std::vector<int> thread_counts = {1, 2};
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    auto value = [&]() -> std::string {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s needs a value\n", a.c_str());
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (a == "--model") {
+      model_dir = value();
+    } else if (a == "--prompt") {
+      prompt_len = std::stoi(value());
+    } else if (a == "--new") {
+      new_tokens = std::stoi(value());
+    } else if (a == "--threads") {
+      thread_counts = parse_threads(value());
+    } else {
+      std::fprintf(stderr,
+                   "usage: inference_bench [--model DIR] [--prompt 128] [--new 64] "
+                   "[--threads 1,2]\n(without --model, synth --like qwen3-0.6b BF16 is written "
+                   "to a temporary folder)\n");
+      return a == "--help" || a == "-h" ? 0 : 2;
+    }
+  }
+  try {
+    fs::path temp;
+    if (model_dir.empty()) {
+      temp = fs::temp_directory_path() / fmt::format("bitdelta-bench-{}", ::getpid());
+      fmt::print("writing synth --like qwen3-0.6b (BF16) to {} ...\n", temp.string());
+      SynthOptions options;
+      options.like = "qwen3-0.6b";
+      synth_model(options, temp);
+      model_dir = temp.string();
+    }
+    reset_peak_rss();  // the synth step's buffers are not the engine's
+    const uint64_t rss_before = peak_rss_bytes();
+    auto model = Transformer::load(model_dir);
+    const ModelConfig& c = model->config();
+    const uint64_t weight_file_bytes = model->files().tensor_bytes();
+    const uint64_t per_token = weight_bytes_per_token(model->weights());
+    fmt::print("model: {} ({} layers, hidden {}), weights {:.1f} MiB, {:.1f} MiB read per decode "
+               "token\n",
+               model_dir, c.num_hidden_layers, c.hidden_size, weight_file_bytes / 1048576.0,
+               per_token / 1048576.0);
+    std::vector<int32_t> prompt(static_cast<size_t>(prompt_len));
+    for (int i = 0; i < prompt_len; ++i) prompt[i] = (i * 7919 + 13) % 1000 + 100;
+    {
+      // One prefill and a few decode steps touch every weight page, so the peak RSS below is
+      // the real working set of a loaded, running model.
+      KVCache cache = model->new_cache();
+      std::vector<float> logits;
+      SequenceInput input{&cache, prompt, false};
+      model->forward({&input, 1}, &logits, default_thread_pool());
+      for (int32_t t = 0; t < 4; ++t) {
+        SequenceInput step{&cache, {&t, 1}, false};
+        model->forward({&step, 1}, &logits, default_thread_pool());
+      }
+    }
+    const uint64_t rss = peak_rss_bytes();
+    fmt::print("peak RSS after loading and running: {:.1f} MiB = {:.3f} x the weights ({:.1f} MiB "
+               "before loading)\n",
+               rss / 1048576.0, static_cast<double>(rss) / weight_file_bytes,
+               rss_before / 1048576.0);
+
+    fmt::print("\n| threads | prefill tok/s | decode tok/s | bandwidth GB/s | decode limit tok/s "
+               "| decode / limit |\n|---|---|---|---|---|---|\n");
+    for (int threads : thread_counts) {
+      ThreadPool pool(threads);
+      const double bandwidth = streaming_read_bandwidth(pool);
+      const double limit = bandwidth / static_cast<double>(per_token);
+      std::vector<float> logits;
+      double best_prefill = 1e30, best_decode = 1e30;
+      for (int rep = 0; rep < 2; ++rep) {
+        KVCache cache = model->new_cache();
+        SequenceInput input{&cache, prompt, false};
+        auto start = Clock::now();
+        model->forward({&input, 1}, &logits, pool);
+        best_prefill = std::min(best_prefill, seconds_since(start));
+        int32_t next = static_cast<int32_t>(
+            std::max_element(logits.begin(), logits.end()) - logits.begin());
+        start = Clock::now();
+        for (int t = 0; t < new_tokens; ++t) {
+          SequenceInput step{&cache, {&next, 1}, false};
+          model->forward({&step, 1}, &logits, pool);
+          next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) -
+                                      logits.begin());
+        }
+        best_decode = std::min(best_decode, seconds_since(start));
+      }
+      const double prefill_tps = prompt_len / best_prefill;
+      const double decode_tps = new_tokens / best_decode;
+      fmt::print("| {} | {:.1f} | {:.2f} | {:.1f} | {:.2f} | {:.0f}% |\n", threads, prefill_tps,
+                 decode_tps, bandwidth / 1e9, limit, 100.0 * decode_tps / limit);
+    }
+    if (!temp.empty()) fs::remove_all(temp);
+  } catch (const Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
