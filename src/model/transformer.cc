@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "ops/attention.h"
 #include "ops/elementwise.h"
 #include "util/error.h"
 
@@ -138,20 +139,8 @@ void Transformer::attention(const LayerWeights& /*layer*/, int64_t l,
       const int64_t kv_offset = (h / group) * D;
       const float* q = q_.data() + (t * H + h) * D;
       if (static_cast<int64_t>(scores.size()) < len) scores.resize(static_cast<size_t>(len));
-      for (int64_t p = 0; p < len; ++p) {
-        const float* k = cache.key(l, p) + kv_offset;
-        float dot = 0;
-        for (int64_t d = 0; d < D; ++d) dot += q[d] * k[d];
-        scores[p] = dot * scale;
-      }
-      softmax(scores.data(), len);
-      float* out = attn_.data() + (t * H + h) * D;
-      std::fill(out, out + D, 0.0f);
-      for (int64_t p = 0; p < len; ++p) {
-        const float* v = cache.value(l, p) + kv_offset;
-        const float w = scores[p];
-        for (int64_t d = 0; d < D; ++d) out[d] += w * v[d];
-      }
+      attend(q, cache.key(l, 0) + kv_offset, cache.value(l, 0) + kv_offset, KV, len, D, scale,
+             scores.data(), attn_.data() + (t * H + h) * D);
     }
   }, /*grain=*/std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, (positions_.back() + 1) * D)));
 }

@@ -82,10 +82,50 @@ HWY_INLINE void micro_kernel(const float* x, int64_t K, const WT* w, int64_t w_s
   }
 }
 
+// Decode (one token): rows are read one after another, so the weights stream through memory
+// in a single sequential pass, which the hardware prefetchers follow best; four accumulators
+// hide the FMA latency.
+template <typename WT>
+void gemv_kernel(const float* x, const WT* w, int64_t K, int64_t n_begin, int64_t n_end,
+                 float* y) {
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  for (int64_t n = n_begin; n < n_end; ++n) {
+    const WT* row = w + n * K;
+    auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+    int64_t k = 0;
+    for (; k + 4 * lanes <= K; k += 4 * lanes) {
+      a0 = hn::MulAdd(load_weights(df, row + k), hn::LoadU(df, x + k), a0);
+      a1 = hn::MulAdd(load_weights(df, row + k + lanes), hn::LoadU(df, x + k + lanes), a1);
+      a2 = hn::MulAdd(load_weights(df, row + k + 2 * lanes), hn::LoadU(df, x + k + 2 * lanes), a2);
+      a3 = hn::MulAdd(load_weights(df, row + k + 3 * lanes), hn::LoadU(df, x + k + 3 * lanes), a3);
+    }
+    for (; k + lanes <= K; k += lanes) {
+      a0 = hn::MulAdd(load_weights(df, row + k), hn::LoadU(df, x + k), a0);
+    }
+    float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
+    for (; k < K; ++k) sum += scalar_weight(row + k) * x[k];
+    y[n] = sum;
+  }
+}
+
 // Rows [n_begin, n_end) of y for all T tokens; w points at row 0 (stride K).
 template <typename WT>
 void rows_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_begin,
                  int64_t n_end, int64_t N, float* y) {
+  if (T == 1) {
+    gemv_kernel(x, w, K, n_begin, n_end, y);
+    return;
+  }
+  // Few tokens (batched decode) are memory-bound: one row at a time keeps the weight reads a
+  // single sequential stream. Many tokens are compute-bound: 4 rows × 3 tokens per block.
+  if (T <= 3) {
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      if (T == 3) micro_kernel<1, 3>(x, K, w, K, n, 0, N, y);
+      if (T == 2) micro_kernel<1, 2>(x, K, w, K, n, 0, N, y);
+    }
+    return;
+  }
   constexpr int R = 4;
   auto token_blocks = [&](auto row_block, int64_t n0) {
     int64_t t = 0;
