@@ -185,7 +185,7 @@ int main(int argc, char** argv) {
       const double limit = bandwidth / static_cast<double>(per_token);
       std::vector<float> logits;
       double best_prefill = 1e30, best_decode = 1e30;
-      for (int rep = 0; rep < 2; ++rep) {
+      for (int rep = 0; rep < 3; ++rep) {
         KVCache cache = model->new_cache();
         SequenceInput input{&cache, prompt, false};
         auto start = Clock::now();

@@ -1,10 +1,12 @@
 // Highway kernels for matmul(), compiled once per SIMD target (foreach_target) and dispatched at
-// run time, once per call.
+// run time, once per call per thread.
 //
-// Register blocking: a micro-kernel keeps R rows × C tokens of dot products in vector
-// accumulators, so every weight vector loaded is used C times and every activation vector R
-// times. Decode (T ≤ 3) streams each weight byte exactly once. For prefill, BF16/F16 rows are
-// first widened into a small F32 panel that stays in L1 while all token blocks pass over it.
+// Decode (T = 1) is memory-bound: rows are read one after another so the weights stream through
+// memory in a single sequential pass. A few tokens (T ≤ 3, batched decode) keep that order, one
+// row at a time with T dot products. Prefill (T > 3) is compute-bound: a panel of 2 vectors' worth
+// of rows is widened to F32 and transposed once ([K][NR], in L2), then a 6-token × NR
+// outer-product micro-kernel accumulates in 12 registers with no horizontal sums — the
+// register-blocking scheme of BLIS/OpenBLAS.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -15,6 +17,7 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/matmul.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/aligned_allocator.h>
 #include <hwy/highway.h>
 
 HWY_BEFORE_NAMESPACE();
@@ -50,41 +53,26 @@ HWY_INLINE float scalar_weight(const WT* p) {
   }
 }
 
-// y[t, n] for n in [n0, n0+R), t in [t0, t0+C).
-template <int R, int C, typename WT>
-HWY_INLINE void micro_kernel(const float* x, int64_t K, const WT* w, int64_t w_stride, int64_t n0,
-                             int64_t t0, int64_t N, float* y) {
+// Dot products of one row with C tokens: y[t0 + c, n] for c < C.
+template <int C, typename WT>
+HWY_INLINE void row_dots(const float* x, int64_t K, const WT* row, int64_t n, int64_t N, float* y) {
   const DF df;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
-  hn::Vec<DF> acc[R][C];
-  for (int r = 0; r < R; ++r) {
-    for (int c = 0; c < C; ++c) acc[r][c] = hn::Zero(df);
-  }
-  const WT* wrow[R];
-  for (int r = 0; r < R; ++r) wrow[r] = w + (n0 + r) * w_stride;
-  const float* xrow[C];
-  for (int c = 0; c < C; ++c) xrow[c] = x + (t0 + c) * K;
+  hn::Vec<DF> acc[C];
+  for (int c = 0; c < C; ++c) acc[c] = hn::Zero(df);
   int64_t k = 0;
   for (; k + lanes <= K; k += lanes) {
-    hn::Vec<DF> xv[C];
-    for (int c = 0; c < C; ++c) xv[c] = hn::LoadU(df, xrow[c] + k);
-    for (int r = 0; r < R; ++r) {
-      const auto wv = load_weights(df, wrow[r] + k);
-      for (int c = 0; c < C; ++c) acc[r][c] = hn::MulAdd(wv, xv[c], acc[r][c]);
-    }
+    const auto wv = load_weights(df, row + k);
+    for (int c = 0; c < C; ++c) acc[c] = hn::MulAdd(wv, hn::LoadU(df, x + c * K + k), acc[c]);
   }
-  for (int r = 0; r < R; ++r) {
-    for (int c = 0; c < C; ++c) {
-      float sum = hn::GetLane(hn::SumOfLanes(df, acc[r][c]));
-      for (int64_t kk = k; kk < K; ++kk) sum += scalar_weight(wrow[r] + kk) * xrow[c][kk];
-      y[(t0 + c) * N + n0 + r] = sum;
-    }
+  for (int c = 0; c < C; ++c) {
+    float sum = hn::GetLane(hn::SumOfLanes(df, acc[c]));
+    for (int64_t kk = k; kk < K; ++kk) sum += scalar_weight(row + kk) * x[c * K + kk];
+    y[c * N + n] = sum;
   }
 }
 
-// Decode (one token): rows are read one after another, so the weights stream through memory
-// in a single sequential pass, which the hardware prefetchers follow best; four accumulators
-// hide the FMA latency.
+// Decode: four accumulators per row hide the FMA latency.
 template <typename WT>
 void gemv_kernel(const float* x, const WT* w, int64_t K, int64_t n_begin, int64_t n_end,
                  float* y) {
@@ -109,66 +97,136 @@ void gemv_kernel(const float* x, const WT* w, int64_t K, int64_t n_begin, int64_
   }
 }
 
-// Rows [n_begin, n_end) of y for all T tokens; w points at row 0 (stride K).
+// Stores one token's NR results (or the first `rows` of them) at dst.
+HWY_INLINE void store_row(hn::Vec<DF> lo, hn::Vec<DF> hi, int64_t rows, float* dst) {
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  if (rows == 2 * lanes) {
+    hn::StoreU(lo, df, dst);
+    hn::StoreU(hi, df, dst + lanes);
+    return;
+  }
+  HWY_ALIGN float tmp[2 * hn::MaxLanes(df)];
+  hn::Store(lo, df, tmp);
+  hn::Store(hi, df, tmp + lanes);
+  for (int64_t j = 0; j < rows; ++j) dst[j] = tmp[j];
+}
+
+// y[t0 .. t0+6, n0 .. n0+rows) from the packed panel [K][NR]: 12 accumulators, written out
+// as named variables because GCC spills an array of vectors to the stack on every iteration.
+HWY_INLINE void outer_kernel6(const float* x, int64_t K, const float* packed, int64_t t0,
+                              int64_t n0, int64_t rows, int64_t N, float* y) {
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  auto c0l = hn::Zero(df), c0h = hn::Zero(df), c1l = hn::Zero(df), c1h = hn::Zero(df);
+  auto c2l = hn::Zero(df), c2h = hn::Zero(df), c3l = hn::Zero(df), c3h = hn::Zero(df);
+  auto c4l = hn::Zero(df), c4h = hn::Zero(df), c5l = hn::Zero(df), c5h = hn::Zero(df);
+  const float* x0 = x + t0 * K;
+  const float* x1 = x0 + K;
+  const float* x2 = x1 + K;
+  const float* x3 = x2 + K;
+  const float* x4 = x3 + K;
+  const float* x5 = x4 + K;
+  const float* p = packed;
+  for (int64_t k = 0; k < K; ++k, p += 2 * lanes) {
+    const auto w0 = hn::Load(df, p);
+    const auto w1 = hn::Load(df, p + lanes);
+    auto b = hn::Set(df, x0[k]);
+    c0l = hn::MulAdd(b, w0, c0l);
+    c0h = hn::MulAdd(b, w1, c0h);
+    b = hn::Set(df, x1[k]);
+    c1l = hn::MulAdd(b, w0, c1l);
+    c1h = hn::MulAdd(b, w1, c1h);
+    b = hn::Set(df, x2[k]);
+    c2l = hn::MulAdd(b, w0, c2l);
+    c2h = hn::MulAdd(b, w1, c2h);
+    b = hn::Set(df, x3[k]);
+    c3l = hn::MulAdd(b, w0, c3l);
+    c3h = hn::MulAdd(b, w1, c3h);
+    b = hn::Set(df, x4[k]);
+    c4l = hn::MulAdd(b, w0, c4l);
+    c4h = hn::MulAdd(b, w1, c4h);
+    b = hn::Set(df, x5[k]);
+    c5l = hn::MulAdd(b, w0, c5l);
+    c5h = hn::MulAdd(b, w1, c5h);
+  }
+  float* d = y + t0 * N + n0;
+  store_row(c0l, c0h, rows, d);
+  store_row(c1l, c1h, rows, d + N);
+  store_row(c2l, c2h, rows, d + 2 * N);
+  store_row(c3l, c3h, rows, d + 3 * N);
+  store_row(c4l, c4h, rows, d + 4 * N);
+  store_row(c5l, c5h, rows, d + 5 * N);
+}
+
+// The same for one token (the < 6 tokens left over at the end).
+HWY_INLINE void outer_kernel1(const float* x, int64_t K, const float* packed, int64_t t,
+                              int64_t n0, int64_t rows, int64_t N, float* y) {
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  auto lo0 = hn::Zero(df), hi0 = hn::Zero(df), lo1 = hn::Zero(df), hi1 = hn::Zero(df);
+  const float* xr = x + t * K;
+  int64_t k = 0;
+  for (; k + 2 <= K; k += 2) {
+    const float* p = packed + k * 2 * lanes;
+    lo0 = hn::MulAdd(hn::Set(df, xr[k]), hn::Load(df, p), lo0);
+    hi0 = hn::MulAdd(hn::Set(df, xr[k]), hn::Load(df, p + lanes), hi0);
+    lo1 = hn::MulAdd(hn::Set(df, xr[k + 1]), hn::Load(df, p + 2 * lanes), lo1);
+    hi1 = hn::MulAdd(hn::Set(df, xr[k + 1]), hn::Load(df, p + 3 * lanes), hi1);
+  }
+  if (k < K) {
+    const float* p = packed + k * 2 * lanes;
+    lo0 = hn::MulAdd(hn::Set(df, xr[k]), hn::Load(df, p), lo0);
+    hi0 = hn::MulAdd(hn::Set(df, xr[k]), hn::Load(df, p + lanes), hi0);
+  }
+  store_row(hn::Add(lo0, lo1), hn::Add(hi0, hi1), rows, y + t * N + n0);
+}
+
+// Prefill: rows [n_begin, n_end) for T > 3 tokens.
+template <typename WT>
+void gemm_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_begin,
+                 int64_t n_end, int64_t N, float* y) {
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t NR = 2 * lanes;
+  constexpr int64_t MR = 6;
+  thread_local hwy::AlignedFreeUniquePtr<float[]> packed;
+  thread_local int64_t packed_size = 0;
+  if (packed_size < K * NR) {
+    packed = hwy::AllocateAligned<float>(static_cast<size_t>(K * NR));
+    packed_size = K * NR;
+  }
+  std::vector<float> row(static_cast<size_t>(K));
+  for (int64_t n0 = n_begin; n0 < n_end; n0 += NR) {
+    const int64_t rows = std::min(NR, n_end - n0);
+    for (int64_t j = 0; j < NR; ++j) {
+      if (j < rows) {
+        const WT* src = w + (n0 + j) * K;
+        int64_t k = 0;
+        for (; k + lanes <= K; k += lanes) hn::StoreU(load_weights(df, src + k), df, row.data() + k);
+        for (; k < K; ++k) row[k] = scalar_weight(src + k);
+        for (k = 0; k < K; ++k) packed[k * NR + j] = row[k];
+      } else {
+        for (int64_t k = 0; k < K; ++k) packed[k * NR + j] = 0.0f;
+      }
+    }
+    int64_t t = 0;
+    for (; t + MR <= T; t += MR) outer_kernel6(x, K, packed.get(), t, n0, rows, N, y);
+    for (; t < T; ++t) outer_kernel1(x, K, packed.get(), t, n0, rows, N, y);
+  }
+}
+
 template <typename WT>
 void rows_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_begin,
                  int64_t n_end, int64_t N, float* y) {
   if (T == 1) {
     gemv_kernel(x, w, K, n_begin, n_end, y);
-    return;
-  }
-  // Few tokens (batched decode) are memory-bound: one row at a time keeps the weight reads a
-  // single sequential stream. Many tokens are compute-bound: 4 rows × 3 tokens per block.
-  if (T <= 3) {
-    for (int64_t n = n_begin; n < n_end; ++n) {
-      if (T == 3) micro_kernel<1, 3>(x, K, w, K, n, 0, N, y);
-      if (T == 2) micro_kernel<1, 2>(x, K, w, K, n, 0, N, y);
-    }
-    return;
-  }
-  constexpr int R = 4;
-  auto token_blocks = [&](auto row_block, int64_t n0) {
-    int64_t t = 0;
-    for (; t + 3 <= T; t += 3) row_block(std::integral_constant<int, 3>(), n0, t);
-    if (T - t == 2) row_block(std::integral_constant<int, 2>(), n0, t);
-    if (T - t == 1) row_block(std::integral_constant<int, 1>(), n0, t);
-  };
-  int64_t n = n_begin;
-  for (; n + R <= n_end; n += R) {
-    token_blocks([&](auto c, int64_t n0, int64_t t0) {
-      micro_kernel<R, decltype(c)::value>(x, K, w, K, n0, t0, N, y);
-    }, n);
-  }
-  for (; n < n_end; ++n) {
-    token_blocks([&](auto c, int64_t n0, int64_t t0) {
-      micro_kernel<1, decltype(c)::value>(x, K, w, K, n0, t0, N, y);
-    }, n);
-  }
-}
-
-// Prefill path for 16-bit weights: widen a panel of rows to F32 once, then reuse it for every
-// token block.
-template <typename WT>
-void rows_kernel_panel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_begin,
-                       int64_t n_end, int64_t N, float* y) {
-  constexpr int64_t kPanelRows = 8;
-  thread_local std::vector<float> panel;
-  panel.resize(static_cast<size_t>(kPanelRows * K));
-  const DF df;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
-  for (int64_t p0 = n_begin; p0 < n_end; p0 += kPanelRows) {
-    const int64_t rows = std::min(kPanelRows, n_end - p0);
-    for (int64_t r = 0; r < rows; ++r) {
-      const WT* src = w + (p0 + r) * K;
-      float* dst = panel.data() + r * K;
-      int64_t k = 0;
-      for (; k + lanes <= K; k += lanes) hn::StoreU(load_weights(df, src + k), df, dst + k);
-      for (; k < K; ++k) dst[k] = scalar_weight(src + k);
-    }
-    // The panel holds rows p0..p0+rows; index it as rows 0..rows of a matrix whose output
-    // columns start at p0.
-    float* y_shifted = y + p0;
-    rows_kernel<float>(x, T, panel.data(), K, 0, rows, N, y_shifted);
+  } else if (T == 2) {
+    for (int64_t n = n_begin; n < n_end; ++n) row_dots<2>(x, K, w + n * K, n, N, y);
+  } else if (T == 3) {
+    for (int64_t n = n_begin; n < n_end; ++n) row_dots<3>(x, K, w + n * K, n, N, y);
+  } else {
+    gemm_kernel(x, T, w, K, n_begin, n_end, N, y);
   }
 }
 
@@ -179,20 +237,10 @@ void Matmul(const float* x, int64_t T, DType dtype, const uint8_t* data, int64_t
       rows_kernel(x, T, reinterpret_cast<const float*>(data), K, n_begin, n_end, N, y);
       return;
     case DType::kBF16:
-      if (T > 3) {
-        rows_kernel_panel(x, T, reinterpret_cast<const hwy::bfloat16_t*>(data), K, n_begin, n_end,
-                          N, y);
-      } else {
-        rows_kernel(x, T, reinterpret_cast<const hwy::bfloat16_t*>(data), K, n_begin, n_end, N, y);
-      }
+      rows_kernel(x, T, reinterpret_cast<const hwy::bfloat16_t*>(data), K, n_begin, n_end, N, y);
       return;
     case DType::kF16:
-      if (T > 3) {
-        rows_kernel_panel(x, T, reinterpret_cast<const hwy::float16_t*>(data), K, n_begin, n_end,
-                          N, y);
-      } else {
-        rows_kernel(x, T, reinterpret_cast<const hwy::float16_t*>(data), K, n_begin, n_end, N, y);
-      }
+      rows_kernel(x, T, reinterpret_cast<const hwy::float16_t*>(data), K, n_begin, n_end, N, y);
       return;
     default:
       BD_CHECK(false, "matmul: unsupported weight dtype {}", dtype_name(dtype));
@@ -213,18 +261,19 @@ constexpr int64_t kMinMacsPerThread = 1 << 17;
 void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias, float* y,
             ThreadPool& pool) {
   if (tokens <= 0 || w.rows == 0) return;
-  // Chunks of whole 8-row panels keep the row split aligned with the kernels' blocking.
-  const int64_t panels = (w.rows + 7) / 8;
+  // Chunks of whole 16-row panels keep the row split aligned with the kernels' blocking (2
+  // vectors of 8 floats on AVX2).
+  const int64_t panels = (w.rows + 15) / 16;
   pool.parallel_for(panels, [&](int64_t p_begin, int64_t p_end) {
-    const int64_t n_begin = p_begin * 8;
-    const int64_t n_end = std::min(w.rows, p_end * 8);
+    const int64_t n_begin = p_begin * 16;
+    const int64_t n_end = std::min(w.rows, p_end * 16);
     HWY_DYNAMIC_DISPATCH(Matmul)(x, tokens, w.dtype, w.data, w.rows, w.cols, n_begin, n_end, y);
     if (bias != nullptr) {
       for (int64_t t = 0; t < tokens; ++t) {
         for (int64_t n = n_begin; n < n_end; ++n) y[t * w.rows + n] += bias[n];
       }
     }
-  }, /*grain=*/std::max<int64_t>(4, kMinMacsPerThread / std::max<int64_t>(1, 8 * w.cols * tokens)));
+  }, /*grain=*/std::max<int64_t>(4, kMinMacsPerThread / std::max<int64_t>(1, 16 * w.cols * tokens)));
 }
 
 void matmul_reference(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,
