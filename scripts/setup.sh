@@ -9,7 +9,7 @@ packages=(
   build-essential cmake ninja-build pkg-config git
   # libraries
   nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev libpcre2-dev libutf8proc-dev
-  libsodium-dev libhwy-dev
+  libsodium-dev libssl-dev libhwy-dev
   # tests and benchmarks (OpenBLAS and oneDNN only for the prefill GEMM comparison, bench/gemm_bench)
   libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libdnnl-dev
 )

@@ -185,7 +185,7 @@ HWY_INLINE void outer_kernel1(const float* x, int64_t K, const float* packed, in
 // Prefill: rows [n_begin, n_end) for T > 3 tokens.
 template <typename WT>
 void gemm_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_begin,
-                 int64_t n_end, int64_t N, float* y) {
+                 int64_t n_end, int64_t N, const SignMatrix* signs, float* y) {
   const DF df;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
   const int64_t NR = 2 * lanes;
@@ -205,6 +205,7 @@ void gemm_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_be
         int64_t k = 0;
         for (; k + lanes <= K; k += lanes) hn::StoreU(load_weights(df, src + k), df, row.data() + k);
         for (; k < K; ++k) row[k] = scalar_weight(src + k);
+        if (signs != nullptr) add_scaled_signs_row(*signs, n0 + j, row.data());
         for (k = 0; k < K; ++k) packed[k * NR + j] = row[k];
       } else {
         for (int64_t k = 0; k < K; ++k) packed[k * NR + j] = 0.0f;
@@ -218,7 +219,7 @@ void gemm_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_be
 
 template <typename WT>
 void rows_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_begin,
-                 int64_t n_end, int64_t N, float* y) {
+                 int64_t n_end, int64_t N, const SignMatrix* signs, float* y) {
   if (T == 1) {
     gemv_kernel(x, w, K, n_begin, n_end, y);
   } else if (T == 2) {
@@ -226,21 +227,21 @@ void rows_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_be
   } else if (T == 3) {
     for (int64_t n = n_begin; n < n_end; ++n) row_dots<3>(x, K, w + n * K, n, N, y);
   } else {
-    gemm_kernel(x, T, w, K, n_begin, n_end, N, y);
+    gemm_kernel(x, T, w, K, n_begin, n_end, N, signs, y);
   }
 }
 
 void Matmul(const float* x, int64_t T, DType dtype, const uint8_t* data, int64_t N, int64_t K,
-            int64_t n_begin, int64_t n_end, float* y) {
+            int64_t n_begin, int64_t n_end, const SignMatrix* signs, float* y) {
   switch (dtype) {
     case DType::kF32:
-      rows_kernel(x, T, reinterpret_cast<const float*>(data), K, n_begin, n_end, N, y);
+      rows_kernel(x, T, reinterpret_cast<const float*>(data), K, n_begin, n_end, N, signs, y);
       return;
     case DType::kBF16:
-      rows_kernel(x, T, reinterpret_cast<const hwy::bfloat16_t*>(data), K, n_begin, n_end, N, y);
+      rows_kernel(x, T, reinterpret_cast<const hwy::bfloat16_t*>(data), K, n_begin, n_end, N, signs, y);
       return;
     case DType::kF16:
-      rows_kernel(x, T, reinterpret_cast<const hwy::float16_t*>(data), K, n_begin, n_end, N, y);
+      rows_kernel(x, T, reinterpret_cast<const hwy::float16_t*>(data), K, n_begin, n_end, N, signs, y);
       return;
     default:
       BD_CHECK(false, "matmul: unsupported weight dtype {}", dtype_name(dtype));
@@ -260,20 +261,33 @@ constexpr int64_t kMinMacsPerThread = 1 << 17;
 
 void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias, float* y,
             ThreadPool& pool) {
+  matmul_with_signs(x, tokens, w, bias, nullptr, y, pool);
+}
+
+void matmul_with_signs(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,
+                       const SignMatrix* signs, float* y, ThreadPool& pool) {
   if (tokens <= 0 || w.rows == 0) return;
+  if (signs != nullptr) {
+    BD_CHECK(signs->rows == w.rows && signs->cols == w.cols, "sign matrix shape mismatch");
+  }
+  // Packing happens only on the GEMM path (more than 3 tokens); below it the bits get a pass
+  // of their own.
+  const SignMatrix* merged = tokens > 3 ? signs : nullptr;
   // Chunks of whole 16-row panels keep the row split aligned with the kernels' blocking (2
   // vectors of 8 floats on AVX2).
   const int64_t panels = (w.rows + 15) / 16;
   pool.parallel_for(panels, [&](int64_t p_begin, int64_t p_end) {
     const int64_t n_begin = p_begin * 16;
     const int64_t n_end = std::min(w.rows, p_end * 16);
-    HWY_DYNAMIC_DISPATCH(Matmul)(x, tokens, w.dtype, w.data, w.rows, w.cols, n_begin, n_end, y);
+    HWY_DYNAMIC_DISPATCH(Matmul)(x, tokens, w.dtype, w.data, w.rows, w.cols, n_begin, n_end,
+                                 merged, y);
     if (bias != nullptr) {
       for (int64_t t = 0; t < tokens; ++t) {
         for (int64_t n = n_begin; n < n_end; ++n) y[t * w.rows + n] += bias[n];
       }
     }
   }, /*grain=*/std::max<int64_t>(4, kMinMacsPerThread / std::max<int64_t>(1, 16 * w.cols * tokens)));
+  if (signs != nullptr && merged == nullptr) sign_matmul_add(x, tokens, *signs, y, pool);
 }
 
 void matmul_reference(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,

@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "io/dtype.h"
+#include "ops/sign_matmul.h"
 #include "util/thread_pool.h"
 
 namespace bitdelta {
@@ -22,6 +23,13 @@ struct WeightMatrix {
 // SIMD through Highway (best target chosen at run time), rows split across the pool's threads.
 void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias, float* y,
             ThreadPool& pool);
+
+// The fused BitDelta linear: y = x · (W + α ⊙ S)ᵀ + bias, without ever forming W + α ⊙ S.
+// Up to 3 tokens: the base product, then one pass over the sign bits (sign_matmul_add). More
+// tokens: α ⊙ S is added to each panel of W while it is widened for the GEMM, so the adapter
+// costs no extra multiply-adds. `signs` may be null (plain matmul).
+void matmul_with_signs(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,
+                       const SignMatrix* signs, float* y, ThreadPool& pool);
 
 // Plain scalar reference of the same (double accumulation), for tests.
 void matmul_reference(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,

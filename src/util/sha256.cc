@@ -1,16 +1,20 @@
 #include "util/sha256.h"
 
+#include <openssl/evp.h>
+
 #include "util/error.h"
 
 namespace bitdelta {
 
-Sha256::Sha256() {
-  BD_CHECK(sodium_init() >= 0, "libsodium failed to initialise");
-  crypto_hash_sha256_init(&state_);
+Sha256::Sha256() : context_(EVP_MD_CTX_new()) {
+  BD_CHECK(context_ != nullptr && EVP_DigestInit_ex(static_cast<EVP_MD_CTX*>(context_),
+                                                    EVP_sha256(), nullptr) == 1);
 }
 
+Sha256::~Sha256() { EVP_MD_CTX_free(static_cast<EVP_MD_CTX*>(context_)); }
+
 void Sha256::update(std::span<const uint8_t> bytes) {
-  crypto_hash_sha256_update(&state_, bytes.data(), bytes.size());
+  BD_CHECK(EVP_DigestUpdate(static_cast<EVP_MD_CTX*>(context_), bytes.data(), bytes.size()) == 1);
 }
 
 void Sha256::update(std::string_view text) {
@@ -18,10 +22,15 @@ void Sha256::update(std::string_view text) {
 }
 
 std::string Sha256::hex_digest() {
-  unsigned char digest[crypto_hash_sha256_BYTES];
-  crypto_hash_sha256_final(&state_, digest);
-  char hex[2 * crypto_hash_sha256_BYTES + 1];
-  sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  BD_CHECK(EVP_DigestFinal_ex(static_cast<EVP_MD_CTX*>(context_), digest, &length) == 1);
+  static const char* kHex = "0123456789abcdef";
+  std::string hex;
+  for (unsigned int i = 0; i < length; ++i) {
+    hex += kHex[digest[i] >> 4];
+    hex += kHex[digest[i] & 15];
+  }
   return hex;
 }
 

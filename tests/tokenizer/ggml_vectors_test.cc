@@ -29,7 +29,10 @@ std::vector<std::string> split(const std::string& text, const std::string& sep) 
 
 std::string ids_to_string(const std::vector<int32_t>& ids) {
   std::string s;
-  for (int32_t id : ids) s += " " + std::to_string(id);
+  for (int32_t id : ids) {
+    s += ' ';  // appended separately: GCC 12's -Wrestrict misfires on `" " + std::string`
+    s += std::to_string(id);
+  }
   return s;
 }
 
