@@ -37,53 +37,105 @@ namespace hn = hwy::HWY_NAMESPACE;
 using D8 = hn::CappedTag<float, 8>;
 using DU8 = hn::RebindToUnsigned<D8>;
 
-// Σ_k s[k] · x[k] over the full bytes of one row, for C tokens at once (x rows K apart).
-template <int C>
-HWY_INLINE void row_sign_dots(const uint8_t* bits, int64_t full_bytes, const float* x, int64_t K,
-                              float* out) {
+HWY_INLINE hn::Vec<D8> flip(hn::Vec<D8> x, const uint32_t* masks) {
   const D8 d;
   const DU8 du;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
-  auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
-  for (int64_t b = 0; b < full_bytes; ++b) {
-    const uint32_t* masks = kSignMasks.mask[bits[b]];
-    for (int64_t sub = 0; sub < 8; sub += lanes) {
-      const auto m = hn::Load(du, masks + sub);
-      const int64_t k = 8 * b + sub;
-      a0 = hn::Add(a0, hn::BitCast(d, hn::Xor(hn::BitCast(du, hn::LoadU(d, x + k)), m)));
-      if constexpr (C > 1) {
-        a1 = hn::Add(a1, hn::BitCast(d, hn::Xor(hn::BitCast(du, hn::LoadU(d, x + K + k)), m)));
-      }
-      if constexpr (C > 2) {
-        a2 = hn::Add(a2, hn::BitCast(d, hn::Xor(hn::BitCast(du, hn::LoadU(d, x + 2 * K + k)), m)));
-      }
-      if constexpr (C > 3) {
-        a3 = hn::Add(a3, hn::BitCast(d, hn::Xor(hn::BitCast(du, hn::LoadU(d, x + 3 * K + k)), m)));
-      }
-    }
-  }
-  out[0] = hn::GetLane(hn::SumOfLanes(d, a0));
-  if constexpr (C > 1) out[1] = hn::GetLane(hn::SumOfLanes(d, a1));
-  if constexpr (C > 2) out[2] = hn::GetLane(hn::SumOfLanes(d, a2));
-  if constexpr (C > 3) out[3] = hn::GetLane(hn::SumOfLanes(d, a3));
+  return hn::BitCast(d, hn::Xor(hn::BitCast(du, x), hn::Load(du, masks)));
 }
 
-template <int C>
-void rows_signs(const float* x, int64_t t0, const uint8_t* bits, int64_t row_bytes, int64_t K,
-                const float* scales, bool per_row, int64_t n_begin, int64_t n_end, int64_t N,
-                float* y) {
+// Adds scale_n · Σ_k s[n, k] · x[t, k] over the partial last byte (cols % 8 columns).
+HWY_INLINE float tail_sum(const uint8_t* row, const float* x, int64_t K) {
+  float sum = 0;
+  for (int64_t k = (K / 8) * 8; k < K; ++k) sum += ((row[k / 8] >> (k % 8)) & 1) ? x[k] : -x[k];
+  return sum;
+}
+
+// One token, four rows at a time: each activation vector is loaded once for four rows, and the
+// four accumulators are independent add chains (an add takes 3 cycles, so one chain would
+// stall).
+void signs_one_token(const float* x, const uint8_t* bits, int64_t row_bytes, int64_t K,
+                     const float* scales, bool per_row, int64_t n_begin, int64_t n_end,
+                     float* y) {
+  const D8 d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   const int64_t full_bytes = K / 8;
-  const float* xt = x + t0 * K;
+  int64_t n = n_begin;
+  for (; n + 4 <= n_end; n += 4) {
+    const uint8_t* r0 = bits + n * row_bytes;
+    const uint8_t* r1 = r0 + row_bytes;
+    const uint8_t* r2 = r1 + row_bytes;
+    const uint8_t* r3 = r2 + row_bytes;
+    auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+    for (int64_t b = 0; b < full_bytes; ++b) {
+      const uint32_t* m0 = kSignMasks.mask[r0[b]];
+      const uint32_t* m1 = kSignMasks.mask[r1[b]];
+      const uint32_t* m2 = kSignMasks.mask[r2[b]];
+      const uint32_t* m3 = kSignMasks.mask[r3[b]];
+      for (int64_t sub = 0; sub < 8; sub += lanes) {
+        const auto xv = hn::LoadU(d, x + 8 * b + sub);
+        a0 = hn::Add(a0, flip(xv, m0 + sub));
+        a1 = hn::Add(a1, flip(xv, m1 + sub));
+        a2 = hn::Add(a2, flip(xv, m2 + sub));
+        a3 = hn::Add(a3, flip(xv, m3 + sub));
+      }
+    }
+    const float s0 = hn::GetLane(hn::SumOfLanes(d, a0)) + tail_sum(r0, x, K);
+    const float s1 = hn::GetLane(hn::SumOfLanes(d, a1)) + tail_sum(r1, x, K);
+    const float s2 = hn::GetLane(hn::SumOfLanes(d, a2)) + tail_sum(r2, x, K);
+    const float s3 = hn::GetLane(hn::SumOfLanes(d, a3)) + tail_sum(r3, x, K);
+    y[n] += (per_row ? scales[n] : scales[0]) * s0;
+    y[n + 1] += (per_row ? scales[n + 1] : scales[0]) * s1;
+    y[n + 2] += (per_row ? scales[n + 2] : scales[0]) * s2;
+    y[n + 3] += (per_row ? scales[n + 3] : scales[0]) * s3;
+  }
+  for (; n < n_end; ++n) {
+    const uint8_t* r = bits + n * row_bytes;
+    auto a0 = hn::Zero(d), a1 = hn::Zero(d);
+    for (int64_t b = 0; b < full_bytes; ++b) {
+      const uint32_t* m = kSignMasks.mask[r[b]];
+      for (int64_t sub = 0; sub < 8; sub += lanes) {
+        if ((sub / lanes) % 2 == 0) {
+          a0 = hn::Add(a0, flip(hn::LoadU(d, x + 8 * b + sub), m + sub));
+        } else {
+          a1 = hn::Add(a1, flip(hn::LoadU(d, x + 8 * b + sub), m + sub));
+        }
+      }
+    }
+    y[n] += (per_row ? scales[n] : scales[0]) *
+            (hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, a1))) + tail_sum(r, x, K));
+  }
+}
+
+// C tokens (2..4) of one row at a time: C independent chains.
+template <int C>
+void signs_few_tokens(const float* x, const uint8_t* bits, int64_t row_bytes, int64_t K,
+                      const float* scales, bool per_row, int64_t n_begin, int64_t n_end,
+                      int64_t N, float* y) {
+  const D8 d;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const int64_t full_bytes = K / 8;
   for (int64_t n = n_begin; n < n_end; ++n) {
-    const uint8_t* row = bits + n * row_bytes;
-    float sums[4] = {0, 0, 0, 0};
-    row_sign_dots<C>(row, full_bytes, xt, K, sums);
-    for (int64_t k = full_bytes * 8; k < K; ++k) {  // the partial last byte
-      const bool plus = (row[k / 8] >> (k % 8)) & 1;
-      for (int c = 0; c < C; ++c) sums[c] += plus ? xt[c * K + k] : -xt[c * K + k];
+    const uint8_t* r = bits + n * row_bytes;
+    auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
+    for (int64_t b = 0; b < full_bytes; ++b) {
+      const uint32_t* m = kSignMasks.mask[r[b]];
+      for (int64_t sub = 0; sub < 8; sub += lanes) {
+        const int64_t k = 8 * b + sub;
+        a0 = hn::Add(a0, flip(hn::LoadU(d, x + k), m + sub));
+        a1 = hn::Add(a1, flip(hn::LoadU(d, x + K + k), m + sub));
+        if constexpr (C > 2) a2 = hn::Add(a2, flip(hn::LoadU(d, x + 2 * K + k), m + sub));
+        if constexpr (C > 3) a3 = hn::Add(a3, flip(hn::LoadU(d, x + 3 * K + k), m + sub));
+      }
     }
     const float scale = per_row ? scales[n] : scales[0];
-    for (int c = 0; c < C; ++c) y[(t0 + c) * N + n] += scale * sums[c];
+    y[n] += scale * (hn::GetLane(hn::SumOfLanes(d, a0)) + tail_sum(r, x, K));
+    y[N + n] += scale * (hn::GetLane(hn::SumOfLanes(d, a1)) + tail_sum(r, x + K, K));
+    if constexpr (C > 2) {
+      y[2 * N + n] += scale * (hn::GetLane(hn::SumOfLanes(d, a2)) + tail_sum(r, x + 2 * K, K));
+    }
+    if constexpr (C > 3) {
+      y[3 * N + n] += scale * (hn::GetLane(hn::SumOfLanes(d, a3)) + tail_sum(r, x + 3 * K, K));
+    }
   }
 }
 
@@ -91,12 +143,24 @@ void SignMatmulAdd(const float* x, int64_t T, const uint8_t* bits, int64_t row_b
                    int64_t K, const float* scales, bool per_row, int64_t n_begin, int64_t n_end,
                    float* y) {
   int64_t t = 0;
-  for (; t + 4 <= T; t += 4) rows_signs<4>(x, t, bits, row_bytes, K, scales, per_row, n_begin, n_end, N, y);
+  for (; t + 4 <= T; t += 4) {
+    signs_few_tokens<4>(x + t * K, bits, row_bytes, K, scales, per_row, n_begin, n_end, N,
+                        y + t * N);
+  }
   switch (T - t) {
-    case 3: rows_signs<3>(x, t, bits, row_bytes, K, scales, per_row, n_begin, n_end, N, y); break;
-    case 2: rows_signs<2>(x, t, bits, row_bytes, K, scales, per_row, n_begin, n_end, N, y); break;
-    case 1: rows_signs<1>(x, t, bits, row_bytes, K, scales, per_row, n_begin, n_end, N, y); break;
-    default: break;
+    case 3:
+      signs_few_tokens<3>(x + t * K, bits, row_bytes, K, scales, per_row, n_begin, n_end, N,
+                          y + t * N);
+      break;
+    case 2:
+      signs_few_tokens<2>(x + t * K, bits, row_bytes, K, scales, per_row, n_begin, n_end, N,
+                          y + t * N);
+      break;
+    case 1:
+      signs_one_token(x + t * K, bits, row_bytes, K, scales, per_row, n_begin, n_end, y + t * N);
+      break;
+    default:
+      break;
   }
 }
 
