@@ -5,6 +5,7 @@
 #include <cstdio>
 
 #include "cli/commands.h"
+#include "delta/adapter.h"
 #include "io/safetensors.h"
 #include "model/generate.h"
 #include "model/transformer.h"
@@ -35,13 +36,22 @@ std::vector<int32_t> parse_id_list(const std::string& text, const char* option) 
   return ids;
 }
 
+// Opens, validates and binds an adapter to `model` (empty path: none).
+std::shared_ptr<Adapter> load_adapter_for(const Transformer& model, const std::string& path) {
+  if (path.empty()) return nullptr;
+  std::shared_ptr<Adapter> adapter = Adapter::open(path);
+  BaseFingerprints fingerprints(model.files());
+  adapter->bind(model, fingerprints, default_thread_pool());
+  return adapter;
+}
+
 CLI::App* register_generate(CLI::App& app, Runner& runner) {
   auto* cmd = app.add_subcommand(
       "generate",
       "Generate text from a prompt, streaming it to the terminal; prints prefill and decode "
       "speed on stderr");
   struct Options {
-    std::string model, prompt, prompt_ids, system;
+    std::string model, prompt, prompt_ids, system, adapter;
     bool chat = false, no_think = false, print_ids = false, no_bos = false, ignore_eos = false;
     int64_t max_tokens = 256;
     int threads = 0;
@@ -82,10 +92,14 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
   cmd->add_flag("--print-ids", o->print_ids,
                 "Print the generated token ids on one line instead of text");
   cmd->add_option("--threads", o->threads, "Worker threads (default: all cores)");
+  cmd->add_option("--adapter", o->adapter,
+                  "A user's BitDelta adapter (.bdelta) made against this model, applied on the fly")
+      ->check(CLI::ExistingFile);
   runner = [=] {
     validate(o->sampling);
     if (o->threads > 0) set_default_threads(o->threads);
     auto model = Transformer::load(o->model);
+    std::shared_ptr<Adapter> adapter = load_adapter_for(*model, o->adapter);
     Tokenizer tokenizer = Tokenizer::from_folder(o->model);
     std::vector<int32_t> prompt_ids;
     if (!o->prompt_ids.empty()) {
@@ -115,6 +129,7 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
     options.max_tokens = o->max_tokens;
     options.sampling = o->sampling;
     options.stop_strings = o->stop;
+    if (adapter) options.adapter = &adapter->weights();
     if (!o->ignore_eos) {
       if (auto eos = tokenizer.eos_id()) options.stop_ids.push_back(*eos);
       if (model->config().eos_token_id >= 0 &&
@@ -154,7 +169,7 @@ CLI::App* register_logits(CLI::App& app, Runner& runner) {
       "Write the F32 logits [T, vocab] of a prompt given as token ids to a safetensors file "
       "(tensor 'logits'), to debug a model or compare it with another implementation");
   struct Options {
-    std::string model, ids, out;
+    std::string model, ids, out, adapter;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--model", o->model, "Hugging Face model folder")
@@ -162,11 +177,14 @@ CLI::App* register_logits(CLI::App& app, Runner& runner) {
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--ids", o->ids, "Prompt token ids, e.g. 1,2,3 (used as given)")->required();
   cmd->add_option("--out", o->out, "Output .safetensors file (written atomically)")->required();
+  cmd->add_option("--adapter", o->adapter, "A user's BitDelta adapter (.bdelta) to apply")
+      ->check(CLI::ExistingFile);
   runner = [=] {
     std::vector<int32_t> ids = parse_id_list(o->ids, "--ids");
     auto model = Transformer::load(o->model);
+    std::shared_ptr<Adapter> adapter = load_adapter_for(*model, o->adapter);
     KVCache cache = model->new_cache();
-    SequenceInput input{&cache, ids, true};
+    SequenceInput input{&cache, ids, true, adapter ? &adapter->weights() : nullptr};
     std::vector<float> logits;
     model->forward({&input, 1}, &logits, default_thread_pool());
     SafetensorsWriter writer;

@@ -16,5 +16,8 @@ CLI::App* register_tokenize(CLI::App& app, Runner& runner);
 CLI::App* register_generate(CLI::App& app, Runner& runner);
 CLI::App* register_logits(CLI::App& app, Runner& runner);
 CLI::App* register_synth(CLI::App& app, Runner& runner);
+CLI::App* register_compress(CLI::App& app, Runner& runner);
+CLI::App* register_inspect(CLI::App& app, Runner& runner);
+CLI::App* register_merge(CLI::App& app, Runner& runner);
 
 }  // namespace bitdelta::cli

@@ -32,6 +32,9 @@ int main(int argc, char** argv) {
   add(bitdelta::cli::register_generate);
   add(bitdelta::cli::register_logits);
   add(bitdelta::cli::register_synth);
+  add(bitdelta::cli::register_compress);
+  add(bitdelta::cli::register_inspect);
+  add(bitdelta::cli::register_merge);
 
   try {
     app.parse(argc, argv);

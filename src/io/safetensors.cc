@@ -1,6 +1,7 @@
 #include "io/safetensors.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -235,9 +236,10 @@ void SafetensorsWriter::add_f32(std::string name, std::vector<int64_t> shape,
   add_owned(std::move(name), DType::kF32, std::move(shape), std::move(bytes));
 }
 
-void SafetensorsWriter::write(const std::filesystem::path& path) const {
+std::string SafetensorsWriter::header_json(
+    const std::map<std::string, std::string>& metadata) const {
   json header = json::object();
-  if (!metadata_.empty()) header["__metadata__"] = metadata_;
+  if (!metadata.empty()) header["__metadata__"] = metadata;
   uint64_t offset = 0;
   for (const auto& e : entries_) {
     header[e.name] = {{"dtype", dtype_name(e.dtype)},
@@ -245,14 +247,27 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
                       {"data_offsets", {offset, offset + e.nbytes}}};
     offset += e.nbytes;
   }
-  std::string text = header.dump();
+  return header.dump();
+}
+
+void SafetensorsWriter::write(const std::filesystem::path& path) const {
+  write(path, 0, nullptr);
+}
+
+void SafetensorsWriter::write(
+    const std::filesystem::path& path, size_t header_reserve,
+    const std::function<std::map<std::string, std::string>()>& late_metadata) const {
+  std::string text = header_json(metadata_);
   // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
-  text.append((8 - (text.size() % 8)) % 8, ' ');
-  uint8_t length[8];
-  uint64_t n = text.size();
-  for (int i = 0; i < 8; ++i) length[i] = static_cast<uint8_t>(n >> (8 * i));
+  const size_t header_size = (text.size() + header_reserve + 7) / 8 * 8;
+  text.append(header_size - text.size(), ' ');
+  auto length_prefix = [](uint64_t n) {
+    std::array<uint8_t, 8> bytes;
+    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(n >> (8 * i));
+    return bytes;
+  };
   AtomicFile out(path);
-  out.write(std::span<const uint8_t>(length, 8));
+  out.write(length_prefix(text.size()));
   out.write(text);
   std::vector<uint8_t> buffer;
   for (const auto& e : entries_) {
@@ -263,6 +278,16 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
     } else {
       out.write(e.data);
     }
+  }
+  if (late_metadata) {
+    std::map<std::string, std::string> metadata = metadata_;
+    for (auto& [key, value] : late_metadata()) metadata[key] = std::move(value);
+    std::string final_text = header_json(metadata);
+    BD_CHECK(final_text.size() <= header_size, "late metadata ({} bytes) exceeds the reserve",
+             final_text.size());
+    final_text.append(header_size - final_text.size(), ' ');
+    out.write_at(8, std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(final_text.data()),
+                                             final_text.size()));
   }
   out.commit();
 }

@@ -95,6 +95,12 @@ class SafetensorsWriter {
                      std::function<void(std::span<uint8_t>)> fill);
   size_t size() const { return entries_.size(); }
   void write(const std::filesystem::path& path) const;
+  // Like write(), for metadata that is only known once every tensor has been produced (e.g.
+  // statistics computed by the fill callbacks): `header_reserve` bytes are set aside for it and
+  // `late_metadata` is called after the data is written; its entries join the header, which is
+  // rewritten in place. Throws if they do not fit in the reserve.
+  void write(const std::filesystem::path& path, size_t header_reserve,
+             const std::function<std::map<std::string, std::string>()>& late_metadata) const;
 
  private:
   struct Entry {
@@ -106,6 +112,7 @@ class SafetensorsWriter {
     std::function<void(std::span<uint8_t>)> fill;  // set for generated tensors
   };
   void add_entry(Entry entry);
+  std::string header_json(const std::map<std::string, std::string>& metadata) const;
   std::vector<Entry> entries_;
   std::vector<std::unique_ptr<std::vector<uint8_t>>> owned_;
   std::map<std::string, std::string> metadata_;

@@ -55,7 +55,7 @@ GenerateResult generate(Transformer& model, const Tokenizer* tokenizer,
 
   auto start = Clock::now();
   if (options.max_tokens == 0) return result;
-  SequenceInput input{&cache, prompt, false};
+  SequenceInput input{&cache, prompt, false, options.adapter};
   model.forward({&input, 1}, &logits, pool);
   result.prefill_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   auto decode_start = Clock::now();
@@ -63,7 +63,7 @@ GenerateResult generate(Transformer& model, const Tokenizer* tokenizer,
   for (int64_t step = 0; step < options.max_tokens; ++step) {
     if (step > 0) {
       int32_t last = history.back();
-      SequenceInput next{&cache, {&last, 1}, false};
+      SequenceInput next{&cache, {&last, 1}, false, options.adapter};
       model.forward({&next, 1}, &logits, pool);
     }
     // Embedding rows past the tokenizer's last id (Qwen3 pads its vocab to 151,936) are not

@@ -18,6 +18,7 @@ struct GenerateOptions {
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;         // e.g. EOS; not included in the output
   std::vector<std::string> stop_strings; // generation ends before the first occurrence
+  const AdapterWeights* adapter = nullptr; // a user's adapter, or null for the base model
 };
 
 struct GenerateResult {

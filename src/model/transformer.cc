@@ -1,6 +1,7 @@
 #include "model/transformer.h"
 
 #include <cmath>
+#include <algorithm>
 #include <cstring>
 
 #include "ops/attention.h"
@@ -59,67 +60,198 @@ void Transformer::forward(std::span<const SequenceInput> batch, std::vector<floa
   resize(up_, T * c.intermediate_size);
   resize(out_, T * C);
 
-  // Embedding rows, widened to F32.
+  // Embedding rows, widened to F32, plus the adapter's embedding delta.
+  token_adapter_.resize(static_cast<size_t>(T));
+  groups_.clear();
+  any_adapter_ = false;
   {
     int64_t t = 0;
     const size_t row_bytes = static_cast<size_t>(C) * dtype_size(weights_.embed.dtype);
+    std::vector<float> delta_row(static_cast<size_t>(C));
     for (size_t s = 0; s < batch.size(); ++s) {
       const int64_t start = batch[s].cache->length();
+      const AdapterWeights* adapter = batch[s].adapter;
+      const int64_t first = t;
       for (size_t i = 0; i < batch[s].tokens.size(); ++i, ++t) {
+        const int32_t id = batch[s].tokens[i];
         positions_[t] = start + static_cast<int64_t>(i);
         token_seq_[t] = static_cast<int64_t>(s);
-        convert_to_f32(weights_.embed.dtype, weights_.embed.data + batch[s].tokens[i] * row_bytes,
-                       x_.data() + t * C, static_cast<size_t>(C));
+        token_adapter_[t] = adapter;
+        float* row = x_.data() + t * C;
+        convert_to_f32(weights_.embed.dtype, weights_.embed.data + id * row_bytes, row,
+                       static_cast<size_t>(C));
+        if (adapter != nullptr && adapter->embed.signs) {
+          add_scaled_signs_row(*adapter->embed.signs, id, row);
+        }
+        if (adapter != nullptr && adapter->embed.dense) {
+          const WeightMatrix& d = *adapter->embed.dense;
+          convert_to_f32(d.dtype, d.data + id * C * dtype_size(d.dtype), delta_row.data(),
+                         delta_row.size());
+          add_into(row, delta_row.data(), C);
+        }
+      }
+      if (adapter != nullptr) {
+        any_adapter_ = true;
+        auto it = std::find_if(groups_.begin(), groups_.end(),
+                               [&](const AdapterGroup& g) { return g.adapter == adapter; });
+        if (it == groups_.end()) it = groups_.insert(groups_.end(), AdapterGroup{adapter, {}, 0});
+        it->ranges.emplace_back(first, t);
+        it->tokens += t - first;
       }
     }
   }
 
+  using A = const AdapterWeights&;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& layer = weights_.layers[l];
-    rms_norm(x_.data(), layer.attn_norm.data(), T, C, c.rms_norm_eps, xn_.data());
-    matmul(xn_.data(), T, layer.q.weight, layer.q.bias_or_null(), q_.data(), pool);
-    matmul(xn_.data(), T, layer.k.weight, layer.k.bias_or_null(), k_.data(), pool);
-    matmul(xn_.data(), T, layer.v.weight, layer.v.bias_or_null(), v_.data(), pool);
+    norm(layer.attn_norm, [](A a, int64_t i) { return &a.layers[i].attn_norm; }, l, x_.data(), 1,
+         C, xn_.data());
+    linear(layer.q, [](A a, int64_t i) { return &a.layers[i].q; }, l, xn_.data(), T, q_.data(), pool);
+    linear(layer.k, [](A a, int64_t i) { return &a.layers[i].k; }, l, xn_.data(), T, k_.data(), pool);
+    linear(layer.v, [](A a, int64_t i) { return &a.layers[i].v; }, l, xn_.data(), T, v_.data(), pool);
     if (!layer.q_norm.empty()) {
-      rms_norm(q_.data(), layer.q_norm.data(), T * c.num_attention_heads, c.head_dim,
-               c.rms_norm_eps, q_.data());
-      rms_norm(k_.data(), layer.k_norm.data(), T * c.num_key_value_heads, c.head_dim,
-               c.rms_norm_eps, k_.data());
+      norm(layer.q_norm, [](A a, int64_t i) { return &a.layers[i].q_norm; }, l, q_.data(),
+           c.num_attention_heads, c.head_dim, q_.data());
+      norm(layer.k_norm, [](A a, int64_t i) { return &a.layers[i].k_norm; }, l, k_.data(),
+           c.num_key_value_heads, c.head_dim, k_.data());
     }
     rope_rotate_half(q_.data(), T, c.num_attention_heads, c.head_dim, positions_, inv_freq_);
     rope_rotate_half(k_.data(), T, c.num_key_value_heads, c.head_dim, positions_, inv_freq_);
-    attention(layer, l, batch, pool);
-    matmul(attn_.data(), T, layer.o.weight, layer.o.bias_or_null(), out_.data(), pool);
+    attention(l, batch, pool);
+    linear(layer.o, [](A a, int64_t i) { return &a.layers[i].o; }, l, attn_.data(), T, out_.data(), pool);
     add_into(x_.data(), out_.data(), T * C);
 
-    rms_norm(x_.data(), layer.mlp_norm.data(), T, C, c.rms_norm_eps, xn_.data());
-    matmul(xn_.data(), T, layer.gate.weight, layer.gate.bias_or_null(), gate_.data(), pool);
-    matmul(xn_.data(), T, layer.up.weight, layer.up.bias_or_null(), up_.data(), pool);
+    norm(layer.mlp_norm, [](A a, int64_t i) { return &a.layers[i].mlp_norm; }, l, x_.data(), 1,
+         C, xn_.data());
+    linear(layer.gate, [](A a, int64_t i) { return &a.layers[i].gate; }, l, xn_.data(), T,
+           gate_.data(), pool);
+    linear(layer.up, [](A a, int64_t i) { return &a.layers[i].up; }, l, xn_.data(), T, up_.data(),
+           pool);
     silu_mul(gate_.data(), up_.data(), T * c.intermediate_size);
-    matmul(gate_.data(), T, layer.down.weight, layer.down.bias_or_null(), out_.data(), pool);
+    linear(layer.down, [](A a, int64_t i) { return &a.layers[i].down; }, l, gate_.data(), T,
+           out_.data(), pool);
     add_into(x_.data(), out_.data(), T * C);
   }
 
-  // Final norm and LM head only on the rows whose logits are wanted.
+  // Final norm and LM head only on the rows whose logits are wanted. The token bookkeeping is
+  // narrowed to those rows so the adapter groups still line up.
+  std::vector<const AdapterWeights*> row_adapter;
   int64_t row = 0, t = 0;
   for (const auto& s : batch) {
     const int64_t n = static_cast<int64_t>(s.tokens.size());
     const int64_t first = s.all_logits ? t : t + n - 1;
     for (int64_t i = first; i < t + n; ++i, ++row) {
       std::memcpy(xn_.data() + row * C, x_.data() + i * C, static_cast<size_t>(C) * 4);
+      row_adapter.push_back(s.adapter);
     }
     t += n;
   }
-  rms_norm(xn_.data(), weights_.final_norm.data(), rows, C, c.rms_norm_eps, xn_.data());
+  token_adapter_ = row_adapter;
+  for (auto& g : groups_) {
+    g.ranges.clear();
+    g.tokens = 0;
+  }
+  for (int64_t r = 0; r < rows;) {
+    int64_t end = r;
+    while (end < rows && token_adapter_[end] == token_adapter_[r]) ++end;
+    for (auto& g : groups_) {
+      if (g.adapter == token_adapter_[r]) {
+        g.ranges.emplace_back(r, end);
+        g.tokens += end - r;
+      }
+    }
+    r = end;
+  }
+  norm(weights_.final_norm, [](A a, int64_t) { return &a.final_norm; }, 0, xn_.data(), 1, C,
+       xn_.data());
   logits->resize(static_cast<size_t>(rows * V));
-  matmul(xn_.data(), rows, weights_.lm_head, nullptr, logits->data(), pool);
+  Linear head{weights_.lm_head, {}};
+  linear(head, [](A a, int64_t) { return &a.lm_head; }, 0, xn_.data(), rows, logits->data(), pool);
   for (const auto& s : batch) s.cache->advance(static_cast<int64_t>(s.tokens.size()));
+}
+
+void Transformer::norm(const std::vector<float>& base,
+                       const std::vector<float>* (*pick)(const AdapterWeights&, int64_t),
+                       int64_t layer, const float* x, int64_t rows_per_token, int64_t width,
+                       float* out) {
+  const ModelConfig& c = config_;
+  const int64_t T = static_cast<int64_t>(token_adapter_.size());
+  for (int64_t t = 0; t < T;) {
+    // Runs of tokens with the same norm weight go through in one call.
+    const std::vector<float>* weight = &base;
+    if (token_adapter_[t] != nullptr) {
+      const std::vector<float>* adapted = pick(*token_adapter_[t], layer);
+      if (!adapted->empty()) weight = adapted;
+    }
+    int64_t end = t + 1;
+    while (end < T && token_adapter_[end] == token_adapter_[t]) ++end;
+    rms_norm(x + t * rows_per_token * width, weight->data(), (end - t) * rows_per_token, width,
+             c.rms_norm_eps, out + t * rows_per_token * width);
+    t = end;
+  }
+}
+
+void Transformer::linear(const Linear& base,
+                         const LinearDelta* (*pick)(const AdapterWeights&, int64_t), int64_t layer,
+                         const float* x, int64_t T, float* y, ThreadPool& pool) {
+  const int64_t K = base.weight.cols, N = base.weight.rows;
+  // One adapter for the whole batch (a single user's prefill or decode): the fused kernel over
+  // everything, with α·S merged into the GEMM panels when there are many tokens.
+  if (groups_.size() == 1 && groups_[0].tokens == T) {
+    const LinearDelta* d = pick(*groups_[0].adapter, layer);
+    matmul_with_signs(x, T, base.weight, base.bias_or_null(), d->signs ? &*d->signs : nullptr, y,
+                      pool);
+    if (d->dense || !d->bias.empty()) {
+      AdapterGroup all{groups_[0].adapter, {{0, T}}, T};
+      apply_exact_delta(*d, x, all, K, N, y, pool);
+    }
+    return;
+  }
+  // Otherwise the base product once for every token, then each distinct adapter adds one pass
+  // over its bits for its own tokens.
+  matmul(x, T, base.weight, base.bias_or_null(), y, pool);
+  for (const AdapterGroup& g : groups_) {
+    if (g.tokens == 0) continue;
+    const LinearDelta* d = pick(*g.adapter, layer);
+    if (d->empty()) continue;
+    if (d->signs) {
+      const int64_t n = g.tokens;
+      resize(gather_x_, n * K);
+      resize(gather_y_, n * N);
+      int64_t row = 0;
+      for (auto [b, e] : g.ranges) {
+        std::memcpy(gather_x_.data() + row * K, x + b * K, static_cast<size_t>((e - b) * K) * 4);
+        std::memcpy(gather_y_.data() + row * N, y + b * N, static_cast<size_t>((e - b) * N) * 4);
+        row += e - b;
+      }
+      sign_matmul_add(gather_x_.data(), n, *d->signs, gather_y_.data(), pool);
+      row = 0;
+      for (auto [b, e] : g.ranges) {
+        std::memcpy(y + b * N, gather_y_.data() + row * N, static_cast<size_t>((e - b) * N) * 4);
+        row += e - b;
+      }
+    }
+    apply_exact_delta(*d, x, g, K, N, y, pool);
+  }
+}
+
+void Transformer::apply_exact_delta(const LinearDelta& d, const float* x, const AdapterGroup& g,
+                                    int64_t K, int64_t N, float* y, ThreadPool& pool) {
+  for (auto [b, e] : g.ranges) {
+    if (d.dense) {
+      resize(dense_out_, (e - b) * N);
+      matmul(x + b * K, e - b, *d.dense, nullptr, dense_out_.data(), pool);
+      add_into(y + b * N, dense_out_.data(), (e - b) * N);
+    }
+    if (!d.bias.empty()) {
+      for (int64_t t = b; t < e; ++t) add_into(y + t * N, d.bias.data(), N);
+    }
+  }
 }
 
 // Writes this batch's keys and values into the caches, then computes causal attention of every
 // new token over its sequence's cache.
-void Transformer::attention(const LayerWeights& /*layer*/, int64_t l,
-                            std::span<const SequenceInput> batch, ThreadPool& pool) {
+void Transformer::attention(int64_t l, std::span<const SequenceInput> batch, ThreadPool& pool) {
   const ModelConfig& c = config_;
   const int64_t D = c.head_dim, H = c.num_attention_heads, KV = c.kv_dim();
   const int64_t group = H / c.num_key_value_heads;

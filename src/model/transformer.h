@@ -11,6 +11,7 @@
 
 #include "io/model_config.h"
 #include "io/weight_files.h"
+#include "model/adapter_weights.h"
 #include "model/kv_cache.h"
 #include "model/weights.h"
 #include "util/thread_pool.h"
@@ -22,6 +23,9 @@ struct SequenceInput {
   KVCache* cache = nullptr;
   std::span<const int32_t> tokens;
   bool all_logits = false;  // logits for every new token, not just the last
+  // The user's adapter for this sequence (null: the base model). Built for this model (see
+  // delta/adapter.h); several sequences may share one.
+  const AdapterWeights* adapter = nullptr;
 };
 
 class Transformer {
@@ -43,8 +47,23 @@ class Transformer {
 
  private:
   Transformer(std::filesystem::path dir, ModelConfig config, WeightFiles files);
-  void attention(const LayerWeights& layer, int64_t layer_index,
-                 std::span<const SequenceInput> batch, ThreadPool& pool);
+  void attention(int64_t layer_index, std::span<const SequenceInput> batch, ThreadPool& pool);
+  // y[T, N] = the linear for every token, each with its sequence's adapter delta applied.
+  void linear(const Linear& base, const LinearDelta* (*pick)(const AdapterWeights&, int64_t),
+              int64_t layer, const float* x, int64_t tokens, float* y, ThreadPool& pool);
+  // RMSNorm with each sequence's (possibly adapted) weight.
+  void norm(const std::vector<float>& base, const std::vector<float>* (*pick)(const AdapterWeights&, int64_t),
+            int64_t layer, const float* x, int64_t rows_per_token, int64_t width, float* out);
+
+  // Token ranges of the current batch that share an adapter (null = base).
+  struct AdapterGroup {
+    const AdapterWeights* adapter;
+    std::vector<std::pair<int64_t, int64_t>> ranges;  // [begin, end) token indices
+    int64_t tokens = 0;
+  };
+  // Adds a delta's exact parts (dense matrix, bias) for the group's tokens.
+  void apply_exact_delta(const LinearDelta& d, const float* x, const AdapterGroup& g, int64_t K,
+                         int64_t N, float* y, ThreadPool& pool);
 
   ModelConfig config_;
   WeightFiles files_;
@@ -55,6 +74,10 @@ class Transformer {
   std::vector<float> x_, xn_, q_, k_, v_, attn_, gate_, up_, out_;
   std::vector<int64_t> positions_;
   std::vector<int64_t> token_seq_;  // which sequence each batch token belongs to
+  std::vector<const AdapterWeights*> token_adapter_;
+  std::vector<AdapterGroup> groups_;   // adapters present in the batch (base excluded)
+  bool any_adapter_ = false;
+  std::vector<float> gather_x_, gather_y_, dense_out_;
 };
 
 }  // namespace bitdelta

@@ -57,6 +57,20 @@ void AtomicFile::write(std::span<const uint8_t> bytes) {
   written_ += bytes.size();
 }
 
+void AtomicFile::write_at(uint64_t offset, std::span<const uint8_t> bytes) {
+  BD_CHECK(offset + bytes.size() <= written_, "write_at past the end of what was written");
+  size_t done = 0;
+  while (done < bytes.size()) {
+    ssize_t n = ::pwrite(fd_, bytes.data() + done, bytes.size() - done,
+                         static_cast<off_t>(offset + done));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      fail("cannot write '{}': {}", target_.string(), std::strerror(errno));
+    }
+    done += static_cast<size_t>(n);
+  }
+}
+
 void AtomicFile::write(std::string_view text) {
   write(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }

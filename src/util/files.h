@@ -26,6 +26,9 @@ class AtomicFile {
   void write(std::span<const uint8_t> bytes);
   void write(std::string_view text);
   uint64_t bytes_written() const { return written_; }
+  // Overwrites bytes already written, at `offset` (used to finish a header once the data is
+  // known).
+  void write_at(uint64_t offset, std::span<const uint8_t> bytes);
   // fsync, rename over the target, fsync the folder.
   void commit();
 

@@ -1,0 +1,298 @@
+// Serving with adapters: the fused path equals the merged model; several users' adapters in one
+// batch equal each alone; bad adapter files are refused with clear errors.
+#include "delta/adapter.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <nlohmann/json.hpp>
+
+#include "delta/compress.h"
+#include "delta/delta_test_util.h"
+#include "delta/merge.h"
+#include "util/error.h"
+
+namespace bitdelta {
+namespace {
+
+using testing::ScratchDir;
+
+class Adapters : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new ScratchDir();
+    testing::make_base(dir_->path() / "base");
+    ThreadPool pool(2);
+    for (int user : {1, 2}) {
+      const auto ft = dir_->path() / ("ft" + std::to_string(user));
+      testing::make_finetune(dir_->path() / "base", ft, 10 + user, 0.08f);
+      CompressOptions options;
+      options.granularity = user == 1 ? ScaleGranularity::kTensor : ScaleGranularity::kRow;
+      options.adapter_id = AdapterId::parse("gaming/user" + std::to_string(user) + "/v1");
+      compress_adapter(dir_->path() / "base", ft, adapter_path(user), options, pool);
+      merge_adapter(dir_->path() / "base", adapter_path(user),
+                    dir_->path() / ("merged" + std::to_string(user)), pool);
+    }
+  }
+  static void TearDownTestSuite() { delete dir_; }
+  static std::filesystem::path base() { return dir_->path() / "base"; }
+  static std::filesystem::path adapter_path(int user) {
+    return dir_->path() / ("user" + std::to_string(user) + ".bdelta");
+  }
+  static std::filesystem::path merged(int user) {
+    return dir_->path() / ("merged" + std::to_string(user));
+  }
+  static std::vector<float> logits(Transformer& model, std::span<const int32_t> ids,
+                                   const AdapterWeights* adapter, ThreadPool& pool,
+                                   bool one_at_a_time) {
+    KVCache cache = model.new_cache();
+    std::vector<float> all, step;
+    if (!one_at_a_time) {
+      SequenceInput in{&cache, ids, true, adapter};
+      model.forward({&in, 1}, &all, pool);
+      return all;
+    }
+    for (size_t i = 0; i < ids.size(); ++i) {
+      SequenceInput in{&cache, ids.subspan(i, 1), true, adapter};
+      model.forward({&in, 1}, &step, pool);
+      all.insert(all.end(), step.begin(), step.end());
+    }
+    return all;
+  }
+  static ScratchDir* dir_;
+  ThreadPool pool_{2};
+};
+ScratchDir* Adapters::dir_ = nullptr;
+
+void expect_close(const std::vector<float>& a, const std::vector<float>& b, double tol,
+                  const std::string& what) {
+  ASSERT_EQ(a.size(), b.size()) << what;
+  double max_abs = 0, max_diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    max_abs = std::max(max_abs, std::fabs(double(b[i])));
+    max_diff = std::max(max_diff, std::fabs(double(a[i]) - b[i]));
+  }
+  EXPECT_LE(max_diff, tol * std::max(1.0, max_abs)) << what << ": max diff " << max_diff;
+}
+
+TEST_F(Adapters, FusedLogitsEqualTheMergedModel) {
+  auto model = Transformer::load(base());
+  const std::vector<int32_t> ids = {1, 403, 407, 261, 378, 432, 383, 286, 261, 376, 298};
+  for (int user : {1, 2}) {
+    auto adapter = Adapter::open(adapter_path(user));
+    BaseFingerprints fp(model->files());
+    adapter->bind(*model, fp, pool_);
+    auto merged_model = Transformer::load(merged(user));
+    auto expected = logits(*merged_model, ids, nullptr, pool_, false);
+    // Prefill (α·S merged into the GEMM panels) and decode (a pass over the bits) paths.
+    expect_close(logits(*model, ids, &adapter->weights(), pool_, false), expected, 1e-4,
+                 "prefill user " + std::to_string(user));
+    expect_close(logits(*model, ids, &adapter->weights(), pool_, true), expected, 1e-4,
+                 "decode user " + std::to_string(user));
+    // And the adapter really changes the model.
+    auto base_logits = logits(*model, ids, nullptr, pool_, false);
+    double diff = 0;
+    for (size_t i = 0; i < base_logits.size(); ++i) diff += std::fabs(base_logits[i] - expected[i]);
+    EXPECT_GT(diff / base_logits.size(), 1e-3);
+  }
+}
+
+// One forward with a base sequence and two users' sequences (one prefilling, two decoding)
+// equals each sequence run alone.
+TEST_F(Adapters, MixedBatchEqualsEachAlone) {
+  auto model = Transformer::load(base());
+  BaseFingerprints fp(model->files());
+  auto a1 = Adapter::open(adapter_path(1));
+  auto a2 = Adapter::open(adapter_path(2));
+  a1->bind(*model, fp, pool_);
+  a2->bind(*model, fp, pool_);
+  const AdapterWeights* adapters[] = {nullptr, &a1->weights(), &a2->weights(), &a1->weights()};
+  std::vector<std::vector<int32_t>> history = {{1, 403}, {1, 261, 378}, {1}, {}};
+  std::vector<std::vector<int32_t>> fresh = {{407}, {432}, {383, 286, 261, 376, 298}, {1, 13}};
+  std::vector<float> alone;
+  for (int s = 0; s < 4; ++s) {
+    KVCache cache = model->new_cache();
+    std::vector<float> out;
+    if (!history[s].empty()) {
+      SequenceInput h{&cache, history[s], false, adapters[s]};
+      model->forward({&h, 1}, &out, pool_);
+    }
+    SequenceInput f{&cache, fresh[s], true, adapters[s]};
+    model->forward({&f, 1}, &out, pool_);
+    alone.insert(alone.end(), out.begin(), out.end());
+  }
+  std::vector<KVCache> caches;
+  for (int s = 0; s < 4; ++s) caches.push_back(model->new_cache());
+  std::vector<float> out;
+  for (int s = 0; s < 4; ++s) {
+    if (history[s].empty()) continue;
+    SequenceInput h{&caches[s], history[s], false, adapters[s]};
+    model->forward({&h, 1}, &out, pool_);
+  }
+  std::vector<SequenceInput> batch;
+  for (int s = 0; s < 4; ++s) batch.push_back({&caches[s], fresh[s], true, adapters[s]});
+  std::vector<float> batched;
+  model->forward(batch, &batched, pool_);
+  expect_close(batched, alone, 1e-4, "mixed batch");
+}
+
+TEST_F(Adapters, LoadedAdapterCostsLittleBeyondItsFile) {
+  auto model = Transformer::load(base());
+  BaseFingerprints fp(model->files());
+  auto a = Adapter::open(adapter_path(2));
+  a->bind(*model, fp, pool_);
+  // The bits stay in the mapping; only norms (exact deltas merged) are copied.
+  EXPECT_LE(a->owned_bytes(), a->file_bytes() / 5);
+  EXPECT_EQ(a->id().to_string(), "gaming/user2/v1");
+}
+
+// ---- Bad input ------------------------------------------------------------------------------
+
+class BadAdapters : public Adapters {
+ protected:
+  std::string error_opening(const std::filesystem::path& p) {
+    try {
+      auto model = Transformer::load(base());
+      BaseFingerprints fp(model->files());
+      auto a = Adapter::open(p);
+      a->bind(*model, fp, pool_);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "";
+  }
+  void expect_error(const std::filesystem::path& p, const std::string& needle) {
+    std::string e = error_opening(p);
+    EXPECT_NE(e.find(needle), std::string::npos) << "got: '" << e << "'";
+  }
+  ScratchDir scratch_;
+};
+
+TEST_F(BadAdapters, TruncatedAndCorruptedFiles) {
+  const std::string full = testing::read_text(adapter_path(1));
+  testing::write_text(scratch_ / "t.bdelta", full.substr(0, full.size() / 2));
+  expect_error(scratch_ / "t.bdelta", "truncated");
+  uint64_t header = 0;
+  std::memcpy(&header, full.data(), 8);
+  for (size_t i = 8; i < 8 + header; i += 13) {
+    std::string c = full;
+    c[i] = static_cast<char>(c[i] ^ 0x5a);
+    testing::write_text(scratch_ / "c.bdelta", c);
+    (void)error_opening(scratch_ / "c.bdelta");  // an error or a valid file, never a crash
+  }
+}
+
+TEST_F(BadAdapters, UnknownFormatVersionAndNotAnAdapter) {
+  testing::rewrite(adapter_path(1), scratch_ / "v2.bdelta",
+                   [](auto& meta, auto&) { meta["format_version"] = "2"; });
+  expect_error(scratch_ / "v2.bdelta", "format_version 2 is not supported");
+  expect_error(base() / "model.safetensors", "not a BitDelta adapter");
+}
+
+TEST_F(BadAdapters, WrongBase) {
+  ScratchDir other;
+  testing::make_finetune(base(), other / "other_base", 99, 0.01f);
+  auto model = Transformer::load(other / "other_base");
+  BaseFingerprints fp(model->files());
+  auto a = Adapter::open(adapter_path(1));
+  try {
+    a->bind(*model, fp, pool_);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("was made for base"), std::string::npos) << e.what();
+  }
+}
+
+TEST_F(BadAdapters, MissingTensorsAndShapeMismatches) {
+  testing::rewrite(adapter_path(1), scratch_ / "half.bdelta", [](auto&, auto& t) {
+    t.erase("model.layers.0.self_attn.q_proj.weight.scale");
+  });
+  expect_error(scratch_ / "half.bdelta", "needs both .signs and .scale");
+  testing::rewrite(adapter_path(1), scratch_ / "extra.bdelta", [](auto&, auto& t) {
+    t["model.layers.9.mlp.up_proj.weight.delta"] =
+        testing::RawTensor{DType::kF32, {2}, std::vector<uint8_t>(8, 0)};
+  });
+  expect_error(scratch_ / "extra.bdelta", "does not have");
+  testing::rewrite(adapter_path(1), scratch_ / "shape.bdelta", [](auto&, auto& t) {
+    auto& s = t.at("model.layers.1.mlp.up_proj.weight.signs");
+    s.shape = {86, 16};  // [172, 8] reshaped
+  });
+  expect_error(scratch_ / "shape.bdelta", "needs [172, 8]");
+}
+
+TEST_F(BadAdapters, NonFiniteAndNegativeScales) {
+  for (float bad : {std::nanf(""), INFINITY, -0.5f}) {
+    testing::rewrite(adapter_path(1), scratch_ / "s.bdelta", [&](auto&, auto& t) {
+      std::memcpy(t.at("model.layers.2.self_attn.o_proj.weight.scale").bytes.data(), &bad, 4);
+    });
+    expect_error(scratch_ / "s.bdelta", "scales must be finite and ≥ 0");
+  }
+}
+
+TEST_F(BadAdapters, CliRefusesAndWritesNothing) {
+  testing::rewrite(adapter_path(1), scratch_ / "v9.bdelta",
+                   [](auto& meta, auto&) { meta["format_version"] = "9"; });
+  auto gen = testing::run_cli("generate --model '" + base().string() + "' --adapter '" +
+                              (scratch_ / "v9.bdelta").string() + "' --prompt-ids 1 -n 3");
+  EXPECT_EQ(gen.exit_code, 1);
+  EXPECT_NE(gen.err.find("format_version 9"), std::string::npos) << gen.err;
+  auto merge = testing::run_cli("merge --base '" + base().string() + "' --adapter '" +
+                                (scratch_ / "v9.bdelta").string() + "' --out '" +
+                                (scratch_ / "m").string() + "'");
+  EXPECT_EQ(merge.exit_code, 1);
+  EXPECT_FALSE(std::filesystem::exists(scratch_ / "m" / "model.safetensors"));
+  auto inspect = testing::run_cli("inspect '" + (scratch_ / "v9.bdelta").string() + "'");
+  EXPECT_EQ(inspect.exit_code, 1);
+  auto compress = testing::run_cli("compress --base '" + base().string() + "' --finetuned '" +
+                                   base().string() + "' --out '" + (scratch_ / "x.bdelta").string() +
+                                   "'");
+  EXPECT_EQ(compress.exit_code, 1);
+  EXPECT_NE(compress.err.find("identical"), std::string::npos) << compress.err;
+  EXPECT_FALSE(std::filesystem::exists(scratch_ / "x.bdelta"));
+}
+
+TEST_F(Adapters, CliGenerateInspectAndLogitsWithAdapter) {
+  auto gen_base = testing::run_cli("generate --model '" + base().string() +
+                                   "' --prompt-ids 1 -n 20 --print-ids");
+  auto gen_user = testing::run_cli("generate --model '" + base().string() + "' --adapter '" +
+                                   adapter_path(1).string() + "' --prompt-ids 1 -n 20 --print-ids");
+  auto gen_merged = testing::run_cli("generate --model '" + merged(1).string() +
+                                     "' --prompt-ids 1 -n 20 --print-ids");
+  ASSERT_EQ(gen_user.exit_code, 0) << gen_user.err;
+  EXPECT_EQ(gen_user.out, gen_merged.out);
+  // Greedy tokens can coincide with the base's; the logits cannot.
+  const std::string ids = " --ids 1,403,407,261,378 --out ";
+  ASSERT_EQ(testing::run_cli("logits --model '" + base().string() + "' --adapter '" +
+                             adapter_path(1).string() + "'" + ids + "'" +
+                             (dir_->path() / "lu.safetensors").string() + "'")
+                .exit_code,
+            0);
+  ASSERT_EQ(testing::run_cli("logits --model '" + base().string() + "'" + ids + "'" +
+                             (dir_->path() / "lb.safetensors").string() + "'")
+                .exit_code,
+            0);
+  auto lu = SafetensorsFile::open(dir_->path() / "lu.safetensors").view("logits").to_f32();
+  auto lb = SafetensorsFile::open(dir_->path() / "lb.safetensors").view("logits").to_f32();
+  KVCache cache;
+  auto merged_model = Transformer::load(merged(1));
+  const std::vector<int32_t> prompt = {1, 403, 407, 261, 378};
+  expect_close(lu, logits(*merged_model, prompt, nullptr, pool_, false), 1e-4, "cli logits");
+  EXPECT_NE(lu, lb);
+  auto inspect = testing::run_cli("inspect --json '" + adapter_path(2).string() + "'");
+  ASSERT_EQ(inspect.exit_code, 0) << inspect.err;
+  auto j = nlohmann::json::parse(inspect.out);
+  EXPECT_GT(j["ratio_vs_bf16_delta"].get<double>(), 4.0);
+  EXPECT_EQ(j["metadata"]["scale_granularity"], "row");
+  EXPECT_EQ(j["tensors"].size(), 47u);
+  for (const auto& t : j["tensors"]) {
+    if (t["kind"] == "1bit") {
+      EXPECT_GT(t["rel_error"].get<double>(), 0.3);  // 1-bit of Gaussian noise: ~0.6
+      EXPECT_LT(t["rel_error"].get<double>(), 0.9);
+      EXPECT_NEAR(t["plus_share"].get<double>(), 0.5, 0.1);
+    }
+  }
+}
+
+}  // namespace
+}  // namespace bitdelta
