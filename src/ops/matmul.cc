@@ -222,10 +222,20 @@ void rows_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_be
                  int64_t n_end, int64_t N, const SignMatrix* signs, float* y) {
   if (T == 1) {
     gemv_kernel(x, w, K, n_begin, n_end, y);
-  } else if (T == 2) {
-    for (int64_t n = n_begin; n < n_end; ++n) row_dots<2>(x, K, w + n * K, n, N, y);
-  } else if (T == 3) {
-    for (int64_t n = n_begin; n < n_end; ++n) row_dots<3>(x, K, w + n * K, n, N, y);
+  } else if (T <= kMatmulMaxRowDotTokens) {
+    // Each row is fetched from memory once and stays in L1 while groups of up to four tokens
+    // pass over it.
+    for (int64_t n = n_begin; n < n_end; ++n) {
+      const WT* row = w + n * K;
+      int64_t t = 0;
+      for (; t + 4 <= T; t += 4) row_dots<4>(x + t * K, K, row, n, N, y + t * N);
+      switch (T - t) {
+        case 3: row_dots<3>(x + t * K, K, row, n, N, y + t * N); break;
+        case 2: row_dots<2>(x + t * K, K, row, n, N, y + t * N); break;
+        case 1: row_dots<1>(x + t * K, K, row, n, N, y + t * N); break;
+        default: break;
+      }
+    }
   } else {
     gemm_kernel(x, T, w, K, n_begin, n_end, N, signs, y);
   }
@@ -270,9 +280,8 @@ void matmul_with_signs(const float* x, int64_t tokens, const WeightMatrix& w, co
   if (signs != nullptr) {
     BD_CHECK(signs->rows == w.rows && signs->cols == w.cols, "sign matrix shape mismatch");
   }
-  // Packing happens only on the GEMM path (more than 3 tokens); below it the bits get a pass
-  // of their own.
-  const SignMatrix* merged = tokens > 3 ? signs : nullptr;
+  // Packing happens only on the GEMM path; below it the bits get a pass of their own.
+  const SignMatrix* merged = tokens > kMatmulMaxRowDotTokens ? signs : nullptr;
   // Chunks of whole 16-row panels keep the row split aligned with the kernels' blocking (2
   // vectors of 8 floats on AVX2).
   const int64_t panels = (w.rows + 15) / 16;

@@ -11,6 +11,11 @@
 
 namespace bitdelta {
 
+// Up to this many tokens matmul() reads the weights row by row (memory-bound: decode and
+// batched decode); beyond it, it widens them into panels for a compute-bound GEMM, whose packing
+// cost only pays off over many tokens.
+inline constexpr int64_t kMatmulMaxRowDotTokens = 24;
+
 struct WeightMatrix {
   DType dtype = DType::kF32;
   const uint8_t* data = nullptr;  // rows × cols elements, row-major
@@ -25,7 +30,7 @@ void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* 
             ThreadPool& pool);
 
 // The fused BitDelta linear: y = x · (W + α ⊙ S)ᵀ + bias, without ever forming W + α ⊙ S.
-// Up to 3 tokens: the base product, then one pass over the sign bits (sign_matmul_add). More
+// Up to 24 tokens: the base product, then one pass over the sign bits (sign_matmul_add). More
 // tokens: α ⊙ S is added to each panel of W while it is widened for the GEMM, so the adapter
 // costs no extra multiply-adds. `signs` may be null (plain matmul).
 void matmul_with_signs(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,

@@ -39,7 +39,7 @@ TEST_F(MatmulAllTargets, MatchesScalarReferenceOnOddShapes) {
     int64_t tokens, rows, cols;
   };
   const Shape shapes[] = {{1, 1, 1},  {1, 7, 13},   {2, 33, 65},  {3, 17, 100}, {4, 9, 31},
-                          {5, 64, 64}, {7, 130, 17}, {16, 40, 129}, {1, 300, 257}};
+                          {5, 64, 64}, {7, 130, 17}, {16, 40, 129}, {1, 300, 257}, {30, 50, 70}, {24, 33, 40}};
   for (int64_t target : targets) {
     hwy::SetSupportedTargetsForTest(target);
     for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {

@@ -78,7 +78,7 @@ TEST_F(SignKernels, FusedLinearEqualsDenseMergedWeights) {
   for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
     hwy::SetSupportedTargetsForTest(target);
     for (DType dtype : {DType::kF32, DType::kBF16}) {
-      for (int64_t T : {1, 2, 3, 5, 13}) {
+      for (int64_t T : {1, 2, 3, 5, 13, 30}) {
         const int64_t N = 37, K = 71;
         RandomSigns s(N, K, T % 2 == 0, rng);
         auto w32 = random_vector(static_cast<size_t>(N * K), rng);
