@@ -3,18 +3,22 @@
 #include <fmt/chrono.h>
 #include <fmt/format.h>
 
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <future>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <regex>
 
 #include "delta/fingerprint.h"
 #include "io/model_config.h"
+#include "ops/delta_stats.h"
 #include "io/safetensors.h"
 #include "io/weight_files.h"
 #include "util/error.h"
+#include "util/sha256.h"
 
 namespace bitdelta {
 
@@ -72,6 +76,20 @@ struct Pending {
   std::vector<float> scales;
   TensorStats stats;
 };
+
+// memcmp split across the pool: the unchanged-tensor check reads both models in full.
+bool bytes_equal(const uint8_t* a, const uint8_t* b, uint64_t n, ThreadPool& pool) {
+  constexpr int64_t kChunk = 1 << 20;
+  std::atomic<bool> equal{true};
+  pool.parallel_for(static_cast<int64_t>((n + kChunk - 1) / kChunk), [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1 && equal.load(std::memory_order_relaxed); ++c) {
+      const uint64_t begin = static_cast<uint64_t>(c) * kChunk;
+      const uint64_t len = std::min<uint64_t>(kChunk, n - begin);
+      if (std::memcmp(a + begin, b + begin, len) != 0) equal = false;
+    }
+  });
+  return equal;
+}
 
 std::string sanitize_user(const std::string& s) {
   std::string out;
@@ -131,7 +149,7 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
       fail("tensor '{}' is not a float weight (F32, F16 or BF16)", name);
     }
     if (b->dtype == f->dtype &&
-        std::memcmp(base.view(name).data, ft.view(name).data, b->nbytes()) == 0) {
+        bytes_equal(base.view(name).data, ft.view(name).data, b->nbytes(), pool)) {
       ++result.unchanged;
       continue;
     }
@@ -155,8 +173,14 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
 
   std::vector<std::string> touched;
   for (const auto& p : plans) touched.push_back(p.name);
+  // The base tensors' digests are computed while each tensor is compressed (on a thread of
+  // their own, the data being read anyway); the fingerprint joins the header at the end.
   BaseFingerprints fingerprints(base);
-  result.base_fingerprint = fingerprints.fingerprint(touched, pool);
+  auto hash_base_tensor = [&](const std::string& name) {
+    return std::async(std::launch::async, [&base, name] {
+      return sha256_hex(base.view(name).bytes());
+    });
+  };
 
   SafetensorsWriter writer;
   writer.set_metadata("format", "bitdelta");
@@ -164,7 +188,6 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
   writer.set_metadata("base_model", options.base_model.empty()
                                         ? fs::absolute(base_dir).filename().string()
                                         : options.base_model);
-  writer.set_metadata("base_fingerprint", result.base_fingerprint);
   writer.set_metadata("adapter_id", result.adapter_id.to_string());
   writer.set_metadata("domain", result.adapter_id.domain);
   writer.set_metadata("user_id", result.adapter_id.user);
@@ -193,7 +216,8 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
     if (plan.kind == Plan::kExact) {
       pending->stats.kind = "exact";
       writer.add_generated(plan.name + ".delta", DType::kF32, info->shape,
-                           [=, &pool](std::span<uint8_t> out_bytes) {
+                           [=, &pool, &fingerprints, &hash_base_tensor](std::span<uint8_t> out_bytes) {
+        auto digest = hash_base_tensor(plan.name);
         auto* delta = reinterpret_cast<float*>(out_bytes.data());
         const int64_t n = info->numel();
         pool.parallel_for(n, [&](int64_t begin, int64_t end) {
@@ -205,40 +229,30 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
         double sq = 0;
         for (int64_t i = 0; i < n; ++i) sq += double(delta[i]) * delta[i];
         pending->stats.delta_norm = std::sqrt(sq);
+        fingerprints.set_digest(plan.name, digest.get());
       });
       continue;
     }
     pending->stats.kind = "1bit";
     const int64_t row_bytes = (cols + 7) / 8;
     writer.add_generated(plan.name + ".signs", DType::kU8, {rows, row_bytes},
-                         [=, &pool](std::span<uint8_t> bits) {
+                         [=, &pool, &fingerprints, &hash_base_tensor](std::span<uint8_t> bits) {
+      auto digest = hash_base_tensor(plan.name);
       RowSums& sums = pending->sums;
       sums.abs_sum.assign(static_cast<size_t>(rows), 0);
       sums.sq_sum.assign(static_cast<size_t>(rows), 0);
       sums.plus.assign(static_cast<size_t>(rows), 0);
-      const size_t row_in = static_cast<size_t>(cols);
       pool.parallel_for(rows, [&](int64_t r0, int64_t r1) {
-        std::vector<float> a(row_in), b(row_in);
         for (int64_t r = r0; r < r1; ++r) {
-          convert_to_f32(bv.dtype(), bv.data + r * cols * dtype_size(bv.dtype()), a.data(), row_in);
-          convert_to_f32(fv.dtype(), fv.data + r * cols * dtype_size(fv.dtype()), b.data(), row_in);
-          uint8_t* out_row = bits.data() + r * row_bytes;
-          std::memset(out_row, 0, static_cast<size_t>(row_bytes));
-          double abs_sum = 0, sq_sum = 0;
-          int64_t plus = 0;
-          for (int64_t k = 0; k < cols; ++k) {
-            const float d = b[k] - a[k];
-            const bool positive = d > 0;
-            out_row[k >> 3] |= static_cast<uint8_t>(positive) << (k & 7);
-            plus += positive;
-            abs_sum += std::fabs(d);
-            sq_sum += double(d) * d;
-          }
-          sums.abs_sum[r] = abs_sum;
-          sums.sq_sum[r] = sq_sum;
-          sums.plus[r] = plus;
+          const RowDeltaStats row = delta_signs_row(
+              bv.data + r * cols * dtype_size(bv.dtype()), bv.dtype(),
+              fv.data + r * cols * dtype_size(fv.dtype()), fv.dtype(), cols,
+              bits.data() + r * row_bytes);
+          sums.abs_sum[r] = row.abs_sum;
+          sums.sq_sum[r] = row.sq_sum;
+          sums.plus[r] = row.plus;
         }
-      }, 1);
+      }, 8);
       // α = mean |Δ| (per row, or over the whole matrix): the L2-optimal scale for fixed signs.
       std::vector<float>& scales = pending->scales;
       double total_abs = 0, total_sq = 0, err_sq = 0;
@@ -265,6 +279,7 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
       st.plus_share = static_cast<double>(total_plus) / static_cast<double>(rows * cols);
       st.delta_norm = std::sqrt(total_sq);
       st.rel_error = total_sq > 0 ? std::sqrt(std::max(0.0, err_sq) / total_sq) : 0;
+      fingerprints.set_digest(plan.name, digest.get());
     });
     writer.add_generated(plan.name + ".scale", DType::kF32, {plan.per_row ? rows : 1},
                          [pending](std::span<uint8_t> out_bytes) {
@@ -292,7 +307,9 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
                     {"delta_norm", std::sqrt(norm_sq)},
                     {"rel_error", norm_sq > 0 ? std::sqrt(err_sq / norm_sq) : 0.0},
                     {"tensors", tensors}};
-    return std::map<std::string, std::string>{{"quality", quality.dump()}};
+    result.base_fingerprint = fingerprints.fingerprint(touched, pool);
+    return std::map<std::string, std::string>{{"quality", quality.dump()},
+                                              {"base_fingerprint", result.base_fingerprint}};
   });
   result.file_bytes = fs::file_size(out);
   return result;

@@ -36,6 +36,11 @@ void BaseFingerprints::ensure(const std::vector<std::string>& names, ThreadPool&
   for (size_t i = 0; i < missing.size(); ++i) digests_[missing[i]] = digests[i];
 }
 
+void BaseFingerprints::set_digest(const std::string& name, std::string hex_digest) {
+  std::lock_guard lock(mutex_);
+  digests_[name] = std::move(hex_digest);
+}
+
 void BaseFingerprints::precompute(ThreadPool& pool) { ensure(weights_.names(), pool); }
 
 std::string BaseFingerprints::fingerprint(std::vector<std::string> names, ThreadPool& pool) {

@@ -24,6 +24,8 @@ class BaseFingerprints {
   // The fingerprint over `names` (any order; each must exist in the base). Digests of tensors not
   // seen before are computed in parallel on `pool` and cached. Thread safe.
   std::string fingerprint(std::vector<std::string> names, ThreadPool& pool);
+  // Records a digest computed elsewhere (e.g. while the tensor was being read anyway).
+  void set_digest(const std::string& name, std::string hex_digest);
   // Hashes every tensor now (e.g. at server start), so later checks cost nothing.
   void precompute(ThreadPool& pool);
 

@@ -176,7 +176,10 @@ void sign_matmul_add(const float* x, int64_t tokens, const SignMatrix& s, float*
                      ThreadPool& pool) {
   if (tokens <= 0 || s.rows == 0) return;
   const int64_t blocks = (s.rows + 15) / 16;
-  const int64_t grain = std::max<int64_t>(1, (1 << 20) / std::max<int64_t>(1, 16 * s.cols * tokens));
+  // A block of 16 rows costs ~1.5 cycles per byte of bits per token; a chunk of ≥ 32 K such
+  // byte-steps (~20 µs) is worth waking a thread for.
+  const int64_t grain =
+      std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, 16 * s.row_bytes() * tokens));
   pool.parallel_for(blocks, [&](int64_t b_begin, int64_t b_end) {
     HWY_DYNAMIC_DISPATCH(SignMatmulAdd)(x, tokens, s.bits, s.row_bytes(), s.rows, s.cols, s.scales,
                                         s.per_row, b_begin * 16, std::min(s.rows, b_end * 16), y);

@@ -16,7 +16,8 @@ std::string quoted(const std::filesystem::path& p) { return "'" + p.string() + "
 TEST(Cli, HelpListsEveryCommandAndEachCommandHasHelp) {
   auto top = run_cli("--help");
   EXPECT_EQ(top.exit_code, 0);
-  for (const char* command : {"import-llama2c", "info", "tokenize", "generate", "logits", "synth"}) {
+  for (const char* command : {"import-llama2c", "info", "tokenize", "generate", "logits", "synth",
+                              "compress", "inspect", "merge"}) {
     EXPECT_NE(top.out.find(command), std::string::npos) << command;
     auto help = run_cli(std::string(command) + " --help");
     EXPECT_EQ(help.exit_code, 0) << command;
