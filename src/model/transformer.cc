@@ -208,30 +208,41 @@ void Transformer::linear(const Linear& base,
     return;
   }
   // Otherwise the base product once for every token, then each distinct adapter adds one pass
-  // over its bits for its own tokens.
+  // over its bits for its own tokens (gathered, all adapters in one split across threads).
   matmul(x, T, base.weight, base.bias_or_null(), y, pool);
+  int64_t gathered = 0;
   for (const AdapterGroup& g : groups_) {
-    if (g.tokens == 0) continue;
     const LinearDelta* d = pick(*g.adapter, layer);
-    if (d->empty()) continue;
-    if (d->signs) {
-      const int64_t n = g.tokens;
-      resize(gather_x_, n * K);
-      resize(gather_y_, n * N);
-      int64_t row = 0;
+    if (d->signs) gathered += g.tokens;
+  }
+  if (gathered > 0) {
+    resize(gather_x_, gathered * K);
+    resize(gather_y_, gathered * N);
+    std::vector<SignMatmulJob> jobs;
+    int64_t row = 0;
+    for (const AdapterGroup& g : groups_) {
+      const LinearDelta* d = pick(*g.adapter, layer);
+      if (!d->signs) continue;
+      jobs.push_back({gather_x_.data() + row * K, g.tokens, &*d->signs, gather_y_.data() + row * N});
       for (auto [b, e] : g.ranges) {
         std::memcpy(gather_x_.data() + row * K, x + b * K, static_cast<size_t>((e - b) * K) * 4);
         std::memcpy(gather_y_.data() + row * N, y + b * N, static_cast<size_t>((e - b) * N) * 4);
         row += e - b;
       }
-      sign_matmul_add(gather_x_.data(), n, *d->signs, gather_y_.data(), pool);
-      row = 0;
+    }
+    sign_matmul_add_many(jobs, pool);
+    row = 0;
+    for (const AdapterGroup& g : groups_) {
+      if (!pick(*g.adapter, layer)->signs) continue;
       for (auto [b, e] : g.ranges) {
         std::memcpy(y + b * N, gather_y_.data() + row * N, static_cast<size_t>((e - b) * N) * 4);
         row += e - b;
       }
     }
-    apply_exact_delta(*d, x, g, K, N, y, pool);
+  }
+  for (const AdapterGroup& g : groups_) {
+    const LinearDelta* d = pick(*g.adapter, layer);
+    if (d->dense || !d->bias.empty()) apply_exact_delta(*d, x, g, K, N, y, pool);
   }
 }
 

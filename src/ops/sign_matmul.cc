@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "ops/sign_matmul.h"
+#include "util/error.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/sign_matmul.cc"
@@ -174,15 +175,30 @@ HWY_EXPORT(SignMatmulAdd);
 
 void sign_matmul_add(const float* x, int64_t tokens, const SignMatrix& s, float* y,
                      ThreadPool& pool) {
-  if (tokens <= 0 || s.rows == 0) return;
-  const int64_t blocks = (s.rows + 15) / 16;
+  const SignMatmulJob job{x, tokens, &s, y};
+  sign_matmul_add_many({&job, 1}, pool);
+}
+
+void sign_matmul_add_many(std::span<const SignMatmulJob> jobs, ThreadPool& pool) {
+  if (jobs.empty()) return;
+  const int64_t rows = jobs[0].signs->rows, row_bytes = jobs[0].signs->row_bytes();
+  int64_t tokens = 0;
+  for (const auto& j : jobs) {
+    BD_CHECK(j.signs->rows == rows && j.signs->cols == jobs[0].signs->cols);
+    tokens += j.tokens;
+  }
+  if (tokens <= 0 || rows == 0) return;
+  const int64_t blocks = (rows + 15) / 16;
   // A block of 16 rows costs ~1.5 cycles per byte of bits per token; a chunk of ≥ 32 K such
   // byte-steps (~20 µs) is worth waking a thread for.
-  const int64_t grain =
-      std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, 16 * s.row_bytes() * tokens));
+  const int64_t grain = std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, 16 * row_bytes * tokens));
   pool.parallel_for(blocks, [&](int64_t b_begin, int64_t b_end) {
-    HWY_DYNAMIC_DISPATCH(SignMatmulAdd)(x, tokens, s.bits, s.row_bytes(), s.rows, s.cols, s.scales,
-                                        s.per_row, b_begin * 16, std::min(s.rows, b_end * 16), y);
+    const int64_t n_begin = b_begin * 16, n_end = std::min(rows, b_end * 16);
+    for (const auto& j : jobs) {
+      const SignMatrix& s = *j.signs;
+      HWY_DYNAMIC_DISPATCH(SignMatmulAdd)(j.x, j.tokens, s.bits, row_bytes, rows, s.cols, s.scales,
+                                          s.per_row, n_begin, n_end, j.y);
+    }
   }, grain);
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "util/thread_pool.h"
 
@@ -28,6 +29,16 @@ struct SignMatrix {
 // adapter (decode); prefill merges α·S into the base panel instead (see matmul_with_signs).
 void sign_matmul_add(const float* x, int64_t tokens, const SignMatrix& s, float* y,
                      ThreadPool& pool);
+
+// Several adapters' passes over the same layer shape at once (one per distinct adapter in a
+// batch): one split of the rows across threads for all of them, instead of one per adapter.
+struct SignMatmulJob {
+  const float* x;  // [tokens, K]
+  int64_t tokens;
+  const SignMatrix* signs;
+  float* y;        // [tokens, N], added to
+};
+void sign_matmul_add_many(std::span<const SignMatmulJob> jobs, ThreadPool& pool);
 
 // Scalar reference (double accumulation), for tests.
 void sign_matmul_add_reference(const float* x, int64_t tokens, const SignMatrix& s, float* y);
