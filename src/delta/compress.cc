@@ -173,14 +173,17 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
 
   std::vector<std::string> touched;
   for (const auto& p : plans) touched.push_back(p.name);
-  // The base tensors' digests are computed while each tensor is compressed (on a thread of
-  // their own, the data being read anyway); the fingerprint joins the header at the end.
+  // The base tensors' digests are computed on a thread of their own while the compressor works
+  // (hashing is the single biggest cost); the fingerprint joins the header at the end.
   BaseFingerprints fingerprints(base);
-  auto hash_base_tensor = [&](const std::string& name) {
-    return std::async(std::launch::async, [&base, name] {
-      return sha256_hex(base.view(name).bytes());
-    });
+  std::atomic<size_t> next_to_hash{0};
+  auto hash_some = [&] {
+    for (size_t i; (i = next_to_hash.fetch_add(1)) < touched.size();) {
+      fingerprints.set_digest(touched[i], sha256_hex(base.view(touched[i]).bytes()));
+    }
   };
+  std::vector<std::future<void>> hashing;
+  for (int i = 0; i < pool.size(); ++i) hashing.push_back(std::async(std::launch::async, hash_some));
 
   SafetensorsWriter writer;
   writer.set_metadata("format", "bitdelta");
@@ -216,8 +219,7 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
     if (plan.kind == Plan::kExact) {
       pending->stats.kind = "exact";
       writer.add_generated(plan.name + ".delta", DType::kF32, info->shape,
-                           [=, &pool, &fingerprints, &hash_base_tensor](std::span<uint8_t> out_bytes) {
-        auto digest = hash_base_tensor(plan.name);
+                           [=, &pool](std::span<uint8_t> out_bytes) {
         auto* delta = reinterpret_cast<float*>(out_bytes.data());
         const int64_t n = info->numel();
         pool.parallel_for(n, [&](int64_t begin, int64_t end) {
@@ -229,15 +231,13 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
         double sq = 0;
         for (int64_t i = 0; i < n; ++i) sq += double(delta[i]) * delta[i];
         pending->stats.delta_norm = std::sqrt(sq);
-        fingerprints.set_digest(plan.name, digest.get());
       });
       continue;
     }
     pending->stats.kind = "1bit";
     const int64_t row_bytes = (cols + 7) / 8;
     writer.add_generated(plan.name + ".signs", DType::kU8, {rows, row_bytes},
-                         [=, &pool, &fingerprints, &hash_base_tensor](std::span<uint8_t> bits) {
-      auto digest = hash_base_tensor(plan.name);
+                         [=, &pool](std::span<uint8_t> bits) {
       RowSums& sums = pending->sums;
       sums.abs_sum.assign(static_cast<size_t>(rows), 0);
       sums.sq_sum.assign(static_cast<size_t>(rows), 0);
@@ -279,7 +279,6 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
       st.plus_share = static_cast<double>(total_plus) / static_cast<double>(rows * cols);
       st.delta_norm = std::sqrt(total_sq);
       st.rel_error = total_sq > 0 ? std::sqrt(std::max(0.0, err_sq) / total_sq) : 0;
-      fingerprints.set_digest(plan.name, digest.get());
     });
     writer.add_generated(plan.name + ".scale", DType::kF32, {plan.per_row ? rows : 1},
                          [pending](std::span<uint8_t> out_bytes) {
@@ -307,6 +306,7 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
                     {"delta_norm", std::sqrt(norm_sq)},
                     {"rel_error", norm_sq > 0 ? std::sqrt(err_sq / norm_sq) : 0.0},
                     {"tensors", tensors}};
+    for (auto& h : hashing) h.get();  // rethrows a failure
     result.base_fingerprint = fingerprints.fingerprint(touched, pool);
     return std::map<std::string, std::string>{{"quality", quality.dump()},
                                               {"base_fingerprint", result.base_fingerprint}};
