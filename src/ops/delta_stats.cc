@@ -11,39 +11,13 @@
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
+#include "ops/widen-inl.h"
+
 HWY_BEFORE_NAMESPACE();
 namespace bitdelta::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 using D8 = hn::CappedTag<float, 8>;
-
-template <typename T>
-HWY_INLINE hn::Vec<D8> load_f32(const T* p) {
-  const D8 d;
-  if constexpr (std::is_same_v<T, float>) {
-    return hn::LoadU(d, p);
-  } else {
-    const hn::Rebind<T, D8> dw;
-    return hn::PromoteTo(d, hn::LoadU(dw, p));
-  }
-}
-
-template <typename T>
-HWY_INLINE float scalar_f32(const T* p) {
-  if constexpr (std::is_same_v<T, float>) {
-    float v;
-    std::memcpy(&v, p, 4);
-    return v;
-  } else {
-    uint16_t bits;
-    std::memcpy(&bits, p, 2);
-    if constexpr (std::is_same_v<T, hwy::bfloat16_t>) {
-      return bf16_to_f32(bits);
-    } else {
-      return f16_to_f32(bits);
-    }
-  }
-}
 
 template <typename TB, typename TF>
 RowDeltaStats kernel(const TB* base, const TF* ft, int64_t n, uint8_t* bits) {
@@ -56,7 +30,7 @@ RowDeltaStats kernel(const TB* base, const TF* ft, int64_t n, uint8_t* bits) {
   for (; k + 8 <= n; k += 8) {
     unsigned byte = 0;
     for (int64_t sub = 0; sub < 8; sub += lanes) {
-      const auto delta = hn::Sub(load_f32(ft + k + sub), load_f32(base + k + sub));
+      const auto delta = hn::Sub(load_widened(d, ft + k + sub), load_widened(d, base + k + sub));
       abs_acc = hn::Add(abs_acc, hn::Abs(delta));
       sq_acc = hn::MulAdd(delta, delta, sq_acc);
       uint8_t mask_bits[8] = {0};
@@ -72,7 +46,7 @@ RowDeltaStats kernel(const TB* base, const TF* ft, int64_t n, uint8_t* bits) {
   if (k < n) {
     uint8_t last = 0;
     for (int64_t j = k; j < n; ++j) {
-      const float delta = scalar_f32(ft + j) - scalar_f32(base + j);
+      const float delta = widen_scalar(ft + j) - widen_scalar(base + j);
       s.abs_sum += std::fabs(delta);
       s.sq_sum += double(delta) * delta;
       if (delta > 0) {

@@ -20,38 +20,13 @@
 #include <hwy/aligned_allocator.h>
 #include <hwy/highway.h>
 
+#include "ops/widen-inl.h"
+
 HWY_BEFORE_NAMESPACE();
 namespace bitdelta::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 using DF = hn::ScalableTag<float>;
-
-template <typename WT>
-HWY_INLINE hn::Vec<DF> load_weights(DF df, const WT* p) {
-  if constexpr (std::is_same_v<WT, float>) {
-    return hn::LoadU(df, p);
-  } else {
-    const hn::Rebind<WT, DF> dw;
-    return hn::PromoteTo(df, hn::LoadU(dw, p));
-  }
-}
-
-template <typename WT>
-HWY_INLINE float scalar_weight(const WT* p) {
-  if constexpr (std::is_same_v<WT, float>) {
-    float v;
-    std::memcpy(&v, p, 4);
-    return v;
-  } else {
-    uint16_t bits;
-    std::memcpy(&bits, p, 2);
-    if constexpr (std::is_same_v<WT, hwy::bfloat16_t>) {
-      return bf16_to_f32(bits);
-    } else {
-      return f16_to_f32(bits);
-    }
-  }
-}
 
 // Dot products of one row with C tokens: y[t0 + c, n] for c < C.
 template <int C, typename WT>
@@ -62,12 +37,12 @@ HWY_INLINE void row_dots(const float* x, int64_t K, const WT* row, int64_t n, in
   for (int c = 0; c < C; ++c) acc[c] = hn::Zero(df);
   int64_t k = 0;
   for (; k + lanes <= K; k += lanes) {
-    const auto wv = load_weights(df, row + k);
+    const auto wv = load_widened(df, row + k);
     for (int c = 0; c < C; ++c) acc[c] = hn::MulAdd(wv, hn::LoadU(df, x + c * K + k), acc[c]);
   }
   for (int c = 0; c < C; ++c) {
     float sum = hn::GetLane(hn::SumOfLanes(df, acc[c]));
-    for (int64_t kk = k; kk < K; ++kk) sum += scalar_weight(row + kk) * x[c * K + kk];
+    for (int64_t kk = k; kk < K; ++kk) sum += widen_scalar(row + kk) * x[c * K + kk];
     y[c * N + n] = sum;
   }
 }
@@ -83,16 +58,16 @@ void gemv_kernel(const float* x, const WT* w, int64_t K, int64_t n_begin, int64_
     auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
     int64_t k = 0;
     for (; k + 4 * lanes <= K; k += 4 * lanes) {
-      a0 = hn::MulAdd(load_weights(df, row + k), hn::LoadU(df, x + k), a0);
-      a1 = hn::MulAdd(load_weights(df, row + k + lanes), hn::LoadU(df, x + k + lanes), a1);
-      a2 = hn::MulAdd(load_weights(df, row + k + 2 * lanes), hn::LoadU(df, x + k + 2 * lanes), a2);
-      a3 = hn::MulAdd(load_weights(df, row + k + 3 * lanes), hn::LoadU(df, x + k + 3 * lanes), a3);
+      a0 = hn::MulAdd(load_widened(df, row + k), hn::LoadU(df, x + k), a0);
+      a1 = hn::MulAdd(load_widened(df, row + k + lanes), hn::LoadU(df, x + k + lanes), a1);
+      a2 = hn::MulAdd(load_widened(df, row + k + 2 * lanes), hn::LoadU(df, x + k + 2 * lanes), a2);
+      a3 = hn::MulAdd(load_widened(df, row + k + 3 * lanes), hn::LoadU(df, x + k + 3 * lanes), a3);
     }
     for (; k + lanes <= K; k += lanes) {
-      a0 = hn::MulAdd(load_weights(df, row + k), hn::LoadU(df, x + k), a0);
+      a0 = hn::MulAdd(load_widened(df, row + k), hn::LoadU(df, x + k), a0);
     }
     float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
-    for (; k < K; ++k) sum += scalar_weight(row + k) * x[k];
+    for (; k < K; ++k) sum += widen_scalar(row + k) * x[k];
     y[n] = sum;
   }
 }
@@ -203,8 +178,8 @@ void gemm_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_be
       if (j < rows) {
         const WT* src = w + (n0 + j) * K;
         int64_t k = 0;
-        for (; k + lanes <= K; k += lanes) hn::StoreU(load_weights(df, src + k), df, row.data() + k);
-        for (; k < K; ++k) row[k] = scalar_weight(src + k);
+        for (; k + lanes <= K; k += lanes) hn::StoreU(load_widened(df, src + k), df, row.data() + k);
+        for (; k < K; ++k) row[k] = widen_scalar(src + k);
         if (signs != nullptr) add_scaled_signs_row(*signs, n0 + j, row.data());
         for (k = 0; k < K; ++k) packed[k * NR + j] = row[k];
       } else {
