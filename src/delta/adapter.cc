@@ -3,7 +3,6 @@
 #include <cmath>
 #include <cstring>
 #include <fmt/format.h>
-#include <regex>
 
 #include "io/hf_layout.h"
 #include "util/error.h"
@@ -168,7 +167,6 @@ void Adapter::bind(const Transformer& model, BaseFingerprints& fingerprints, Thr
   const std::string what = file_.path().string();
   AdapterWeights w;
   w.layers.resize(static_cast<size_t>(c.num_hidden_layers));
-  static const std::regex layer_pattern(R"(model\.layers\.(\d+)\.(.+))");
 
   auto merged = [&](const Entry& e, const std::vector<float>& base_vector) {
     if (e.delta == nullptr) fail("{}: '{}' must be stored exactly (.delta)", what, e.base_name);
@@ -185,7 +183,6 @@ void Adapter::bind(const Transformer& model, BaseFingerprints& fingerprints, Thr
     }
   };
   for (const Entry& e : entries_) {
-    std::smatch m;
     if (e.base_name == "model.embed_tokens.weight") {
       linear_delta(e, &w.embed, base.embed);
       continue;
@@ -198,11 +195,12 @@ void Adapter::bind(const Transformer& model, BaseFingerprints& fingerprints, Thr
       w.final_norm = merged(e, base.final_norm);
       continue;
     }
-    if (!std::regex_match(e.base_name, m, layer_pattern)) {
+    auto parsed = parse_layer_name(e.base_name);
+    if (!parsed || parsed->layer >= c.num_hidden_layers) {
       fail("{}: the adapter changes '{}', which this engine does not apply", what, e.base_name);
     }
-    const int64_t l = std::stoll(m[1].str());
-    const std::string part = m[2].str();
+    const int64_t l = parsed->layer;
+    const std::string part(parsed->rest);
     const LayerWeights& bl = base.layers[static_cast<size_t>(l)];
     LayerDelta& d = w.layers[static_cast<size_t>(l)];
     struct LinearSlot {

@@ -10,9 +10,9 @@
 #include <future>
 #include <memory>
 #include <nlohmann/json.hpp>
-#include <regex>
 
 #include "delta/fingerprint.h"
+#include "io/hf_layout.h"
 #include "io/model_config.h"
 #include "ops/delta_stats.h"
 #include "io/safetensors.h"
@@ -26,9 +26,15 @@ namespace fs = std::filesystem;
 using nlohmann::json;
 
 bool is_block_linear(std::string_view name) {
-  static const std::regex pattern(
-      R"(model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(gate|up|down)_proj)\.weight)");
-  return std::regex_match(name.begin(), name.end(), pattern);
+  auto parsed = parse_layer_name(name);
+  if (!parsed) return false;
+  for (std::string_view linear :
+       {"self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+        "self_attn.o_proj.weight", "mlp.gate_proj.weight", "mlp.up_proj.weight",
+        "mlp.down_proj.weight"}) {
+    if (parsed->rest == linear) return true;
+  }
+  return false;
 }
 
 bool is_embedding_or_head(std::string_view name) {

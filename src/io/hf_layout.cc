@@ -6,6 +6,21 @@ namespace bitdelta {
 
 std::string layer_prefix(int64_t layer) { return fmt::format("model.layers.{}.", layer); }
 
+std::optional<LayerTensorName> parse_layer_name(std::string_view name) {
+  constexpr std::string_view kPrefix = "model.layers.";
+  if (name.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
+  name.remove_prefix(kPrefix.size());
+  const size_t dot = name.find('.');
+  if (dot == 0 || dot == std::string_view::npos || dot > 9) return std::nullopt;
+  int64_t layer = 0;
+  for (char c : name.substr(0, dot)) {
+    if (c < '0' || c > '9') return std::nullopt;
+    layer = layer * 10 + (c - '0');
+  }
+  if (dot + 1 >= name.size()) return std::nullopt;
+  return LayerTensorName{layer, name.substr(dot + 1)};
+}
+
 std::vector<ExpectedTensor> expected_tensors(const ModelConfig& c) {
   const int64_t h = c.hidden_size;
   const int64_t ff = c.intermediate_size;

@@ -3,7 +3,9 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "io/model_config.h"
@@ -16,6 +18,13 @@ struct ExpectedTensor {
 };
 
 std::string layer_prefix(int64_t layer);  // "model.layers.{layer}."
+
+// Splits "model.layers.{N}.{rest}" into N and rest; nullopt for any other name.
+struct LayerTensorName {
+  int64_t layer;
+  std::string_view rest;  // e.g. "self_attn.q_proj.weight"
+};
+std::optional<LayerTensorName> parse_layer_name(std::string_view name);
 
 // Every tensor of the model, in the order Hugging Face writes them (embedding, layers, norm,
 // lm_head when untied).

@@ -151,5 +151,16 @@ TEST(ModelConfig, JsonRoundTrip) {
   }
 }
 
+TEST(HfLayout, ParsesLayerTensorNames) {
+  auto p = parse_layer_name("model.layers.27.mlp.down_proj.weight");
+  ASSERT_TRUE(p.has_value());
+  EXPECT_EQ(p->layer, 27);
+  EXPECT_EQ(p->rest, "mlp.down_proj.weight");
+  for (const char* bad : {"model.layers..x", "model.layers.3", "model.layers.3.", "model.norm.weight",
+                          "model.layers.a1.mlp", "model.layers.99999999999.x"}) {
+    EXPECT_FALSE(parse_layer_name(bad).has_value()) << bad;
+  }
+}
+
 }  // namespace
 }  // namespace bitdelta
