@@ -187,6 +187,7 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
     for (size_t i; (i = next_to_hash.fetch_add(1)) < touched.size();) {
       fingerprints.set_digest(touched[i], sha256_hex(base.view(touched[i]).bytes()));
     }
+    sha256_thread_done();
   };
   std::vector<std::future<void>> hashing;
   for (int i = 0; i < pool.size(); ++i) hashing.push_back(std::async(std::launch::async, hash_some));

@@ -31,6 +31,7 @@ void BaseFingerprints::ensure(const std::vector<std::string>& names, ThreadPool&
     for (size_t i; (i = next.fetch_add(1)) < missing.size();) {
       digests[i] = sha256_hex(weights_.view(missing[i]).bytes());
     }
+    sha256_thread_done();
   });
   std::lock_guard lock(mutex_);
   for (size_t i = 0; i < missing.size(); ++i) digests_[missing[i]] = digests[i];

@@ -1,5 +1,6 @@
 #include "util/sha256.h"
 
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 #include "util/error.h"
@@ -39,5 +40,7 @@ std::string sha256_hex(std::span<const uint8_t> bytes) {
   h.update(bytes);
   return h.hex_digest();
 }
+
+void sha256_thread_done() { OPENSSL_thread_stop(); }
 
 }  // namespace bitdelta

@@ -28,4 +28,8 @@ class Sha256 {
 
 std::string sha256_hex(std::span<const uint8_t> bytes);
 
+// Frees OpenSSL's per-thread state. Call it at the end of a task that hashed on a worker thread:
+// a worker that outlives OpenSSL's atexit cleanup would otherwise leak that state.
+void sha256_thread_done();
+
 }  // namespace bitdelta
