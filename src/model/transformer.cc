@@ -16,10 +16,10 @@ std::unique_ptr<Transformer> Transformer::load(const fs::path& dir) {
   if (!fs::is_directory(dir)) fail("model folder '{}' does not exist", dir.string());
   ModelConfig config = load_model_config(dir / "config.json");
   WeightFiles files = WeightFiles::open(dir);
-  return std::unique_ptr<Transformer>(new Transformer(dir, std::move(config), std::move(files)));
+  return std::unique_ptr<Transformer>(new Transformer(std::move(config), std::move(files)));
 }
 
-Transformer::Transformer(fs::path /*dir*/, ModelConfig config, WeightFiles files)
+Transformer::Transformer(ModelConfig config, WeightFiles files)
     : config_(std::move(config)), files_(std::move(files)) {
   weights_ = bind_weights(config_, files_);
   inv_freq_ = config_.rope_inverse_frequencies();

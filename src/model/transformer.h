@@ -46,7 +46,7 @@ class Transformer {
                ThreadPool& pool);
 
  private:
-  Transformer(std::filesystem::path dir, ModelConfig config, WeightFiles files);
+  Transformer(ModelConfig config, WeightFiles files);
   void attention(int64_t layer_index, std::span<const SequenceInput> batch, ThreadPool& pool);
   // y[T, N] = the linear for every token, each with its sequence's adapter delta applied.
   void linear(const Linear& base, const LinearDelta* (*pick)(const AdapterWeights&, int64_t),
