@@ -150,6 +150,7 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
     } else {
       fmt::print("\n");
     }
+    std::fflush(stdout);  // the text ends before the speed line on a shared terminal
     const double prefill_tps = r.prefill_seconds > 0 ? r.prompt_tokens / r.prefill_seconds : 0;
     const int64_t decoded = std::max<int64_t>(0, static_cast<int64_t>(r.tokens.size()) - 1);
     const double decode_tps = r.decode_seconds > 0 ? decoded / r.decode_seconds : 0;
