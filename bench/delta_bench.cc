@@ -20,6 +20,7 @@
 
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "delta/adapter.h"
 #include "delta/compress.h"
 #include "delta/fingerprint.h"
@@ -34,17 +35,6 @@ using namespace bitdelta;
 namespace {
 
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-template <typename F>
-double best_of(int reps, F&& f) {
-  double best = 1e30;
-  for (int i = 0; i < reps; ++i) {
-    auto t = Clock::now();
-    f();
-    best = std::min(best, since(t));
-  }
-  return best;
-}
 
 // A random adapter for `model`: random signs and small scales on every block linear, with the
 // real base fingerprint so it binds like any adapter.
@@ -75,17 +65,6 @@ void write_random_adapter(const Transformer& model, BaseFingerprints& fp, const 
   w.write(path);
 }
 
-std::vector<int> parse_list(const std::string& s) {
-  std::vector<int> out;
-  for (size_t i = 0; i < s.size();) {
-    size_t j = s.find(',', i);
-    if (j == std::string::npos) j = s.size();
-    out.push_back(std::stoi(s.substr(i, j - i)));
-    i = j + 1;
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -98,7 +77,7 @@ int main(int argc, char** argv) {
     } else if (a == "--finetuned" && i + 1 < argc) {
       finetuned_dir = argv[++i];
     } else if (a == "--threads" && i + 1 < argc) {
-      thread_counts = parse_list(argv[++i]);
+      thread_counts = bench::parse_int_list(argv[++i]);
     } else {
       std::printf("usage: delta_bench [--model DIR] [--finetuned DIR] [--threads 1,2]\n"
                   "(without them, synth --like qwen3-0.6b BF16 seeds 0 and 1 are written to a "
@@ -146,14 +125,14 @@ int main(int argc, char** argv) {
       // 1. Over every block matrix of the model, one token.
       std::vector<float> x(static_cast<size_t>(c.intermediate_size), 0.01f), y(16384);
       const AdapterWeights& aw = adapters[0]->weights();
-      double base_s = best_of(3, [&] {
+      double base_s = bench::best_seconds(3, [&] {
         for (const auto& l : w.layers) {
           for (const Linear* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
             matmul(x.data(), 1, lin->weight, nullptr, y.data(), pool);
           }
         }
       });
-      double delta_s = best_of(3, [&] {
+      double delta_s = bench::best_seconds(3, [&] {
         for (const auto& l : aw.layers) {
           for (const LinearDelta* d : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
             sign_matmul_add(x.data(), 1, *d->signs, y.data(), pool);
@@ -173,7 +152,7 @@ int main(int argc, char** argv) {
           model->forward({&in, 1}, &logits, pool);
         }
         std::vector<int32_t> next(8, 42);
-        return best_of(3, [&] {
+        return bench::best_seconds(3, [&] {
           std::vector<SequenceInput> batch;
           for (int s = 0; s < 8; ++s) {
             batch.push_back({&caches[s], {&next[s], 1}, false,
@@ -194,7 +173,7 @@ int main(int argc, char** argv) {
         SequenceInput in{&cache, prompt, false, nullptr};
         model->forward({&in, 1}, &logits, pool);
         int32_t next = 42;
-        naive_step = 8 * best_of(3, [&] {
+        naive_step = 8 * bench::best_seconds(3, [&] {
           SequenceInput s{&cache, {&next, 1}, false, nullptr};
           model->forward({&s, 1}, &logits, pool);
           cache.truncate(cache.length() - 1);
@@ -202,7 +181,7 @@ int main(int argc, char** argv) {
       }
       // 3. Compression throughput.
       uint64_t ft_bytes = 0;
-      const double compress_s = best_of(1, [&] {
+      const double compress_s = bench::best_seconds(1, [&] {
         CompressResult r = compress_adapter(model_dir, finetuned_dir, temp / "c.bdelta", {}, pool);
         ft_bytes = r.finetuned_bytes;
       });

@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "io/dtype.h"
 #include "ops/matmul.h"
 #include "util/thread_pool.h"
@@ -26,16 +27,11 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
+// One warm-up run, then the fastest of five.
 template <typename F>
-double best_seconds(F&& f, int reps = 5) {
-  f();  // warm-up
-  double best = 1e30;
-  for (int r = 0; r < reps; ++r) {
-    auto start = Clock::now();
-    f();
-    best = std::min(best, std::chrono::duration<double>(Clock::now() - start).count());
-  }
-  return best;
+double best_seconds(F&& f) {
+  f();
+  return bench::best_seconds(5, f);
 }
 
 }  // namespace

@@ -22,6 +22,7 @@
 
 #include <unistd.h>
 
+#include "bench_util.h"
 #include "model/synth.h"
 #include "model/transformer.h"
 #include "util/error.h"
@@ -94,18 +95,6 @@ uint64_t weight_bytes_per_token(const ModelWeights& w) {
   return total;
 }
 
-std::vector<int> parse_threads(const std::string& s) {
-  std::vector<int> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    size_t j = s.find(',', i);
-    if (j == std::string::npos) j = s.size();
-    out.push_back(std::stoi(s.substr(i, j - i)));
-    i = j + 1;
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -128,7 +117,7 @@ int main(int argc, char** argv) {
     } else if (a == "--new") {
       new_tokens = std::stoi(value());
     } else if (a == "--threads") {
-      thread_counts = parse_threads(value());
+      thread_counts = bench::parse_int_list(value());
     } else {
       std::fprintf(stderr,
                    "usage: inference_bench [--model DIR] [--prompt 128] [--new 64] "
