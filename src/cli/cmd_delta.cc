@@ -16,8 +16,6 @@ namespace {
 
 double ratio(uint64_t a, uint64_t b) { return b == 0 ? 0 : static_cast<double>(a) / b; }
 
-std::string mib(uint64_t bytes) { return fmt::format("{:.2f} MiB", bytes / 1048576.0); }
-
 }  // namespace
 
 CLI::App* register_compress(CLI::App& app, Runner& runner) {
@@ -81,7 +79,7 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
       fmt::print("wrote {} ({}): {} tensors 1-bit, {} exact, {} unchanged\n", o->out,
                  r.adapter_id.to_string(), one_bit, exact, r.unchanged);
       fmt::print("  {} = 1/{:.1f} of the fine-tuned weights ({}), 1/{:.1f} of a BF16 delta\n",
-                 mib(r.file_bytes), ratio(r.finetuned_bytes, r.file_bytes), mib(r.finetuned_bytes),
+                 human_bytes(r.file_bytes), ratio(r.finetuned_bytes, r.file_bytes), human_bytes(r.finetuned_bytes),
                  ratio(r.bf16_delta_bytes, r.file_bytes));
       fmt::print("  {:.2f} s ({:.2f} GB/s of fine-tuned weights)\n", seconds,
                  r.finetuned_bytes / seconds / 1e9);
@@ -155,7 +153,7 @@ CLI::App* register_inspect(CLI::App& app, Runner& runner) {
     }
     fmt::print("adapter {} — {}\n", adapter->id().to_string(), *path);
     for (const auto& [k, v] : meta.items()) fmt::print("  {}: {}\n", k, v.get<std::string>());
-    fmt::print("size: {}", mib(file_bytes));
+    fmt::print("size: {}", human_bytes(file_bytes));
     if (out.contains("ratio_vs_finetuned")) {
       fmt::print(" = 1/{:.1f} of the fine-tuned weights, 1/{:.1f} of a BF16 delta; overall "
                  "relative error {:.3f}",
@@ -193,7 +191,7 @@ CLI::App* register_merge(CLI::App& app, Runner& runner) {
   cmd->add_option("--out", o->out, "Output folder (created if missing)")->required();
   runner = [=] {
     MergeResult r = merge_adapter(o->base, o->adapter, o->out, default_thread_pool());
-    fmt::print("wrote {} ({} tensors changed, {})\n", o->out, r.changed_tensors, mib(r.bytes));
+    fmt::print("wrote {} ({} tensors changed, {})\n", o->out, r.changed_tensors, human_bytes(r.bytes));
     return 0;
   };
   return cmd;

@@ -136,17 +136,6 @@ ordered_json describe_model(const fs::path& dir, std::vector<std::string>* probl
   return out;
 }
 
-std::string human_bytes(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    ++u;
-  }
-  return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.2f} {}", v, units[u]);
-}
-
 void print_text(const ordered_json& j) {
   fmt::print("model: {}\n", j["path"].get<std::string>());
   if (j.contains("architecture")) {

@@ -2,11 +2,27 @@
 #pragma once
 
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <cstdint>
 #include <functional>
+#include <string>
 
 namespace bitdelta::cli {
 
 using Runner = std::function<int()>;
+
+// "532 B", "52.50 MiB": byte counts as the commands print them.
+inline std::string human_bytes(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 4) {
+    v /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.2f} {}", v, units[u]);
+}
 
 // Every register_* adds one subcommand to `app`, stores the function that runs it in `runner`,
 // and returns the subcommand.

@@ -85,6 +85,28 @@ uint16_t f32_to_f16(float value) {
   return static_cast<uint16_t>(sign | ((rounded - (112u << 23)) >> 13));
 }
 
+namespace {
+
+// 16-bit element loops shared by both directions (the data may be unaligned, hence memcpy).
+template <float (*Widen)(uint16_t)>
+void widen_16(const uint8_t* src, float* dst, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    uint16_t v;
+    std::memcpy(&v, src + 2 * i, 2);
+    dst[i] = Widen(v);
+  }
+}
+
+template <uint16_t (*Narrow)(float)>
+void narrow_16(const float* src, uint8_t* dst, size_t count) {
+  for (size_t i = 0; i < count; ++i) {
+    const uint16_t v = Narrow(src[i]);
+    std::memcpy(dst + 2 * i, &v, 2);
+  }
+}
+
+}  // namespace
+
 void convert_to_f32(DType dtype, const void* src, float* dst, size_t count) {
   const auto* bytes = static_cast<const uint8_t*>(src);
   switch (dtype) {
@@ -92,19 +114,9 @@ void convert_to_f32(DType dtype, const void* src, float* dst, size_t count) {
       std::memcpy(dst, src, count * 4);
       return;
     case DType::kBF16:
-      for (size_t i = 0; i < count; ++i) {
-        uint16_t v;
-        std::memcpy(&v, bytes + 2 * i, 2);
-        dst[i] = bf16_to_f32(v);
-      }
-      return;
+      return widen_16<bf16_to_f32>(bytes, dst, count);
     case DType::kF16:
-      for (size_t i = 0; i < count; ++i) {
-        uint16_t v;
-        std::memcpy(&v, bytes + 2 * i, 2);
-        dst[i] = f16_to_f32(v);
-      }
-      return;
+      return widen_16<f16_to_f32>(bytes, dst, count);
     default:
       fail("cannot convert {} tensor data to F32", dtype_name(dtype));
   }
@@ -117,17 +129,9 @@ void convert_from_f32(DType dtype, const float* src, void* dst, size_t count) {
       std::memcpy(dst, src, count * 4);
       return;
     case DType::kBF16:
-      for (size_t i = 0; i < count; ++i) {
-        uint16_t v = f32_to_bf16(src[i]);
-        std::memcpy(bytes + 2 * i, &v, 2);
-      }
-      return;
+      return narrow_16<f32_to_bf16>(src, bytes, count);
     case DType::kF16:
-      for (size_t i = 0; i < count; ++i) {
-        uint16_t v = f32_to_f16(src[i]);
-        std::memcpy(bytes + 2 * i, &v, 2);
-      }
-      return;
+      return narrow_16<f32_to_f16>(src, bytes, count);
     default:
       fail("cannot convert F32 data to {}", dtype_name(dtype));
   }
