@@ -39,10 +39,7 @@ std::vector<int32_t> parse_id_list(const std::string& text, const char* option) 
 // Opens, validates and binds an adapter to `model` (empty path: none).
 std::shared_ptr<Adapter> load_adapter_for(const Transformer& model, const std::string& path) {
   if (path.empty()) return nullptr;
-  std::shared_ptr<Adapter> adapter = Adapter::open(path);
-  BaseFingerprints fingerprints(model.files());
-  adapter->bind(model, fingerprints, default_thread_pool());
-  return adapter;
+  return open_adapter_for(path, model, default_thread_pool());
 }
 
 CLI::App* register_generate(CLI::App& app, Runner& runner) {

@@ -8,6 +8,10 @@
 #include <functional>
 #include <string>
 
+namespace bitdelta {
+struct CalibrateOptions;
+}
+
 namespace bitdelta::cli {
 
 using Runner = std::function<int()>;
@@ -35,5 +39,14 @@ CLI::App* register_synth(CLI::App& app, Runner& runner);
 CLI::App* register_compress(CLI::App& app, Runner& runner);
 CLI::App* register_inspect(CLI::App& app, Runner& runner);
 CLI::App* register_merge(CLI::App& app, Runner& runner);
+CLI::App* register_eval(CLI::App& app, Runner& runner);
+CLI::App* register_finetune(CLI::App& app, Runner& runner);
+CLI::App* register_calibrate(CLI::App& app, Runner& runner);
+
+// The scale-distillation options shared by `calibrate` and `compress --calibrate-data`.
+void add_calibration_options(CLI::App* cmd, CalibrateOptions& options, std::string& loss,
+                             std::string& init);
+void finish_calibration_options(CalibrateOptions& options, const std::string& loss,
+                                const std::string& init);
 
 }  // namespace bitdelta::cli

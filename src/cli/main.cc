@@ -35,6 +35,9 @@ int main(int argc, char** argv) {
   add(bitdelta::cli::register_compress);
   add(bitdelta::cli::register_inspect);
   add(bitdelta::cli::register_merge);
+  add(bitdelta::cli::register_eval);
+  add(bitdelta::cli::register_finetune);
+  add(bitdelta::cli::register_calibrate);
 
   try {
     app.parse(argc, argv);

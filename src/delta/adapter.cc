@@ -262,4 +262,12 @@ uint64_t Adapter::owned_bytes() const {
   return bytes + vec(weights_.final_norm) + vec(weights_.embed.bias) + vec(weights_.lm_head.bias);
 }
 
+std::shared_ptr<Adapter> open_adapter_for(const std::filesystem::path& path,
+                                          const Transformer& model, ThreadPool& pool) {
+  std::shared_ptr<Adapter> adapter = Adapter::open(path);
+  BaseFingerprints fingerprints(model.files());
+  adapter->bind(model, fingerprints, pool);
+  return adapter;
+}
+
 }  // namespace bitdelta

@@ -63,4 +63,10 @@ class Adapter {
   bool bound_ = false;
 };
 
+// Adapter::open + bind to `model`, with fingerprints computed for this call only: for tools that
+// load one adapter per run (generate, eval). Throws Error naming the file, or the base it was
+// made for.
+std::shared_ptr<Adapter> open_adapter_for(const std::filesystem::path& path,
+                                          const Transformer& model, ThreadPool& pool);
+
 }  // namespace bitdelta

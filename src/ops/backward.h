@@ -86,7 +86,7 @@ void rope_rotate_half_backward(F* grad, int64_t tokens, int64_t heads, int64_t h
   for (int64_t t = 0; t < tokens; ++t) {
     for (int64_t i = 0; i < half; ++i) {
       const float angle = static_cast<float>(positions[t]) * static_cast<float>(inv_freq[i]);
-      const double c = std::cos(angle), s = std::sin(angle);
+      const double c = std::cos(double(angle)), s = std::sin(double(angle));
       for (int64_t h = 0; h < heads; ++h) {
         F* v = grad + (t * heads + h) * head_dim;
         const double a = v[i], b = v[i + half];
