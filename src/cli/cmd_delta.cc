@@ -8,6 +8,7 @@
 #include "delta/adapter.h"
 #include "delta/compress.h"
 #include "delta/merge.h"
+#include "train/calibrate.h"
 #include "util/error.h"
 
 namespace bitdelta::cli {
@@ -28,6 +29,8 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
     std::string base, finetuned, out, granularity = "tensor", embeddings = "bit", adapter_id,
         base_name, metadata = "{}";
     bool json = false;
+    std::string calibrate_data, calibrate_loss = "mse", calibrate_init = "compressed";
+    CalibrateOptions cal;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--base", o->base, "Base model folder")->required()->check(CLI::ExistingDirectory);
@@ -49,6 +52,23 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
   cmd->add_option("--base-name", o->base_name, "Name recorded as base_model (default: the folder name)");
   cmd->add_option("--metadata", o->metadata, "Domain metadata as a JSON object")->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the summary as JSON");
+  cmd->add_option("--calibrate-data", o->calibrate_data,
+                  "Then calibrate the scales on this text/.jsonl (scale distillation, see "
+                  "`bitdelta calibrate`) before writing the adapter")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--calibrate-steps", o->cal.steps, "Calibration steps")->capture_default_str();
+  cmd->add_option("--calibrate-batch", o->cal.batch, "Calibration sequences per step")
+      ->capture_default_str();
+  cmd->add_option("--calibrate-seq-len", o->cal.seq_len, "Calibration tokens per sequence")
+      ->capture_default_str();
+  cmd->add_option("--calibrate-lr", o->cal.lr, "Calibration learning rate")->capture_default_str();
+  cmd->add_option("--calibrate-loss", o->calibrate_loss, "Calibration loss: mse or kl")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"mse", "kl"}));
+  cmd->add_option("--calibrate-init", o->calibrate_init,
+                  "Calibration start: compressed or activation-aware")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"compressed", "activation-aware"}));
   runner = [=] {
     CompressOptions options;
     options.granularity = o->granularity == "row" ? ScaleGranularity::kRow : ScaleGranularity::kTensor;
@@ -59,7 +79,36 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
     options.base_model = o->base_name;
     options.metadata_json = o->metadata;
     auto start = std::chrono::steady_clock::now();
-    CompressResult r = compress_adapter(o->base, o->finetuned, o->out, options, default_thread_pool());
+    // With calibration the compressed adapter goes to a temporary file beside --out first, so
+    // --out only ever appears complete and calibrated.
+    const std::filesystem::path out = o->out;
+    const std::filesystem::path raw =
+        o->calibrate_data.empty() ? out : out.parent_path() / ("." + out.filename().string() + ".raw");
+    CompressResult r;
+    try {
+      r = compress_adapter(o->base, o->finetuned, raw, options, default_thread_pool());
+      if (!o->calibrate_data.empty()) {
+        CalibrateOptions c = o->cal;
+        c.base = o->base;
+        c.finetuned = o->finetuned;
+        c.adapter = raw;
+        c.data = o->calibrate_data;
+        c.out = out;
+        c.loss = parse_distill_loss(o->calibrate_loss);
+        c.init = o->calibrate_init == "activation-aware" ? ScaleInit::kActivationAware
+                                                        : ScaleInit::kFile;
+        CalibrationResult cr = calibrate_adapter(c, {}, default_thread_pool());
+        std::filesystem::remove(raw);
+        r.file_bytes = std::filesystem::file_size(out);
+        if (!o->json) {
+          fmt::print(stderr, "calibrated {} scales in {:.1f} s: held-out {} loss {:.6g} -> {:.6g}\n",
+                     cr.scales, cr.seconds, o->calibrate_loss, cr.loss_before, cr.loss_after);
+        }
+      }
+    } catch (...) {
+      if (raw != out) std::filesystem::remove(raw);
+      throw;
+    }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     size_t one_bit = 0, exact = 0;
     for (const auto& t : r.tensors) (t.kind == "1bit" ? one_bit : exact)++;

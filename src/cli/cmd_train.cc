@@ -97,6 +97,9 @@ CLI::App* register_finetune(CLI::App& app, Runner& runner) {
       ->capture_default_str();
   cmd->add_flag("--resume", o->f.resume,
                 "Continue from OUT/checkpoint (same data and settings; --steps may grow)");
+  cmd->add_option("--stop-after", o->f.stop_after,
+                  "Stop after this step, leaving OUT/checkpoint to continue with --resume")
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--log-every", o->log_every, "Progress line every N steps")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -121,6 +124,11 @@ CLI::App* register_finetune(CLI::App& app, Runner& runner) {
           });
         },
         default_thread_pool());
+    if (r.stopped) {
+      fmt::print("stopped after step {} ({} steps run, loss {:.4f}); continue with --resume\n",
+                 f.stop_after, r.steps_run, r.last_loss);
+      return 0;
+    }
     fmt::print("wrote {}: {} steps{}, loss {:.4f} -> {:.4f}, {:.0f} tokens/s\n", o->out,
                r.steps_run,
                r.resumed_from > 0 ? fmt::format(" (resumed at step {})", r.resumed_from) : "",
@@ -133,6 +141,8 @@ CLI::App* register_finetune(CLI::App& app, Runner& runner) {
 }  // namespace bitdelta::cli
 
 namespace bitdelta::cli {
+
+namespace {
 
 void add_calibration_options(CLI::App* cmd, CalibrateOptions& c, std::string& loss,
                              std::string& init) {
@@ -159,6 +169,8 @@ void finish_calibration_options(CalibrateOptions& c, const std::string& loss,
   c.loss = parse_distill_loss(loss);
   c.init = init == "activation-aware" ? ScaleInit::kActivationAware : ScaleInit::kFile;
 }
+
+}  // namespace
 
 CLI::App* register_calibrate(CLI::App& app, Runner& runner) {
   auto* cmd = app.add_subcommand(

@@ -8,10 +8,6 @@
 #include <functional>
 #include <string>
 
-namespace bitdelta {
-struct CalibrateOptions;
-}
-
 namespace bitdelta::cli {
 
 using Runner = std::function<int()>;
@@ -42,11 +38,5 @@ CLI::App* register_merge(CLI::App& app, Runner& runner);
 CLI::App* register_eval(CLI::App& app, Runner& runner);
 CLI::App* register_finetune(CLI::App& app, Runner& runner);
 CLI::App* register_calibrate(CLI::App& app, Runner& runner);
-
-// The scale-distillation options shared by `calibrate` and `compress --calibrate-data`.
-void add_calibration_options(CLI::App* cmd, CalibrateOptions& options, std::string& loss,
-                             std::string& init);
-void finish_calibration_options(CalibrateOptions& options, const std::string& loss,
-                                const std::string& init);
 
 }  // namespace bitdelta::cli

@@ -209,6 +209,11 @@ FinetuneResult finetune(const FinetuneOptions& o,
     result.tokens_per_s = s.tokens_per_s;
     ++result.steps_run;
     if (on_step) on_step(s);
+    if (o.stop_after > 0 && step + 1 == o.stop_after && step + 1 < o.steps) {
+      write_checkpoint(model, adam, step + 1, identity, opts, dtype);
+      result.stopped = true;
+      return result;
+    }
     if (o.save_every > 0 && (step + 1) % o.save_every == 0 && step + 1 < o.steps) {
       write_checkpoint(model, adam, step + 1, identity, opts, dtype);
     }

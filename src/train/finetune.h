@@ -30,6 +30,7 @@ struct FinetuneOptions {
   uint64_t seed = 1;
   int64_t save_every = 0;   // checkpoint every N steps (0: only at the end)
   bool resume = false;
+  int64_t stop_after = 0;   // stop after this step with a checkpoint (0: run to the end)
   bool progress = true;     // one line per log interval on stderr
 };
 
@@ -40,6 +41,7 @@ struct FinetuneStep {
 
 struct FinetuneResult {
   int64_t steps_run = 0, resumed_from = 0;
+  bool stopped = false;  // stopped early by stop_after; OUT/checkpoint holds the state
   double first_loss = 0, last_loss = 0;
   double tokens_per_s = 0;
   int64_t parameter_count = 0;

@@ -92,7 +92,9 @@ TEST_F(Compress, SignsAndScalesFollowTheDefinition) {
       for (int64_t k = cols; k < row_bytes * 8; ++k) {
         ASSERT_FALSE((bits.data[r * row_bytes + k / 8] >> (k % 8)) & 1) << "padding bit set";
       }
-      if (granularity == ScaleGranularity::kRow) EXPECT_NEAR(scales[r], row_abs / cols, 1e-6);
+      if (granularity == ScaleGranularity::kRow) {
+        EXPECT_NEAR(scales[r], row_abs / cols, 1e-6);
+      }
       total += row_abs;
     }
     if (granularity == ScaleGranularity::kTensor) {
