@@ -29,3 +29,24 @@ $bin generate --model "$out/stories260K" --prompt "Once upon a time" --max-token
 echo "== 5. and a sampled one (temperature 0.8, top-p 0.9, seed 42: reproducible)"
 $bin generate --model "$out/stories260K" --prompt "Once upon a time" --max-tokens 200 \
   --temperature 0.8 --top-p 0.9 --seed 42
+
+echo "== 6. personalize: fine-tune on a user's data (the first 60,000 characters of Shakespeare,"
+echo "      90% of it for training, the rest held out)"
+head -c 60000 "$assets/corpora/tinyshakespeare.txt" > "$out/user_shakespeare.txt"
+$bin finetune --model "$out/stories260K" --data "$out/user_shakespeare.txt" --token-range 0:0.9 \
+  --out "$out/user_finetune" --steps 200 --batch 16 --seq-len 128 --lr 1e-3 --log-every 50
+
+echo "== 7. compress the fine-tune to 1 bit (per-row scales) and calibrate the scales on the"
+echo "      user's data (scale distillation, KL, 400 steps)"
+$bin compress --base "$out/stories260K" --finetuned "$out/user_finetune" \
+  --out "$out/user.bdelta" --granularity row --adapter-id general/demo-user/v1 \
+  --calibrate-data "$out/user_shakespeare.txt" --calibrate-token-range 0:0.9 --calibrate-loss kl --calibrate-steps 400 \
+  --calibrate-lr 1e-3
+
+echo "== 8. quality on the held-out 10%: base, fine-tune, and base + 1-bit adapter"
+$bin eval --base "$out/stories260K" --finetuned "$out/user_finetune" --adapter "$out/user.bdelta" \
+  --data "$out/user_shakespeare.txt" --token-range 0.9:1 --windows 0
+
+echo "== 9. the same prompt through the base and through the user's adapter"
+$bin generate --model "$out/stories260K" --prompt "ROMEO:" --max-tokens 60
+$bin generate --model "$out/stories260K" --adapter "$out/user.bdelta" --prompt "ROMEO:" --max-tokens 60

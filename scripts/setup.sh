@@ -10,8 +10,11 @@ packages=(
   # libraries
   nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev libpcre2-dev libutf8proc-dev
   libsodium-dev libssl-dev libhwy-dev
-  # tests and benchmarks (OpenBLAS and oneDNN only for the prefill GEMM comparison, bench/gemm_bench)
-  libgtest-dev libgmock-dev libbenchmark-dev libopenblas-dev libdnnl-dev
+  # training's GEMMs (forward and backward with transposes)
+  libopenblas-dev
+  # tests, benchmarks (oneDNN only for the prefill GEMM comparison, bench/gemm_bench) and the
+  # experiment script's table formatting
+  libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev python3
 )
 
 missing=()

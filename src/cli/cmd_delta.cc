@@ -29,7 +29,7 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
     std::string base, finetuned, out, granularity = "tensor", embeddings = "bit", adapter_id,
         base_name, metadata = "{}";
     bool json = false;
-    std::string calibrate_data, calibrate_loss = "mse", calibrate_init = "compressed";
+    std::string calibrate_data, calibrate_range, calibrate_loss = "mse", calibrate_init = "compressed";
     CalibrateOptions cal;
   };
   auto o = std::make_shared<Options>();
@@ -56,6 +56,8 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
                   "Then calibrate the scales on this text/.jsonl (scale distillation, see "
                   "`bitdelta calibrate`) before writing the adapter")
       ->check(CLI::ExistingFile);
+  cmd->add_option("--calibrate-token-range", o->calibrate_range,
+                  "Calibrate on this part A:B of a text file's tokens (fractions)");
   cmd->add_option("--calibrate-steps", o->cal.steps, "Calibration steps")->capture_default_str();
   cmd->add_option("--calibrate-batch", o->cal.batch, "Calibration sequences per step")
       ->capture_default_str();
@@ -85,14 +87,17 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
     const std::filesystem::path raw =
         o->calibrate_data.empty() ? out : out.parent_path() / ("." + out.filename().string() + ".raw");
     CompressResult r;
+    double seconds = 0;  // compression alone
     try {
       r = compress_adapter(o->base, o->finetuned, raw, options, default_thread_pool());
+      seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       if (!o->calibrate_data.empty()) {
         CalibrateOptions c = o->cal;
         c.base = o->base;
         c.finetuned = o->finetuned;
         c.adapter = raw;
         c.data = o->calibrate_data;
+        if (!o->calibrate_range.empty()) parse_token_range(o->calibrate_range, &c.data_options);
         c.out = out;
         c.loss = parse_distill_loss(o->calibrate_loss);
         c.init = o->calibrate_init == "activation-aware" ? ScaleInit::kActivationAware
@@ -109,7 +114,6 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
       if (raw != out) std::filesystem::remove(raw);
       throw;
     }
-    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     size_t one_bit = 0, exact = 0;
     for (const auto& t : r.tensors) (t.kind == "1bit" ? one_bit : exact)++;
     if (o->json) {
