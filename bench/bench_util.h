@@ -8,6 +8,10 @@
 
 namespace bitdelta::bench {
 
+inline double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
 // Fastest of `reps` runs of f, in seconds (the run least disturbed by the rest of the machine).
 template <typename F>
 double best_seconds(int reps, F&& f) {

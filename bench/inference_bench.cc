@@ -34,10 +34,6 @@ using namespace bitdelta;
 
 namespace {
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
 // Bytes per second for reading a buffer far larger than the caches, best of several passes.
 double streaming_read_bandwidth(ThreadPool& pool) {
   const size_t n = size_t{1} << 28;  // 1 GiB of floats
@@ -62,7 +58,7 @@ double streaming_read_bandwidth(ThreadPool& pool) {
       float s = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
       sums[static_cast<size_t>(begin * pool.size() / std::max<int64_t>(1, int64_t(n / 4096)))] += s;
     });
-    const double elapsed = seconds_since(start);
+    const double elapsed = bench::seconds_since(start);
     best = std::max(best, static_cast<double>(n * sizeof(float)) / elapsed);
   }
   if (sums[0] < 0) std::printf("%f\n", sums[0]);  // keeps the reads alive
@@ -179,7 +175,7 @@ int main(int argc, char** argv) {
         SequenceInput input{&cache, prompt, false};
         auto start = Clock::now();
         model->forward({&input, 1}, &logits, pool);
-        best_prefill = std::min(best_prefill, seconds_since(start));
+        best_prefill = std::min(best_prefill, bench::seconds_since(start));
         int32_t next = static_cast<int32_t>(
             std::max_element(logits.begin(), logits.end()) - logits.begin());
         start = Clock::now();
@@ -189,7 +185,7 @@ int main(int argc, char** argv) {
           next = static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) -
                                       logits.begin());
         }
-        best_decode = std::min(best_decode, seconds_since(start));
+        best_decode = std::min(best_decode, bench::seconds_since(start));
       }
       const double prefill_tps = prompt_len / best_prefill;
       const double decode_tps = new_tokens / best_decode;

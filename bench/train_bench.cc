@@ -35,10 +35,6 @@ using namespace bitdelta;
 
 namespace {
 
-double seconds_since(Clock::time_point start) {
-  return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
 // FLOP/s of a large square SGEMM (the same OpenBLAS the training path calls).
 double sgemm_rate() {
   const int n = 1536;
@@ -105,7 +101,7 @@ int main(int argc, char** argv) try {
   f.lr = 1e-3;
   auto start = Clock::now();
   FinetuneResult fr = finetune(f, {}, pool);
-  const double ft_s = seconds_since(start);
+  const double ft_s = bench::seconds_since(start);
   const ModelConfig small = load_model_config(tmp / "base/config.json");
   int64_t linear_params = fr.parameter_count - small.vocab_size * small.hidden_size;
   const double small_flops = step_flops(small, linear_params + small.vocab_size * small.hidden_size,
@@ -141,10 +137,10 @@ int main(int argc, char** argv) try {
     std::vector<float> dlogits;
     auto step = [&] {
       model.zero_grads();
-      auto logits = model.forward(tokens, 1, S, pool);
+      auto logits = model.forward(tokens, 1, S);
       dlogits.resize(logits.size());
       cross_entropy(logits, targets, c.vocab_size, double(S), dlogits, pool);
-      model.backward(dlogits, {}, pool);
+      model.backward(dlogits, {});
       clip_grad_norm(model.grads(), 1.0);
       adam.step(model.values(), model.grads(), 1e-5);
     };

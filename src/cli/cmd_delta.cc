@@ -100,8 +100,7 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
         if (!o->calibrate_range.empty()) parse_token_range(o->calibrate_range, &c.data_options);
         c.out = out;
         c.loss = parse_distill_loss(o->calibrate_loss);
-        c.init = o->calibrate_init == "activation-aware" ? ScaleInit::kActivationAware
-                                                        : ScaleInit::kFile;
+        c.init = parse_scale_init(o->calibrate_init);
         CalibrationResult cr = calibrate_adapter(c, {}, default_thread_pool());
         std::filesystem::remove(raw);
         r.file_bytes = std::filesystem::file_size(out);

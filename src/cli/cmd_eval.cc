@@ -63,11 +63,7 @@ CLI::App* register_eval(CLI::App& app, Runner& runner) {
                   "Evaluation data: a text file, or .jsonl with one conversation or "
                   "prompt/response pair per line")
       ->required();
-  cmd->add_option("--token-range", o->token_range,
-                  "Use only this part A:B of a text file's tokens, as fractions (e.g. 0.9:1 for "
-                  "the last 10% held out from training)");
-  cmd->add_option("--max-chars", o->max_chars, "Read only the first N bytes of a text file")
-      ->check(CLI::PositiveNumber);
+  add_data_options(cmd, o->token_range, o->max_chars);
   cmd->add_option("--seq-len", o->eval.seq_len, "Tokens per window")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -86,8 +82,7 @@ CLI::App* register_eval(CLI::App& app, Runner& runner) {
     if (!o->finetuned.empty()) inputs.finetuned = o->finetuned;
     if (!o->adapter.empty()) inputs.adapter = o->adapter;
     inputs.data = o->data;
-    if (!o->token_range.empty()) parse_token_range(o->token_range, &inputs.data_options);
-    if (o->max_chars > 0) inputs.data_options.max_chars = o->max_chars;
+    inputs.data_options = data_options(o->token_range, o->max_chars);
 
     // Quiet unless it takes a while; progress goes to stderr so stdout stays parseable.
     EvalOptions options = o->eval;

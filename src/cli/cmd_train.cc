@@ -21,16 +21,24 @@ std::string format_duration(double seconds) {
   return fmt::format("{}s", s);
 }
 
-// Prints a progress line at most every `every` steps (and the last), on stderr.
+// Prints a progress line at most every `every` steps (and the first and last), on stderr.
 struct ProgressPrinter {
   int64_t every;
-  bool quiet;
+  bool quiet = false;
+  void add_options(CLI::App* cmd) {
+    cmd->add_option("--log-every", every, "Progress line every N steps")
+        ->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    cmd->add_flag("--quiet", quiet, "No progress lines");
+  }
   template <typename Line>
   void operator()(int64_t step, int64_t steps, Line line) const {
     if (quiet || (step % every != 0 && step != steps && step != 1)) return;
     fmt::print(stderr, "{}\n", line());
   }
 };
+
+}  // namespace
 
 void add_data_options(CLI::App* cmd, std::string& range, int64_t& max_chars) {
   cmd->add_option("--token-range", range,
@@ -47,8 +55,6 @@ DataOptions data_options(const std::string& range, int64_t max_chars) {
   return d;
 }
 
-}  // namespace
-
 CLI::App* register_finetune(CLI::App& app, Runner& runner) {
   auto* cmd = app.add_subcommand(
       "finetune",
@@ -60,9 +66,9 @@ CLI::App* register_finetune(CLI::App& app, Runner& runner) {
       "(atomically) and --resume continues from there");
   struct Options {
     std::string model, data, out, range;
-    int64_t max_chars = 0, log_every = 10;
+    int64_t max_chars = 0;
     int threads = 0;
-    bool quiet = false;
+    ProgressPrinter progress{10};
     FinetuneOptions f;
   };
   auto o = std::make_shared<Options>();
@@ -100,10 +106,7 @@ CLI::App* register_finetune(CLI::App& app, Runner& runner) {
   cmd->add_option("--stop-after", o->f.stop_after,
                   "Stop after this step, leaving OUT/checkpoint to continue with --resume")
       ->check(CLI::PositiveNumber);
-  cmd->add_option("--log-every", o->log_every, "Progress line every N steps")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_flag("--quiet", o->quiet, "No progress lines");
+  o->progress.add_options(cmd);
   cmd->add_option("--threads", o->threads, "Worker threads (default: all cores)");
   runner = [=] {
     if (o->threads > 0) set_default_threads(o->threads);
@@ -112,7 +115,7 @@ CLI::App* register_finetune(CLI::App& app, Runner& runner) {
     f.data = o->data;
     f.out = o->out;
     f.data_options = data_options(o->range, o->max_chars);
-    ProgressPrinter progress{o->log_every, o->quiet};
+    const ProgressPrinter& progress = o->progress;
     FinetuneResult r = finetune(
         f,
         [&](const FinetuneStep& s) {
@@ -164,12 +167,6 @@ void add_calibration_options(CLI::App* cmd, CalibrateOptions& c, std::string& lo
       ->capture_default_str();
 }
 
-void finish_calibration_options(CalibrateOptions& c, const std::string& loss,
-                                const std::string& init) {
-  c.loss = parse_distill_loss(loss);
-  c.init = init == "activation-aware" ? ScaleInit::kActivationAware : ScaleInit::kFile;
-}
-
 }  // namespace
 
 CLI::App* register_calibrate(CLI::App& app, Runner& runner) {
@@ -181,9 +178,9 @@ CLI::App* register_calibrate(CLI::App& app, Runner& runner) {
       "Writes a new adapter that records the calibration in its metadata");
   struct Options {
     std::string range, loss = "mse", init = "compressed";
-    int64_t max_chars = 0, log_every = 20;
+    int64_t max_chars = 0;
     int threads = 0;
-    bool quiet = false;
+    ProgressPrinter progress{20};
     CalibrateOptions c;
   };
   auto o = std::make_shared<Options>();
@@ -201,17 +198,15 @@ CLI::App* register_calibrate(CLI::App& app, Runner& runner) {
       ->required();
   add_data_options(cmd, o->range, o->max_chars);
   add_calibration_options(cmd, o->c, o->loss, o->init);
-  cmd->add_option("--log-every", o->log_every, "Progress line every N steps")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
-  cmd->add_flag("--quiet", o->quiet, "No progress lines");
+  o->progress.add_options(cmd);
   cmd->add_option("--threads", o->threads, "Worker threads (default: all cores)");
   runner = [=] {
     if (o->threads > 0) set_default_threads(o->threads);
     CalibrateOptions c = o->c;
     c.data_options = data_options(o->range, o->max_chars);
-    finish_calibration_options(c, o->loss, o->init);
-    ProgressPrinter progress{o->log_every, o->quiet};
+    c.loss = parse_distill_loss(o->loss);
+    c.init = parse_scale_init(o->init);
+    const ProgressPrinter& progress = o->progress;
     CalibrationResult r = calibrate_adapter(
         c,
         [&](const CalibrateStep& s) {

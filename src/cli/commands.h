@@ -8,6 +8,8 @@
 #include <functional>
 #include <string>
 
+#include "train/data.h"
+
 namespace bitdelta::cli {
 
 using Runner = std::function<int()>;
@@ -26,6 +28,11 @@ inline std::string human_bytes(uint64_t bytes) {
 
 // Every register_* adds one subcommand to `app`, stores the function that runs it in `runner`,
 // and returns the subcommand.
+// --token-range A:B and --max-chars N (which part of a text file to use), shared by the commands
+// that read training or evaluation data, and the DataOptions they select.
+void add_data_options(CLI::App* cmd, std::string& range, int64_t& max_chars);
+DataOptions data_options(const std::string& range, int64_t max_chars);
+
 CLI::App* register_import_llama2c(CLI::App& app, Runner& runner);
 CLI::App* register_info(CLI::App& app, Runner& runner);
 CLI::App* register_tokenize(CLI::App& app, Runner& runner);

@@ -207,7 +207,7 @@ void sign_matmul_add_reference(const float* x, int64_t tokens, const SignMatrix&
     for (int64_t n = 0; n < s.rows; ++n) {
       double sum = 0;
       for (int64_t k = 0; k < s.cols; ++k) {
-        const bool plus = (s.bits[n * s.row_bytes() + k / 8] >> (k % 8)) & 1;
+        const bool plus = s.plus(n, k);
         sum += plus ? x[t * s.cols + k] : -double(x[t * s.cols + k]);
       }
       y[t * s.rows + n] += static_cast<float>(s.scale(n) * sum);

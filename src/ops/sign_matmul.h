@@ -21,6 +21,9 @@ struct SignMatrix {
 
   int64_t row_bytes() const { return (cols + 7) / 8; }
   float scale(int64_t row) const { return per_row ? scales[row] : scales[0]; }
+  bool plus(int64_t row, int64_t col) const {
+    return (bits[row * row_bytes() + col / 8] >> (col % 8)) & 1;
+  }
   uint64_t nbytes() const { return static_cast<uint64_t>(rows * row_bytes()); }
 };
 

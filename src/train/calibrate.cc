@@ -17,7 +17,6 @@
 #include "model/transformer.h"
 #include "ops/backward.h"
 #include "ops/sign_matmul.h"
-#include "tokenizer/chat_template.h"
 #include "train/optimizer.h"
 #include "train/train_model.h"
 #include "util/error.h"
@@ -37,10 +36,6 @@ struct Trainable {
   int64_t offset = 0, count = 0;  // its scales in the flat vector
   std::vector<float> base;        // the base weight (the student's is base + α⊙S)
 };
-
-float sign_at(const SignMatrix& s, int64_t row, int64_t col) {
-  return (s.bits[row * s.row_bytes() + col / 8] >> (col % 8)) & 1 ? 1.0f : -1.0f;
-}
 
 class Calibrator {
  public:
@@ -62,10 +57,8 @@ class Calibrator {
     adapter_->check_base(*base_files_, fingerprints, pool);
     student_.emplace(config, *base_files_);
 
-    Tokenizer tokenizer = Tokenizer::from_folder(o.base);
-    std::optional<ChatTemplate> chat;
-    if (tokenizer.chat_template_source()) chat = ChatTemplate::detect(tokenizer, config.model_type);
-    data_.emplace(TrainingData::load(o.data, tokenizer, chat ? &*chat : nullptr, o.data_options));
+    data_.emplace(
+        TrainingData::load_for_model(o.data, o.base, config.model_type, o.data_options));
     bind_adapter();
   }
 
@@ -181,7 +174,7 @@ class Calibrator {
     double sum = 0;
     for (size_t i = 0; i < batches.size(); ++i) {
       std::span<float> logits =
-          student_->forward(batches[i].tokens, batches[i].batch, batches[i].seq_len, pool_);
+          student_->forward(batches[i].tokens, batches[i].batch, batches[i].seq_len);
       dlogits_.resize(logits.size());
       sum += distill_loss(logits, teachers[i], student_->config().vocab_size, o_.loss, 1.0,
                           dlogits_, pool_);
@@ -192,7 +185,7 @@ class Calibrator {
   double loss_and_scale_grads(const Batch& b, const std::vector<float>& teacher,
                               std::vector<float>* grads) {
     materialize();
-    std::span<float> logits = student_->forward(b.tokens, b.batch, b.seq_len, pool_);
+    std::span<float> logits = student_->forward(b.tokens, b.batch, b.seq_len);
     dlogits_.resize(logits.size());
     const double loss = distill_loss(logits, teacher, student_->config().vocab_size, o_.loss,
                                      1.0, dlogits_, pool_);
@@ -211,11 +204,11 @@ class Calibrator {
       const int64_t C = t.signs.cols;
       for (size_t i = 0; i < tokens.size(); ++i) {
         double dot = 0;
-        for (int64_t k = 0; k < C; ++k) dot += sign_at(t.signs, tokens[i], k) * dx[i * C + k];
+        for (int64_t k = 0; k < C; ++k) dot += t.signs.plus(tokens[i], k) ? dx[i * C + k] : -dx[i * C + k];
         g[t.offset + (t.signs.per_row ? tokens[i] : 0)] += dot;
       }
     };
-    student_->backward(dlogits_, hooks, pool_);
+    student_->backward(dlogits_, hooks);
     for (size_t i = 0; i < g.size(); ++i) (*grads)[i] = static_cast<float>(g[i]);
     return loss;
   }
@@ -240,7 +233,7 @@ class Calibrator {
     materialize();
     for (int64_t i = 0; i < o_.init_batches; ++i) {
       const Batch b = data_->sample((int64_t{1} << 41) + i, o_.batch, o_.seq_len, o_.seed);
-      student_->forward(b.tokens, b.batch, b.seq_len, pool_);
+      student_->forward(b.tokens, b.batch, b.seq_len);
     }
     student_->set_linear_input_hook({});
     const WeightFiles& ft = teacher_->files();
@@ -252,7 +245,7 @@ class Calibrator {
       }
       std::vector<double> s(static_cast<size_t>(N * K)), u(static_cast<size_t>(N * K));
       for (int64_t n = 0; n < N; ++n) {
-        for (int64_t k = 0; k < K; ++k) s[n * K + k] = sign_at(t.signs, n, k);
+        for (int64_t k = 0; k < K; ++k) s[n * K + k] = t.signs.plus(n, k) ? 1.0 : -1.0;
       }
       cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(N),
                   static_cast<int>(K), static_cast<int>(K), 1.0, s.data(), static_cast<int>(K),
@@ -330,6 +323,12 @@ class Calibrator {
 };
 
 }  // namespace
+
+ScaleInit parse_scale_init(std::string_view name) {
+  if (name == "compressed") return ScaleInit::kFile;
+  if (name == "activation-aware") return ScaleInit::kActivationAware;
+  fail("unknown scale initialisation '{}': use compressed or activation-aware", name);
+}
 
 CalibrationResult calibrate_adapter(const CalibrateOptions& options,
                                     const std::function<void(const CalibrateStep&)>& on_step,

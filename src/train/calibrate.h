@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <functional>
 #include <string>
+#include <string_view>
 
 #include "train/data.h"
 #include "train/loss.h"
@@ -19,6 +20,9 @@ enum class ScaleInit {
   kFile,             // the scales as compressed (mean |Δ|)
   kActivationAware,  // α = ⟨Δ·C, S⟩ / ⟨S·C, S⟩ with C the calibration inputs' covariance
 };
+
+// "compressed" | "activation-aware"; Error otherwise.
+ScaleInit parse_scale_init(std::string_view name);
 
 struct CalibrateOptions {
   std::filesystem::path base, finetuned, adapter, data, out;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <nlohmann/json.hpp>
 #include <numeric>
+#include <optional>
 #include <random>
 #include <span>
 
@@ -191,6 +192,18 @@ void parse_token_range(const std::string& text, DataOptions* options) {
   }
   options->range_begin = begin;
   options->range_end = end;
+}
+
+TrainingData TrainingData::load_for_model(const std::filesystem::path& path,
+                                          const std::filesystem::path& model_dir,
+                                          std::string_view model_type,
+                                          const DataOptions& options) {
+  const Tokenizer tokenizer = Tokenizer::from_folder(model_dir);
+  std::optional<ChatTemplate> chat;
+  if (path.extension() == ".jsonl" && tokenizer.chat_template_source()) {
+    chat = ChatTemplate::detect(tokenizer, model_type);
+  }
+  return load(path, tokenizer, chat ? &*chat : nullptr, options);
 }
 
 TrainingData TrainingData::load(const std::filesystem::path& path, const Tokenizer& tokenizer,

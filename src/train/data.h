@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "tokenizer/tokenizer.h"
@@ -51,6 +52,12 @@ class TrainingData {
   // `chat` may be null. Errors name the file, the line and what is wrong.
   static TrainingData load(const std::filesystem::path& path, const Tokenizer& tokenizer,
                            const ChatTemplate* chat, const DataOptions& options = {});
+  // load() with the tokenizer of the model folder `model_dir` and, for .jsonl data, its chat
+  // template when the tokenizer carries one (plain text never needs, so never fails on, one).
+  static TrainingData load_for_model(const std::filesystem::path& path,
+                                     const std::filesystem::path& model_dir,
+                                     std::string_view model_type,
+                                     const DataOptions& options = {});
 
   bool is_text() const { return examples_.empty(); }
   int64_t num_tokens() const;  // the stream's tokens, or all examples' tokens

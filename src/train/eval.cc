@@ -5,7 +5,6 @@
 #include <nlohmann/json.hpp>
 
 #include "delta/adapter.h"
-#include "tokenizer/chat_template.h"
 #include "util/error.h"
 
 namespace bitdelta {
@@ -204,14 +203,8 @@ EvalReport evaluate_files(const EvalInputs& inputs, const EvalOptions& options, 
     }
     adapter = open_adapter_for(*inputs.adapter, *base, pool);
   }
-  const Tokenizer tokenizer = Tokenizer::from_folder(inputs.base);
-  // Only conversations need the template; plain text must not fail on an unsupported one.
-  std::optional<ChatTemplate> chat;
-  if (inputs.data.extension() == ".jsonl" && tokenizer.chat_template_source()) {
-    chat = ChatTemplate::detect(tokenizer, base->config().model_type);
-  }
-  const TrainingData data =
-      TrainingData::load(inputs.data, tokenizer, chat ? &*chat : nullptr, inputs.data_options);
+  const TrainingData data = TrainingData::load_for_model(
+      inputs.data, inputs.base, base->config().model_type, inputs.data_options);
   EvalModels models{base.get(), finetuned.get(), adapter ? &adapter->weights() : nullptr};
   return evaluate(models, data, options, pool);
 }

@@ -10,7 +10,6 @@
 
 #include "io/safetensors.h"
 #include "io/weight_files.h"
-#include "tokenizer/chat_template.h"
 #include "train/loss.h"
 #include "train/optimizer.h"
 #include "util/error.h"
@@ -143,14 +142,10 @@ FinetuneResult finetune(const FinetuneOptions& o,
          config.max_position_embeddings);
   }
   WeightFiles files = WeightFiles::open(o.model);
-  DType dtype = DType::kF32;
-  for (const std::string& name : files.names()) dtype = files.find(name)->dtype;
+  const DType dtype = files.view("model.embed_tokens.weight").dtype();  // checkpoints keep it
 
-  Tokenizer tokenizer = Tokenizer::from_folder(o.model);
-  std::optional<ChatTemplate> chat;
-  if (tokenizer.chat_template_source()) chat = ChatTemplate::detect(tokenizer, config.model_type);
-  TrainingData data =
-      TrainingData::load(o.data, tokenizer, chat ? &*chat : nullptr, o.data_options);
+  const TrainingData data =
+      TrainingData::load_for_model(o.data, o.model, config.model_type, o.data_options);
 
   FinetuneOptions opts = o;
   if (opts.warmup < 0) opts.warmup = o.steps / 20;
@@ -183,10 +178,10 @@ FinetuneResult finetune(const FinetuneOptions& o,
     model.zero_grads();
     double nll = 0;
     for (const Batch& b : micro) {
-      std::span<float> logits = model.forward(b.tokens, b.batch, b.seq_len, pool);
+      std::span<float> logits = model.forward(b.tokens, b.batch, b.seq_len);
       dlogits.resize(logits.size());
       nll += cross_entropy(logits, b.targets, V, targets, dlogits, pool);
-      model.backward(dlogits, {}, pool);
+      model.backward(dlogits, {});
       result.peak_activation_bytes =
           std::max(result.peak_activation_bytes, model.activation_bytes());
       tokens_done += b.batch * b.seq_len;

@@ -11,6 +11,7 @@
 #include "io/dtype.h"
 #include "train/data.h"
 #include "train/train_model.h"
+#include "util/thread_pool.h"
 
 namespace bitdelta {
 

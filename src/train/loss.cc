@@ -2,8 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <mutex>
 
+#include "ops/backward.h"
 #include "util/error.h"
 
 namespace bitdelta {
@@ -40,20 +40,14 @@ double cross_entropy(std::span<const float> logits, std::span<const int32_t> tar
   BD_CHECK(static_cast<int64_t>(logits.size()) == T * vocab && dlogits.size() == logits.size());
   const double inv = normalizer > 0 ? 1.0 / normalizer : 0.0;
   return sum_over_tokens(T, pool, [&](int64_t t) {
-    const float* l = logits.data() + t * vocab;
+    // One token through the op's VJP (ops/backward.h), its gradient then rescaled to the step's
+    // normaliser.
+    BD_CHECK(targets[t] < vocab);
     float* d = dlogits.data() + t * vocab;
-    const int32_t target = targets[t];
-    if (target < 0) {
-      std::fill(d, d + vocab, 0.0f);
-      return 0.0;
-    }
-    BD_CHECK(target < vocab);
-    const double log_z = log_sum_exp(l, vocab);
-    for (int64_t v = 0; v < vocab; ++v) {
-      d[v] = static_cast<float>(std::exp(double(l[v]) - log_z) * inv);
-    }
-    d[target] -= static_cast<float>(inv);
-    return log_z - l[target];
+    const double nll = cross_entropy_forward_backward(logits.data() + t * vocab,
+                                                      targets.subspan(t, 1), vocab, d);
+    for (int64_t v = 0; v < vocab; ++v) d[v] = static_cast<float>(d[v] * inv);
+    return nll;
   });
 }
 

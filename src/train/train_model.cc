@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #include "io/dtype.h"
 #include "io/hf_layout.h"
@@ -96,9 +97,13 @@ TrainModel<F>::TrainModel(ModelConfig config, const WeightFiles& files)
     if (!is_float_weight(t.dtype())) {
       fail("tensor '{}' in {} is not a float tensor", p.name, files.dir().string());
     }
-    row.resize(static_cast<size_t>(p.size));
-    convert_to_f32(t.dtype(), t.data, row.data(), row.size());
-    std::copy(row.begin(), row.end(), values_.begin() + p.offset);
+    if constexpr (std::is_same_v<F, float>) {
+      convert_to_f32(t.dtype(), t.data, values_.data() + p.offset, static_cast<size_t>(p.size));
+    } else {
+      row.resize(static_cast<size_t>(p.size));
+      convert_to_f32(t.dtype(), t.data, row.data(), row.size());
+      std::copy(row.begin(), row.end(), values_.begin() + p.offset);
+    }
   }
 
   layers_.resize(static_cast<size_t>(c.num_hidden_layers));
@@ -206,8 +211,7 @@ void TrainModel<F>::linear_backward(int weight, int bias, const F* x, const F* d
 
 template <typename F>
 std::span<F> TrainModel<F>::forward(std::span<const int32_t> tokens, int64_t batch,
-                                    int64_t seq_len, ThreadPool& pool) {
-  (void)pool;
+                                    int64_t seq_len) {
   const ModelConfig& c = config_;
   const int64_t T = batch * seq_len, C = c.hidden_size, V = c.vocab_size, D = c.head_dim;
   const int64_t H = c.num_attention_heads, G = c.num_key_value_heads, FF = c.intermediate_size;
@@ -341,9 +345,7 @@ void TrainModel<F>::attention_backward(const LayerActs& a, const F* datt, F* dq,
 }
 
 template <typename F>
-void TrainModel<F>::backward(std::span<const F> dlogits, const BackwardHooks<F>& hooks,
-                             ThreadPool& pool) {
-  (void)pool;
+void TrainModel<F>::backward(std::span<const F> dlogits, const BackwardHooks<F>& hooks) {
   const ModelConfig& c = config_;
   const int64_t T = batch_ * seq_len_, C = c.hidden_size, D = c.head_dim;
   const int64_t H = c.num_attention_heads, G = c.num_key_value_heads, FF = c.intermediate_size;

@@ -15,7 +15,6 @@
 
 #include "io/model_config.h"
 #include "io/weight_files.h"
-#include "util/thread_pool.h"
 
 namespace bitdelta {
 
@@ -58,11 +57,10 @@ class TrainModel {
 
   // Runs B sequences of S tokens (each from position 0, causal within itself) and returns the
   // logits [T, V]. Keeps the activations for backward(). Token ids are checked.
-  std::span<F> forward(std::span<const int32_t> tokens, int64_t batch, int64_t seq_len,
-                       ThreadPool& pool);
+  std::span<F> forward(std::span<const int32_t> tokens, int64_t batch, int64_t seq_len);
 
   // Backpropagates dlogits [T, V] of the last forward(); gradients are added (+=) to grads().
-  void backward(std::span<const F> dlogits, const BackwardHooks<F>& hooks, ThreadPool& pool);
+  void backward(std::span<const F> dlogits, const BackwardHooks<F>& hooks);
 
   // Called by forward() with the input x [T, K] of every linear layer (`param`: its weight), e.g.
   // to collect input statistics. Empty: none.

@@ -41,12 +41,12 @@ void expect_close(std::span<const double> actual, std::span<const double> expect
 }
 
 double ce_loss(TrainModel<double>& m, const std::vector<int32_t>& tokens,
-               const std::vector<int32_t>& targets, ThreadPool& pool, bool backward) {
-  auto logits = m.forward(tokens, 2, 7, pool);
+               const std::vector<int32_t>& targets, bool backward) {
+  auto logits = m.forward(tokens, 2, 7);
   std::vector<double> d(logits.size());
   const double loss = cross_entropy_forward_backward(
       logits.data(), std::span<const int32_t>(targets), m.config().vocab_size, d.data());
-  if (backward) m.backward(d, {}, pool);
+  if (backward) m.backward(d, {});
   return loss;
 }
 
@@ -58,12 +58,11 @@ TEST_P(PytorchReference, LossGradientsAndAdamWSteps) {
   const auto dir = testing::test_data("model/" + name);
   WeightFiles files = WeightFiles::open(dir);
   TrainModel<double> m(load_model_config(dir / "config.json"), files);
-  ThreadPool pool(1);
   const auto tokens = ints<int32_t>(fx, "tokens");
   const auto targets = ints<int32_t>(fx, "targets");
 
   m.zero_grads();
-  const double loss = ce_loss(m, tokens, targets, pool, true);
+  const double loss = ce_loss(m, tokens, targets, true);
   EXPECT_NEAR(loss, f64(fx, "loss")[0], 1e-10 * std::fabs(loss));
   for (const ParamInfo& p : m.params()) {
     std::span<const double> g(m.grads().data() + p.offset, static_cast<size_t>(p.size));
@@ -76,7 +75,7 @@ TEST_P(PytorchReference, LossGradientsAndAdamWSteps) {
   AdamW<double> adam(m.params(), {.beta1 = 0.9, .beta2 = 0.95, .eps = 1e-8, .weight_decay = 0.1});
   for (size_t step = 0; step < lrs.size(); ++step) {
     m.zero_grads();
-    EXPECT_NEAR(ce_loss(m, tokens, targets, pool, true), losses[step], 1e-9 * losses[step])
+    EXPECT_NEAR(ce_loss(m, tokens, targets, true), losses[step], 1e-9 * losses[step])
         << "step " << step;
     EXPECT_NEAR(clip_grad_norm(m.grads(), 1.0), norms[step], 1e-9 * norms[step]);
     adam.step(m.values(), m.grads(), lrs[step]);
@@ -98,7 +97,6 @@ TEST(PytorchReference, ScaleDistillationGradients) {
   const auto dir = testing::test_data("model/qwen3_gqa2_tied");
   WeightFiles files = WeightFiles::open(dir);
   TrainModel<double> m(load_model_config(dir / "config.json"), files);
-  ThreadPool pool(1);
   const int64_t V = m.config().vocab_size;
   struct Signed {
     std::vector<int8_t> signs;
@@ -119,7 +117,7 @@ TEST(PytorchReference, ScaleDistillationGradients) {
 
   for (const std::string loss_name : {"mse", "kl"}) {
     for (auto& [_, s] : signed_params) std::fill(s.grad.begin(), s.grad.end(), 0.0);
-    auto logits = m.forward(tokens, 2, 7, pool);
+    auto logits = m.forward(tokens, 2, 7);
     std::vector<double> d(logits.size());
     double loss = 0;
     const int64_t T = 14;
@@ -160,7 +158,7 @@ TEST(PytorchReference, ScaleDistillationGradients) {
       }
     };
     m.zero_grads();
-    m.backward(d, hooks, pool);
+    m.backward(d, hooks);
     for (double g : m.grads()) ASSERT_EQ(g, 0.0);  // no weight gradients were formed
     const std::string prefix = loss_name == "mse" ? "scale_grad." : "kl_scale_grad.";
     for (auto& [param, s] : signed_params) {

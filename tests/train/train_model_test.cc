@@ -36,8 +36,8 @@ Case make_case(int64_t vocab, uint32_t seed) {
   return c;
 }
 
-double loss_of(TrainModel<double>& m, const Case& c, ThreadPool& pool) {
-  auto logits = m.forward(c.tokens, c.batch, c.seq_len, pool);
+double loss_of(TrainModel<double>& m, const Case& c) {
+  auto logits = m.forward(c.tokens, c.batch, c.seq_len);
   std::vector<double> d(logits.size());
   return cross_entropy_forward_backward(logits.data(), std::span<const int32_t>(c.targets),
                                         m.config().vocab_size, d.data());
@@ -49,14 +49,13 @@ TEST_P(WholeModelGradient, MatchesFiniteDifferencesInDouble) {
   const auto dir = model_dir(GetParam());
   WeightFiles files = WeightFiles::open(dir);
   TrainModel<double> m(load_model_config(dir / "config.json"), files);
-  ThreadPool pool(1);
   const Case c = make_case(m.config().vocab_size, 7);
-  auto logits = m.forward(c.tokens, c.batch, c.seq_len, pool);
+  auto logits = m.forward(c.tokens, c.batch, c.seq_len);
   std::vector<double> dlogits(logits.size());
   cross_entropy_forward_backward(logits.data(), std::span<const int32_t>(c.targets),
                                  m.config().vocab_size, dlogits.data());
   m.zero_grads();
-  m.backward(dlogits, {}, pool);
+  m.backward(dlogits, {});
   std::vector<double> analytic(m.grads().begin(), m.grads().end());
 
   // Every tensor, a few entries each (the largest-gradient one and random ones).
@@ -75,9 +74,9 @@ TEST_P(WholeModelGradient, MatchesFiniteDifferencesInDouble) {
       double& w = m.values()[p.offset + i];
       const double saved = w;
       w = saved + h;
-      const double up = loss_of(m, c, pool);
+      const double up = loss_of(m, c);
       w = saved - h;
-      const double down = loss_of(m, c, pool);
+      const double down = loss_of(m, c);
       w = saved;
       const double numeric = (up - down) / (2 * h);
       const double a = analytic[p.offset + i];
@@ -98,7 +97,7 @@ TEST_P(TrainingForward, EqualsTheInferenceEngine) {
   TrainModel<float> m(engine->config(), engine->files());
   ThreadPool pool(2);
   const Case c = make_case(m.config().vocab_size, 11);
-  auto logits = m.forward(c.tokens, c.batch, c.seq_len, pool);
+  auto logits = m.forward(c.tokens, c.batch, c.seq_len);
   const int64_t V = m.config().vocab_size, S = c.seq_len;
   for (int64_t b = 0; b < c.batch; ++b) {
     KVCache cache = engine->new_cache();
