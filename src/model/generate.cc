@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <limits>
+#include <utility>
 
 #include "util/error.h"
 
@@ -27,79 +28,87 @@ size_t held_back(std::string_view text, const std::vector<std::string>& stops) {
 
 }  // namespace
 
-GenerateResult generate(Transformer& model, const Tokenizer* tokenizer,
-                        std::span<const int32_t> prompt, const GenerateOptions& options,
-                        const std::function<void(std::string_view)>& on_text, ThreadPool& pool) {
-  using Clock = std::chrono::steady_clock;
+SequenceDecoder::SequenceDecoder(const Tokenizer* tokenizer, std::span<const int32_t> prompt,
+                                 const GenerateOptions& options)
+    : tokenizer_(tokenizer),
+      options_(options),
+      sampler_(options.sampling),
+      history_(prompt.begin(), prompt.end()),
+      prompt_tokens_(static_cast<int64_t>(prompt.size())) {
   if (prompt.empty()) fail("the prompt is empty: give at least one token (e.g. BOS)");
   if (options.max_tokens < 0) fail("max_tokens must be ≥ 0, got {}", options.max_tokens);
   BD_CHECK(tokenizer != nullptr || options.stop_strings.empty());
   for (const auto& s : options.stop_strings) {
     if (s.empty()) fail("stop strings must not be empty");
   }
-  Sampler sampler(options.sampling);
+  if (tokenizer != nullptr) decoder_.emplace(*tokenizer);
+  if (options.max_tokens == 0) {
+    done_ = true;
+    finish_reason_ = "length";
+  }
+}
+
+std::string SequenceDecoder::finish(std::string text, const char* reason) {
+  done_ = true;
+  finish_reason_ = reason;
+  return text;
+}
+
+std::string SequenceDecoder::step(std::span<float> logits) {
+  BD_CHECK(!done_);
+  // Embedding rows past the tokenizer's last id (Qwen3 pads its vocab to 151,936) are not
+  // tokens: never pick them.
+  if (tokenizer_ != nullptr && tokenizer_->vocab_size() < static_cast<int32_t>(logits.size())) {
+    std::fill(logits.begin() + tokenizer_->vocab_size(), logits.end(),
+              -std::numeric_limits<float>::infinity());
+  }
+  const int32_t id = sampler_.sample(logits, history_);
+  if (std::find(options_.stop_ids.begin(), options_.stop_ids.end(), id) !=
+      options_.stop_ids.end()) {
+    return finish(std::move(pending_), "stop");  // held back for a stop string that never came
+  }
+  history_.push_back(id);
+  tokens_.push_back(id);
+  const bool last = static_cast<int64_t>(tokens_.size()) >= options_.max_tokens;
+  if (!decoder_) return last ? finish({}, "length") : std::string();
+  pending_ += decoder_->push(id);
+  size_t cut = std::string::npos;
+  for (const auto& stop : options_.stop_strings) cut = std::min(cut, pending_.find(stop));
+  if (cut != std::string::npos) return finish(pending_.substr(0, cut), "stop");
+  if (last) return finish(pending_ + decoder_->flush(), "length");
+  const size_t hold = held_back(pending_, options_.stop_strings);
+  std::string out = pending_.substr(0, pending_.size() - hold);
+  pending_.erase(0, pending_.size() - hold);
+  return out;
+}
+
+GenerateResult generate(Transformer& model, const Tokenizer* tokenizer,
+                        std::span<const int32_t> prompt, const GenerateOptions& options,
+                        const std::function<void(std::string_view)>& on_text, ThreadPool& pool) {
+  using Clock = std::chrono::steady_clock;
+  SequenceDecoder decoder(tokenizer, prompt, options);
   GenerateResult result;
-  result.prompt_tokens = static_cast<int64_t>(prompt.size());
+  result.prompt_tokens = decoder.prompt_tokens();
   result.finish_reason = "length";
+  if (decoder.done()) return result;
   KVCache cache = model.new_cache();
-  std::vector<int32_t> history(prompt.begin(), prompt.end());
   std::vector<float> logits;
-  std::optional<IncrementalDecoder> decoder;
-  if (tokenizer != nullptr) decoder.emplace(*tokenizer);
-  std::string pending;  // decoded text not yet handed to on_text
-
-  auto emit = [&](std::string_view text) {
-    result.text += text;
-    if (on_text && !text.empty()) on_text(text);
-  };
-
   auto start = Clock::now();
-  if (options.max_tokens == 0) return result;
   SequenceInput input{&cache, prompt, false, options.adapter};
   model.forward({&input, 1}, &logits, pool);
   result.prefill_seconds = std::chrono::duration<double>(Clock::now() - start).count();
   auto decode_start = Clock::now();
-  bool stopped = false;
-  for (int64_t step = 0; step < options.max_tokens; ++step) {
-    if (step > 0) {
-      int32_t last = history.back();
-      SequenceInput next{&cache, {&last, 1}, false, options.adapter};
-      model.forward({&next, 1}, &logits, pool);
-    }
-    // Embedding rows past the tokenizer's last id (Qwen3 pads its vocab to 151,936) are not
-    // tokens: never pick them.
-    if (tokenizer != nullptr && tokenizer->vocab_size() < static_cast<int32_t>(logits.size())) {
-      std::fill(logits.begin() + tokenizer->vocab_size(), logits.end(),
-                -std::numeric_limits<float>::infinity());
-    }
-    int32_t id = sampler.sample(logits, history);
-    if (std::find(options.stop_ids.begin(), options.stop_ids.end(), id) !=
-        options.stop_ids.end()) {
-      result.finish_reason = "stop";
-      stopped = true;
-      break;
-    }
-    history.push_back(id);
-    result.tokens.push_back(id);
-    if (!decoder) continue;
-    pending += decoder->push(id);
-    size_t cut = std::string::npos;
-    for (const auto& stop : options.stop_strings) cut = std::min(cut, pending.find(stop));
-    if (cut != std::string::npos) {
-      emit(std::string_view(pending).substr(0, cut));
-      pending.clear();
-      result.finish_reason = "stop";
-      stopped = true;
-      break;
-    }
-    size_t hold = held_back(pending, options.stop_strings);
-    emit(std::string_view(pending).substr(0, pending.size() - hold));
-    pending.erase(0, pending.size() - hold);
+  while (true) {
+    const std::string text = decoder.step(logits);
+    result.text += text;
+    if (on_text && !text.empty()) on_text(text);
+    if (decoder.done()) break;
+    int32_t last = decoder.tokens().back();
+    SequenceInput next{&cache, {&last, 1}, false, options.adapter};
+    model.forward({&next, 1}, &logits, pool);
   }
-  if (decoder && !stopped) {
-    pending += decoder->flush();
-    emit(pending);
-  }
+  result.tokens = decoder.tokens();
+  result.finish_reason = decoder.finish_reason();
   if (result.tokens.size() > 1) {
     result.decode_seconds = std::chrono::duration<double>(Clock::now() - decode_start).count();
   }

@@ -3,6 +3,8 @@
 #pragma once
 
 #include <functional>
+#include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,6 +30,38 @@ struct GenerateResult {
   int64_t prompt_tokens = 0;
   double prefill_seconds = 0;
   double decode_seconds = 0;    // for tokens after the first
+};
+
+// One sequence's decoding after its prompt: picks each next token from the logits, watches the
+// stop ids, stop strings and max_tokens, and turns tokens into text that is final. Shared by
+// generate() (one sequence) and the server's scheduler (many, batched).
+class SequenceDecoder {
+ public:
+  // Validates the options (Error on a bad value). `tokenizer` may be null when only ids are
+  // wanted (then stop_strings must be empty).
+  SequenceDecoder(const Tokenizer* tokenizer, std::span<const int32_t> prompt,
+                  const GenerateOptions& options);
+
+  // Picks the next token from `logits` ([V], modified in place) and returns the text that became
+  // final. After the last token (a stop, or max_tokens) done() is true and the remaining text
+  // has been returned.
+  std::string step(std::span<float> logits);
+  bool done() const { return done_; }
+  const std::string& finish_reason() const { return finish_reason_; }  // "stop" or "length"
+  const std::vector<int32_t>& tokens() const { return tokens_; }      // generated, no stop id
+  int64_t prompt_tokens() const { return prompt_tokens_; }
+
+ private:
+  std::string finish(std::string text, const char* reason);
+  const Tokenizer* tokenizer_;
+  GenerateOptions options_;
+  Sampler sampler_;
+  std::vector<int32_t> history_, tokens_;
+  std::optional<IncrementalDecoder> decoder_;
+  std::string pending_;  // decoded text held back: it may be the start of a stop string
+  int64_t prompt_tokens_ = 0;
+  bool done_ = false;
+  std::string finish_reason_;
 };
 
 // `on_text` (optional) receives text as it becomes final. `tokenizer` may be null when only ids
