@@ -12,6 +12,8 @@ packages=(
   libsodium-dev libssl-dev libhwy-dev
   # training's GEMMs (forward and backward with transposes)
   libopenblas-dev
+  # serving: the adapter registry and the HTTP server
+  libsqlite3-dev libcpp-httplib-dev
   # tests, benchmarks (oneDNN only for the prefill GEMM comparison, bench/gemm_bench) and the
   # experiment script's table formatting
   libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev python3

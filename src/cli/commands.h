@@ -45,5 +45,7 @@ CLI::App* register_merge(CLI::App& app, Runner& runner);
 CLI::App* register_eval(CLI::App& app, Runner& runner);
 CLI::App* register_finetune(CLI::App& app, Runner& runner);
 CLI::App* register_calibrate(CLI::App& app, Runner& runner);
+CLI::App* register_store(CLI::App& app, Runner& runner);
+CLI::App* register_serve(CLI::App& app, Runner& runner);
 
 }  // namespace bitdelta::cli

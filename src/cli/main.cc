@@ -38,6 +38,8 @@ int main(int argc, char** argv) {
   add(bitdelta::cli::register_eval);
   add(bitdelta::cli::register_finetune);
   add(bitdelta::cli::register_calibrate);
+  add(bitdelta::cli::register_store);
+  add(bitdelta::cli::register_serve);
 
   try {
     app.parse(argc, argv);

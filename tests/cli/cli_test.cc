@@ -19,7 +19,8 @@ TEST(Cli, HelpListsEveryCommandAndEachCommandHasHelp) {
   auto top = run_cli("--help");
   EXPECT_EQ(top.exit_code, 0);
   for (const char* command : {"import-llama2c", "info", "tokenize", "generate", "logits", "synth",
-                              "compress", "inspect", "merge", "eval", "finetune", "calibrate"}) {
+                              "compress", "inspect", "merge", "eval", "finetune", "calibrate",
+                              "store"}) {
     EXPECT_NE(top.out.find(command), std::string::npos) << command;
     auto help = run_cli(std::string(command) + " --help");
     EXPECT_EQ(help.exit_code, 0) << command;

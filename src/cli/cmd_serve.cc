@@ -1,0 +1,86 @@
+// bitdelta serve: the OpenAI-compatible multi-tenant server.
+#include <fmt/format.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <thread>
+
+#include "cli/commands.h"
+#include "serve/server.h"
+#include "util/thread_pool.h"
+
+namespace bitdelta::cli {
+
+CLI::App* register_serve(CLI::App& app, Runner& runner) {
+  auto* cmd = app.add_subcommand(
+      "serve",
+      "Serve one base model and every user's adapter through an OpenAI-compatible HTTP API: "
+      "/v1/chat/completions and /v1/completions (model = an adapter id domain/user/vN, "
+      "domain/user for its latest version, or the base model's folder name; stream: true for "
+      "server-sent events), /v1/models, /v1/adapters (upload, list, inspect, delete), /health, "
+      "/metrics. Requests of different users decode together in one batch. SIGTERM or Ctrl-C "
+      "finishes the requests in flight, then exits");
+  auto o = std::make_shared<ServeOptions>();
+  auto threads = std::make_shared<int>(0);
+  cmd->add_option("--model", o->model, "Base model folder (Hugging Face layout)")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  cmd->add_option("--store", o->store, "Adapter store folder (created if missing)")->required();
+  cmd->add_option("--host", o->host, "Address to listen on")->capture_default_str();
+  cmd->add_option("--port", o->port, "Port (0: any free port, printed at start)")
+      ->capture_default_str();
+  cmd->add_option("--api-keys", o->api_keys,
+                  "JSON file of API keys and their scopes (admin, or a tenant limited to users/"
+                  "domains). Without it there is no authentication and only loopback hosts are "
+                  "allowed")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--max-batch", o->max_batch, "Sequences decoded together")->capture_default_str();
+  cmd->add_option("--max-queue", o->max_queue,
+                  "Requests that may wait beyond the batch; more get 429 with Retry-After")
+      ->capture_default_str();
+  cmd->add_option("--prefill-chunk", o->prefill_chunk,
+                  "Prompt tokens per sequence per step, so long prompts do not stall others")
+      ->capture_default_str();
+  cmd->add_option("--adapter-cache-mb", o->adapter_cache_mb,
+                  "Memory for loaded adapters (least recently used go first; adapters in use stay)")
+      ->capture_default_str();
+  cmd->add_option("--max-body-mb", o->max_body_bytes, "Largest request body (uploads included), MiB")
+      ->capture_default_str()
+      ->transform([](std::string v) { return std::to_string(std::stoll(v) << 20); });
+  cmd->add_option("--max-prompt-tokens", o->max_prompt_tokens,
+                  "Longest prompt accepted (0: the model's context)")
+      ->capture_default_str();
+  cmd->add_option("--max-tokens-limit", o->max_tokens_limit, "Largest max_tokens a request may ask")
+      ->capture_default_str();
+  cmd->add_option("--threads", *threads, "Worker threads for the model (default: all cores)");
+  runner = [=] {
+    if (*threads > 0) set_default_threads(*threads);
+    // SIGTERM/SIGINT only raise a flag (any thread may receive them: libraries start threads
+    // of their own); a watcher thread sees it and stops the server gracefully.
+    static std::atomic<bool> signalled{false};
+    struct sigaction action {};
+    action.sa_handler = [](int) { signalled = true; };
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGTERM, &action, nullptr);
+    sigaction(SIGINT, &action, nullptr);
+    Server server(*o);
+    fmt::print("serving {} on http://{}:{}\n", o->model.filename().string(), o->host,
+               server.port());
+    std::fflush(stdout);
+    std::atomic<bool> ended{false};
+    std::thread watcher([&] {
+      while (!signalled && !ended) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      if (!signalled) return;
+      fmt::print(stderr, "draining: finishing requests in flight, then exiting\n");
+      server.stop();
+    });
+    server.run();
+    ended = true;
+    watcher.join();
+    return 0;
+  };
+  return cmd;
+}
+
+}  // namespace bitdelta::cli

@@ -1,0 +1,85 @@
+#include "serve/adapter_cache.h"
+
+#include <chrono>
+
+namespace bitdelta {
+
+AdapterCache::AdapterCache(const Transformer& model, uint64_t budget_bytes,
+                           MetricsRegistry& metrics, ThreadPool& pool)
+    : model_(model),
+      budget_(budget_bytes),
+      pool_(pool),
+      fingerprints_(model.files()),
+      hits_(metrics.counter("bitdelta_adapter_cache_hits_total", "Adapter cache hits")),
+      misses_(metrics.counter("bitdelta_adapter_cache_misses_total",
+                              "Adapter cache misses (adapter loaded from the store)")),
+      evictions_(metrics.counter("bitdelta_adapter_cache_evictions_total",
+                                 "Adapters evicted to stay under the byte budget")),
+      bytes_gauge_(metrics.gauge("bitdelta_adapter_cache_bytes", "Bytes of cached adapters")),
+      entries_gauge_(metrics.gauge("bitdelta_adapter_cache_entries", "Cached adapters")),
+      load_seconds_(metrics.histogram("bitdelta_adapter_load_seconds",
+                                      "Time to open, validate and bind an adapter",
+                                      exponential_buckets(0.0005, 2, 14))) {}
+
+std::shared_ptr<Adapter> AdapterCache::get(const std::string& sha256,
+                                           const std::filesystem::path& blob) {
+  {
+    std::lock_guard lock(mutex_);
+    auto it = index_.find(sha256);
+    if (it != index_.end()) {
+      lru_.splice(lru_.begin(), lru_, it->second);
+      hits_.inc();
+      return it->second->adapter;
+    }
+  }
+  misses_.inc();
+  const auto start = std::chrono::steady_clock::now();
+  std::shared_ptr<Adapter> adapter = Adapter::open(blob);
+  {
+    std::lock_guard lock(bind_mutex_);
+    adapter->bind(model_, fingerprints_, pool_);
+  }
+  load_seconds_.observe(
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+  std::lock_guard lock(mutex_);
+  auto it = index_.find(sha256);
+  if (it != index_.end()) return it->second->adapter;  // another request loaded it meanwhile
+  const uint64_t bytes = adapter->file_bytes() + adapter->owned_bytes();
+  lru_.push_front({sha256, adapter, bytes});
+  index_[sha256] = lru_.begin();
+  bytes_ += bytes;
+  evict_locked();
+  return adapter;
+}
+
+void AdapterCache::forget(const std::string& sha256) {
+  std::lock_guard lock(mutex_);
+  auto it = index_.find(sha256);
+  if (it == index_.end()) return;
+  bytes_ -= it->second->bytes;
+  lru_.erase(it->second);
+  index_.erase(it);
+  bytes_gauge_.set(static_cast<double>(bytes_));
+  entries_gauge_.set(static_cast<double>(lru_.size()));
+}
+
+uint64_t AdapterCache::bytes() const {
+  std::lock_guard lock(mutex_);
+  return bytes_;
+}
+
+// Oldest unpinned entries go first; pinned ones (held by a request) stay even over budget.
+void AdapterCache::evict_locked() {
+  for (auto it = lru_.end(); bytes_ > budget_ && it != lru_.begin();) {
+    --it;
+    if (it->adapter.use_count() > 1) continue;
+    bytes_ -= it->bytes;
+    index_.erase(it->sha256);
+    it = lru_.erase(it);
+    evictions_.inc();
+  }
+  bytes_gauge_.set(static_cast<double>(bytes_));
+  entries_gauge_.set(static_cast<double>(lru_.size()));
+}
+
+}  // namespace bitdelta

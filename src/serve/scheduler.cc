@@ -1,0 +1,189 @@
+#include "serve/scheduler.h"
+
+#include <algorithm>
+#include <chrono>
+
+#include "util/error.h"
+
+namespace bitdelta {
+
+std::optional<RequestChannel::Event> RequestChannel::next(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mutex_);
+  if (!ready_.wait_for(lock, timeout, [&] { return !events_.empty(); })) return std::nullopt;
+  Event e = std::move(events_.front());
+  events_.pop_front();
+  return e;
+}
+
+void RequestChannel::push(Event e) {
+  {
+    std::lock_guard lock(mutex_);
+    events_.push_back(std::move(e));
+  }
+  ready_.notify_one();
+}
+
+struct Scheduler::Sequence {
+  SchedulerRequest request;
+  std::shared_ptr<RequestChannel> channel;
+  std::optional<SequenceDecoder> decoder;
+  KVCache cache;
+  int64_t prefilled = 0;  // prompt tokens already in the cache
+  int32_t next_input = -1;
+};
+
+Scheduler::Scheduler(Transformer& model, const Tokenizer& tokenizer, SchedulerOptions options,
+                     ThreadPool& pool)
+    : model_(model), tokenizer_(tokenizer), options_(options), pool_(pool) {
+  if (options_.max_batch <= 0 || options_.max_queue < 0 || options_.prefill_chunk <= 0) {
+    fail("max batch and prefill chunk must be positive and the queue length ≥ 0");
+  }
+  thread_ = std::thread([this] { loop(); });
+}
+
+Scheduler::~Scheduler() { drain(); }
+
+std::shared_ptr<RequestChannel> Scheduler::submit(SchedulerRequest request) {
+  auto seq = std::make_unique<Sequence>();
+  // Validates prompt and options before anything is queued.
+  seq->decoder.emplace(&tokenizer_, request.prompt, request.options);
+  if (static_cast<int64_t>(request.prompt.size()) + request.options.max_tokens >
+      model_.config().max_position_embeddings) {
+    fail("the prompt ({} tokens) plus max_tokens ({}) exceeds the model's context of {} tokens",
+         request.prompt.size(), request.options.max_tokens,
+         model_.config().max_position_embeddings);
+  }
+  seq->request = std::move(request);
+  seq->channel = std::make_shared<RequestChannel>();
+  std::shared_ptr<RequestChannel> channel = seq->channel;
+  if (seq->decoder->done()) {  // max_tokens 0: nothing to run
+    channel->push({"", true, "length", "", seq->decoder->prompt_tokens(), 0});
+    return channel;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (draining_) return nullptr;
+    const int64_t waiting = static_cast<int64_t>(queue_.size());
+    if (waiting >= options_.max_queue + std::max<int64_t>(0, options_.max_batch - active_count_)) {
+      return nullptr;
+    }
+    queue_.push_back(std::move(seq));
+  }
+  wake_.notify_one();
+  return channel;
+}
+
+void Scheduler::drain() {
+  {
+    std::lock_guard lock(mutex_);
+    draining_ = true;
+  }
+  wake_.notify_one();
+  if (thread_.joinable()) thread_.join();
+}
+
+SchedulerStats Scheduler::stats() const {
+  std::lock_guard lock(mutex_);
+  SchedulerStats s = last_;
+  s.queued = static_cast<int64_t>(queue_.size());
+  s.active = active_count_;
+  return s;
+}
+
+void Scheduler::loop() {
+  std::vector<std::unique_ptr<Sequence>> active;
+  while (true) {
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait(lock, [&] { return !active.empty() || !queue_.empty() || draining_; });
+      if (active.empty() && queue_.empty() && draining_) return;
+      // New requests join between forward passes.
+      while (!queue_.empty() && static_cast<int64_t>(active.size()) < options_.max_batch) {
+        active.push_back(std::move(queue_.front()));
+        queue_.pop_front();
+      }
+      active_count_ = static_cast<int64_t>(active.size());
+    }
+    std::vector<Outgoing> out = step(active);
+    {
+      std::lock_guard lock(mutex_);
+      active_count_ = static_cast<int64_t>(active.size());
+    }
+    // Events go out after the bookkeeping, so a reader who sees its request end also sees the
+    // slot it freed.
+    for (auto& [channel, event] : out) channel->push(std::move(event));
+  }
+}
+
+// One forward over every active sequence: a prompt chunk for those still prefilling, one token
+// for those decoding. Finished and cancelled sequences leave (their KV caches with them).
+std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Sequence>>& active) {
+  using RE = RequestChannel::Event;
+  std::vector<Outgoing> out;
+  std::erase_if(active, [&](const std::unique_ptr<Sequence>& s) {
+    if (!s->channel->cancelled()) return false;
+    out.emplace_back(s->channel, RE{"", true, "cancelled", "", s->decoder->prompt_tokens(),
+                        static_cast<int64_t>(s->decoder->tokens().size())});
+    return true;
+  });
+  std::vector<SequenceInput> inputs;
+  std::vector<Sequence*> sampled;  // sequences whose logits row is a next-token distribution
+  int64_t tokens = 0;
+  for (auto& s : active) {
+    if (s->cache.max_length() == 0) s->cache = model_.new_cache();
+    const auto& prompt = s->request.prompt;
+    const int64_t left = static_cast<int64_t>(prompt.size()) - s->prefilled;
+    SequenceInput in{&s->cache, {}, false, s->request.options.adapter};
+    if (left > 0) {
+      const int64_t n = std::min(left, options_.prefill_chunk);
+      in.tokens = std::span<const int32_t>(prompt).subspan(s->prefilled, n);
+      s->prefilled += n;
+    } else {
+      in.tokens = {&s->next_input, 1};
+    }
+    tokens += static_cast<int64_t>(in.tokens.size());
+    inputs.push_back(in);
+    sampled.push_back(s->prefilled == static_cast<int64_t>(prompt.size()) ? s.get() : nullptr);
+  }
+  std::vector<float> logits;
+  if (!inputs.empty()) {
+    const auto start = std::chrono::steady_clock::now();
+    try {
+      model_.forward(inputs, &logits, pool_);
+    } catch (const std::exception& e) {
+      for (auto& s : active) {
+        out.emplace_back(s->channel, RE{"", true, "error", e.what(), s->decoder->prompt_tokens(), 0});
+      }
+      active.clear();
+      return out;
+    }
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    {
+      std::lock_guard lock(mutex_);
+      last_.last_batch_sequences = static_cast<int64_t>(inputs.size());
+      last_.last_batch_tokens = tokens;
+    }
+    if (on_batch) on_batch(static_cast<int64_t>(inputs.size()), tokens, seconds);
+  }
+  const int64_t V = model_.config().vocab_size;
+  for (size_t i = 0; i < sampled.size(); ++i) {
+    Sequence* s = sampled[i];
+    if (s == nullptr) continue;  // mid-prompt chunk: its logits predict nothing yet
+    std::string text = s->decoder->step(std::span<float>(logits).subspan(i * V, V));
+    if (!s->decoder->done()) s->next_input = s->decoder->tokens().back();
+    if (!text.empty() || s->decoder->done()) {
+      RE e{std::move(text), s->decoder->done(), "", "", 0, 0};
+      if (e.done) {
+        e.finish_reason = s->decoder->finish_reason();
+        e.prompt_tokens = s->decoder->prompt_tokens();
+        e.completion_tokens = static_cast<int64_t>(s->decoder->tokens().size());
+      }
+      out.emplace_back(s->channel, std::move(e));
+    }
+  }
+  std::erase_if(active, [](const std::unique_ptr<Sequence>& s) { return s->decoder->done(); });
+  return out;
+}
+
+}  // namespace bitdelta

@@ -1,0 +1,102 @@
+// Continuous batching across tenants: one engine thread runs the model; requests join the
+// running batch between forward passes, each with its own KV cache and adapter, and sequences of
+// different users decode in the same forward through the fused multi-tenant path. Long prompts
+// are prefilled in chunks so they do not stall the others.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "model/generate.h"
+#include "model/transformer.h"
+#include "tokenizer/tokenizer.h"
+
+namespace bitdelta {
+
+// What a request hears back, in order: text pieces, then one end. Written by the engine thread,
+// read by the request's thread (e.g. an HTTP handler streaming it out).
+class RequestChannel {
+ public:
+  struct Event {
+    std::string text;                   // a piece of final text (may be empty at the end)
+    bool done = false;
+    std::string finish_reason;          // "stop", "length", "cancelled" or "error"
+    std::string error;                  // set when finish_reason is "error"
+    int64_t prompt_tokens = 0, completion_tokens = 0;
+  };
+  // Blocks until the next event (or `timeout` passes: nullopt).
+  std::optional<Event> next(std::chrono::milliseconds timeout);
+  // The reader went away (client disconnected): the engine drops the sequence at its next step.
+  void cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+
+  void push(Event e);  // engine side
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::deque<Event> events_;
+  std::atomic<bool> cancelled_{false};
+};
+
+struct SchedulerRequest {
+  std::vector<int32_t> prompt;
+  GenerateOptions options;                // options.adapter: the user's adapter or null
+  std::shared_ptr<const void> adapter_pin;  // keeps the adapter loaded while the request lives
+};
+
+struct SchedulerOptions {
+  int64_t max_batch = 8;       // sequences in one forward
+  int64_t max_queue = 64;      // waiting requests beyond the batch; more are refused
+  int64_t prefill_chunk = 128; // prompt tokens per sequence per forward
+};
+
+struct SchedulerStats {
+  int64_t queued = 0, active = 0;
+  int64_t last_batch_sequences = 0, last_batch_tokens = 0;
+};
+
+class Scheduler {
+ public:
+  Scheduler(Transformer& model, const Tokenizer& tokenizer, SchedulerOptions options,
+            ThreadPool& pool);
+  ~Scheduler();  // drains: finishes every accepted request, then stops
+
+  // Queues a request; nullptr when the queue is full (the caller answers 429). Options are
+  // validated here (Error for bad values).
+  std::shared_ptr<RequestChannel> submit(SchedulerRequest request);
+  // Stops accepting, finishes what was accepted, then returns.
+  void drain();
+  SchedulerStats stats() const;
+  // Called after every forward with (sequences, tokens) and per new token's sequence; for metrics.
+  std::function<void(int64_t sequences, int64_t tokens, double seconds)> on_batch;
+
+ private:
+  struct Sequence;
+  using Outgoing = std::pair<std::shared_ptr<RequestChannel>, RequestChannel::Event>;
+  void loop();
+  std::vector<Outgoing> step(std::vector<std::unique_ptr<Sequence>>& active);
+
+  Transformer& model_;
+  const Tokenizer& tokenizer_;
+  SchedulerOptions options_;
+  ThreadPool& pool_;
+  mutable std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::unique_ptr<Sequence>> queue_;
+  int64_t active_count_ = 0;
+  SchedulerStats last_;
+  bool draining_ = false;
+  std::thread thread_;
+};
+
+}  // namespace bitdelta

@@ -1,0 +1,603 @@
+#include "serve/server.h"
+
+#include <fmt/format.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <optional>
+#include <random>
+
+#include "delta/adapter_id.h"
+#include "serve/adapter_cache.h"
+#include "serve/auth.h"
+#include "serve/metrics.h"
+#include "serve/scheduler.h"
+#include "store/adapter_store.h"
+#include "tokenizer/chat_template.h"
+#include "util/error.h"
+#include "util/log.h"
+#include "util/sha256.h"
+
+namespace bitdelta {
+
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+
+// An error the client caused or should know about, answered in OpenAI's error shape.
+struct HttpError {
+  int status;
+  std::string message, type, code;
+};
+
+[[noreturn]] void http_fail(int status, std::string message, std::string type = "invalid_request_error",
+                            std::string code = "") {
+  throw HttpError{status, std::move(message), std::move(type), std::move(code)};
+}
+
+void write_error(httplib::Response& res, const HttpError& e) {
+  res.status = e.status;
+  json err{{"message", e.message}, {"type", e.type}, {"param", nullptr},
+           {"code", e.code.empty() ? json(nullptr) : json(e.code)}};
+  res.set_content(json{{"error", err}}.dump(), "application/json");
+}
+
+std::string random_id(const char* prefix) {
+  thread_local std::mt19937_64 rng{std::random_device{}()};
+  return fmt::format("{}-{:016x}", prefix, rng());
+}
+
+int64_t unix_now() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The request's parameters shared by both endpoints.
+struct Sampling {
+  GenerateOptions options;
+  bool stream = false;
+};
+
+}  // namespace
+
+struct Server::Impl {
+  ServeOptions o;
+  std::unique_ptr<Transformer> model;
+  std::optional<Tokenizer> tokenizer;
+  std::optional<ChatTemplate> chat;
+  std::optional<AdapterStore> store;
+  std::optional<ApiKeys> keys;
+  MetricsRegistry metrics;
+  ThreadPool& pool = default_thread_pool();
+  std::optional<AdapterCache> cache;
+  std::optional<Scheduler> scheduler;
+  std::string base_name, base_fingerprint;
+  std::vector<int32_t> stop_ids;
+  httplib::Server http;
+  int port = 0;
+  std::atomic<bool> stopping{false};
+  std::atomic<int64_t> in_flight{0};
+
+  CounterFamily requests = metrics.counter_family(
+      "bitdelta_http_requests_total", "HTTP requests by endpoint and status", {"endpoint", "status"});
+  Counter prompt_tokens = metrics.counter("bitdelta_prompt_tokens_total", "Prompt tokens processed");
+  Counter completion_tokens =
+      metrics.counter("bitdelta_completion_tokens_total", "Tokens generated");
+  Gauge queue_gauge = metrics.gauge("bitdelta_queue_length", "Requests waiting for a batch slot");
+  Gauge active_gauge = metrics.gauge("bitdelta_active_sequences", "Sequences in the running batch");
+  Histogram batch_size = metrics.histogram("bitdelta_batch_sequences",
+                                           "Sequences per forward pass", {1, 2, 4, 8, 16, 32, 64});
+  Histogram ttft = metrics.histogram("bitdelta_time_to_first_token_seconds",
+                                     "From request to its first generated text",
+                                     default_latency_buckets());
+  Histogram itl = metrics.histogram("bitdelta_inter_token_latency_seconds",
+                                    "Between consecutive streamed pieces of a request",
+                                    exponential_buckets(0.001, 2, 14));
+
+  explicit Impl(const ServeOptions& options) : o(options) {
+    const bool loopback = o.host == "127.0.0.1" || o.host == "localhost" || o.host == "::1";
+    if (o.api_keys.empty()) {
+      if (!loopback) {
+        fail("refusing to serve on {} without --api-keys: anyone could use and change every "
+             "adapter; give --api-keys FILE or bind to 127.0.0.1",
+             o.host);
+      }
+      keys.emplace(ApiKeys::none());
+      spdlog::warn("no --api-keys: authentication is off; listening on loopback only ({})", o.host);
+    } else {
+      keys.emplace(ApiKeys::load(o.api_keys));
+    }
+    model = Transformer::load(o.model);
+    tokenizer.emplace(Tokenizer::from_folder(o.model));
+    try {
+      chat.emplace(ChatTemplate::detect(*tokenizer, model->config().model_type));
+    } catch (const Error&) {
+      // No supported template: /v1/chat/completions answers 400, completions still work.
+    }
+    if (tokenizer->eos_id()) stop_ids.push_back(*tokenizer->eos_id());
+    for (const char* end : {"<|im_end|>", "<|eot_id|>", "<|endoftext|>"}) {
+      if (auto id = tokenizer->token_id(end)) stop_ids.push_back(*id);
+    }
+    store.emplace(AdapterStore::open(o.store));
+    base_name = o.model.filename().string();
+    if (base_name.empty()) base_name = o.model.parent_path().filename().string();
+    {
+      BaseFingerprints fp(model->files());
+      base_fingerprint = fp.fingerprint(model->files().names(), pool);
+    }
+    cache.emplace(*model, static_cast<uint64_t>(o.adapter_cache_mb) << 20, metrics, pool);
+    scheduler.emplace(*model, *tokenizer,
+                      SchedulerOptions{o.max_batch, o.max_queue, o.prefill_chunk}, pool);
+    scheduler->on_batch = [this](int64_t sequences, int64_t, double) {
+      batch_size.observe(static_cast<double>(sequences));
+    };
+    routes();
+    http.set_payload_max_length(static_cast<size_t>(o.max_body_bytes));
+    http.new_task_queue = [n = o.http_threads] { return new httplib::ThreadPool(n); };
+    if (o.port == 0) {
+      port = http.bind_to_any_port(o.host);
+    } else if (http.bind_to_port(o.host, o.port)) {
+      port = o.port;
+    } else {
+      port = -1;
+    }
+    if (port < 0) fail("cannot listen on {}:{} (in use, or not an address of this machine)", o.host, o.port);
+  }
+
+  // Who is calling: 401 without a valid key (when keys are configured).
+  Principal authenticate(const httplib::Request& req) const {
+    if (!keys->enabled()) return *keys->authenticate("");
+    const std::string header = req.get_header_value("Authorization");
+    auto token = parse_bearer(header);
+    std::optional<Principal> p = token ? keys->authenticate(*token) : std::nullopt;
+    sha256_thread_done();
+    if (!p) {
+      http_fail(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
+                "authentication_error", "invalid_api_key");
+    }
+    return *p;
+  }
+
+  // A stored adapter the principal may use, or 404 — the same answer whether it does not exist
+  // or belongs to someone else, so existence is never revealed.
+  AdapterRecord resolve(const Principal& who, const std::string& name) const {
+    const std::string not_found = fmt::format(
+        "The model '{}' does not exist or you do not have access to it.", name);
+    AdapterId id;
+    try {
+      id = AdapterId::parse(name, /*allow_latest=*/true);
+    } catch (const Error&) {
+      http_fail(404, not_found, "invalid_request_error", "model_not_found");
+    }
+    if (!may_use(who, id)) http_fail(404, not_found, "invalid_request_error", "model_not_found");
+    std::optional<AdapterRecord> r = store->find(id);
+    if (!r || r->base_fingerprint != base_fingerprint) {
+      http_fail(404, not_found, "invalid_request_error", "model_not_found");
+    }
+    return *r;
+  }
+
+  static json parse_body(const httplib::Request& req) {
+    json body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded() || !body.is_object()) {
+      http_fail(400, "the request body is not a JSON object");
+    }
+    return body;
+  }
+
+  template <typename T>
+  static std::optional<T> field(const json& body, const char* name, json::value_t type1,
+                                json::value_t type2 = json::value_t::null) {
+    auto it = body.find(name);
+    if (it == body.end() || it->is_null()) return std::nullopt;
+    const bool number = type1 == json::value_t::number_float;
+    if (number ? !it->is_number() : (it->type() != type1 && it->type() != type2)) {
+      http_fail(400, fmt::format("'{}' has the wrong type", name));
+    }
+    return it->get<T>();
+  }
+
+  // max_tokens stays -1 when the request does not say (filled in once the prompt is known).
+  Sampling sampling(const json& body) const {
+    Sampling s;
+    auto& opt = s.options;
+    opt.max_tokens = -1;
+    if (auto v = field<int64_t>(body, "max_tokens", json::value_t::number_unsigned,
+                                json::value_t::number_integer)) {
+      opt.max_tokens = *v;
+    }
+    if (auto v = field<int64_t>(body, "max_completion_tokens", json::value_t::number_unsigned,
+                                json::value_t::number_integer)) {
+      opt.max_tokens = *v;
+    }
+    if (opt.max_tokens < -1 || opt.max_tokens > o.max_tokens_limit ||
+        (opt.max_tokens == -1 && body.contains("max_tokens") && !body["max_tokens"].is_null())) {
+      http_fail(400, fmt::format("max_tokens must be between 0 and {}", o.max_tokens_limit));
+    }
+    opt.sampling.temperature = field<double>(body, "temperature", json::value_t::number_float).value_or(1.0);
+    opt.sampling.top_p = field<double>(body, "top_p", json::value_t::number_float).value_or(1.0);
+    if (auto seed = field<int64_t>(body, "seed", json::value_t::number_unsigned,
+                                   json::value_t::number_integer)) {
+      opt.sampling.seed = static_cast<uint64_t>(*seed);
+    } else {
+      opt.sampling.seed = std::random_device{}();
+    }
+    if (auto n = field<int64_t>(body, "n", json::value_t::number_unsigned,
+                                json::value_t::number_integer);
+        n && *n != 1) {
+      http_fail(400, "only n = 1 is supported");
+    }
+    if (auto it = body.find("stop"); it != body.end() && !it->is_null()) {
+      auto add = [&](const json& v) {
+        if (!v.is_string() || v.get<std::string>().empty()) {
+          http_fail(400, "'stop' must be a non-empty string or a list of up to 4 of them");
+        }
+        opt.stop_strings.push_back(v.get<std::string>());
+      };
+      if (it->is_array()) {
+        if (it->size() > 4) http_fail(400, "'stop' may hold at most 4 strings");
+        for (const json& v : *it) add(v);
+      } else {
+        add(*it);
+      }
+    }
+    s.stream = field<bool>(body, "stream", json::value_t::boolean).value_or(false);
+    opt.stop_ids = stop_ids;
+    try {
+      validate(opt.sampling);
+    } catch (const Error& e) {
+      http_fail(400, e.what());
+    }
+    return s;
+  }
+
+  void routes() {
+    http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(json{{"status", stopping ? "draining" : "ok"}}.dump(), "application/json");
+    });
+    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      const SchedulerStats s = scheduler->stats();
+      queue_gauge.set(static_cast<double>(s.queued));
+      active_gauge.set(static_cast<double>(s.active));
+      res.set_content(metrics.render(), std::string(kPrometheusContentType));
+    });
+    handle("GET", "/v1/models", "models", [this](const httplib::Request& req, httplib::Response& res) {
+      const Principal who = authenticate(req);
+      json data = json::array();
+      data.push_back({{"id", base_name}, {"object", "model"}, {"created", 0}, {"owned_by", "base"}});
+      for (const AdapterRecord& r : store->list()) {
+        if (r.base_fingerprint != base_fingerprint || !may_list(who, r.id)) continue;
+        data.push_back({{"id", r.id.to_string()}, {"object", "model"}, {"created", 0},
+                        {"owned_by", r.id.domain}});
+      }
+      res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
+    });
+    handle("POST", "/v1/completions", "completions",
+           [this](const httplib::Request& req, httplib::Response& res) { generate(req, res, false); });
+    handle("POST", "/v1/chat/completions", "chat",
+           [this](const httplib::Request& req, httplib::Response& res) { generate(req, res, true); });
+    handle("POST", "/v1/adapters", "adapters", [this](const httplib::Request& req, httplib::Response& res) {
+      const Principal who = authenticate(req);
+      if (!req.has_param("id")) http_fail(400, "give the adapter id: POST /v1/adapters?id=domain/user/vN");
+      AdapterId id;
+      try {
+        id = AdapterId::parse(req.get_param_value("id"));
+      } catch (const Error& e) {
+        http_fail(400, e.what());
+      }
+      if (!may_modify(who, id)) {
+        http_fail(403, "this key may not upload adapters for that user or domain",
+                  "permission_error");
+      }
+      AdapterRecord r;
+      try {
+        r = store->add_bytes(req.body, id, base_fingerprint);
+      } catch (const Error& e) {
+        const bool exists = std::string_view(e.what()).find("already") != std::string_view::npos;
+        http_fail(exists ? 409 : 400, e.what());
+      }
+      res.status = 201;
+      res.set_content(record_json(r).dump(), "application/json");
+    });
+    handle("GET", "/v1/adapters", "adapters", [this](const httplib::Request& req, httplib::Response& res) {
+      const Principal who = authenticate(req);
+      std::optional<std::string> domain, user;
+      if (req.has_param("domain")) domain = req.get_param_value("domain");
+      if (req.has_param("user")) user = req.get_param_value("user");
+      json data = json::array();
+      for (const AdapterRecord& r : store->list(domain, user)) {
+        if (may_list(who, r.id)) data.push_back(record_json(r));
+      }
+      res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
+    });
+    handle("GET", R"(/v1/adapters/(.+))", "adapters",
+           [this](const httplib::Request& req, httplib::Response& res) {
+             const Principal who = authenticate(req);
+             res.set_content(record_json(resolve_any_base(who, req.matches[1])).dump(),
+                             "application/json");
+           });
+    handle("DELETE", R"(/v1/adapters/(.+))", "adapters",
+           [this](const httplib::Request& req, httplib::Response& res) {
+             const Principal who = authenticate(req);
+             const AdapterRecord r = resolve_any_base(who, req.matches[1]);
+             if (!may_modify(who, r.id)) {
+               http_fail(404, fmt::format("adapter '{}' not found", std::string(req.matches[1])),
+                         "invalid_request_error", "not_found");
+             }
+             store->remove(r.id);
+             cache->forget(r.sha256);
+             res.set_content(json{{"id", r.id.to_string()}, {"object", "adapter"}, {"deleted", true}}.dump(),
+                             "application/json");
+           });
+  }
+
+  AdapterRecord resolve_any_base(const Principal& who, const std::string& name) const {
+    const std::string not_found = fmt::format("adapter '{}' not found", name);
+    AdapterId id;
+    try {
+      id = AdapterId::parse(name, true);
+    } catch (const Error&) {
+      http_fail(404, not_found, "invalid_request_error", "not_found");
+    }
+    std::optional<AdapterRecord> r;
+    if (may_list(who, id)) r = store->find(id);
+    if (!r) http_fail(404, not_found, "invalid_request_error", "not_found");
+    return *r;
+  }
+
+  static json record_json(const AdapterRecord& r) {
+    json meta = json::parse(r.metadata_json, nullptr, false);
+    return json{{"id", r.id.to_string()},     {"object", "adapter"},
+                {"domain", r.id.domain},      {"user", r.id.user},
+                {"version", r.id.version},    {"latest", r.latest},
+                {"sha256", r.sha256},         {"bytes", r.file_bytes},
+                {"base_model", r.base_model}, {"base_fingerprint", r.base_fingerprint},
+                {"created_at", r.created_at}, {"metadata", meta.is_discarded() ? json() : meta}};
+  }
+
+  // Wraps a handler: counts it, turns HttpError/Error into OpenAI-shaped answers.
+  template <typename Fn>
+  void handle(const char* method, const char* pattern, const char* endpoint, Fn fn) {
+    auto wrapped = [this, endpoint, fn](const httplib::Request& req, httplib::Response& res) {
+      try {
+        if (stopping) http_fail(503, "the server is shutting down", "server_error");
+        fn(req, res);
+      } catch (const HttpError& e) {
+        write_error(res, e);
+      } catch (const std::exception& e) {
+        write_error(res, {500, e.what(), "server_error", ""});
+      }
+      if (res.status == -1) res.status = 200;  // httplib fills it in after the handler otherwise
+      if (res.status == 429) res.set_header("Retry-After", "1");
+      requests.labels({endpoint, std::to_string(res.status)}).inc();
+    };
+    if (std::string_view(method) == "GET") http.Get(pattern, wrapped);
+    else if (std::string_view(method) == "POST") http.Post(pattern, wrapped);
+    else http.Delete(pattern, wrapped);
+  }
+
+  void generate(const httplib::Request& req, httplib::Response& res, bool chat_request) {
+    const auto start = Clock::now();
+    const Principal who = authenticate(req);
+    const json body = parse_body(req);
+    auto model_name = field<std::string>(body, "model", json::value_t::string);
+    if (!model_name) http_fail(400, "'model' is required: the base model or an adapter id");
+    Sampling s = sampling(body);
+
+    std::shared_ptr<Adapter> adapter;
+    if (*model_name != base_name) {
+      const AdapterRecord r = resolve(who, *model_name);
+      try {
+        adapter = cache->get(r.sha256, store->blob_path(r));  // loaded here, off the engine
+      } catch (const Error& e) {
+        http_fail(500, fmt::format("adapter '{}' could not be loaded: {}", *model_name, e.what()),
+                  "server_error");
+      }
+      s.options.adapter = &adapter->weights();
+    }
+
+    std::vector<int32_t> prompt;
+    if (chat_request) {
+      if (!chat) http_fail(400, "this model has no supported chat template; use /v1/completions");
+      auto it = body.find("messages");
+      if (it == body.end() || !it->is_array() || it->empty()) {
+        http_fail(400, "'messages' must be a non-empty list of {role, content}");
+      }
+      std::vector<ChatMessage> messages;
+      for (const json& m : *it) {
+        if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
+            !m.contains("content") || !m["content"].is_string()) {
+          http_fail(400, "each message needs a string 'role' and a string 'content'");
+        }
+        messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>(), ""});
+      }
+      std::string text;
+      try {
+        text = chat->render(messages, ChatOptions{});
+      } catch (const Error& e) {
+        http_fail(400, e.what());
+      }
+      prompt = tokenizer->encode(text);
+    } else {
+      auto it = body.find("prompt");
+      std::string text;
+      if (it != body.end() && it->is_string()) {
+        text = it->get<std::string>();
+      } else if (it != body.end() && it->is_array() && it->size() == 1 && (*it)[0].is_string()) {
+        text = (*it)[0].get<std::string>();
+      } else {
+        http_fail(400, "'prompt' must be a string (or a list of one string)");
+      }
+      if (tokenizer->add_bos() && tokenizer->bos_id()) prompt.push_back(*tokenizer->bos_id());
+      for (int32_t id : tokenizer->encode(text, /*parse_special=*/false)) prompt.push_back(id);
+    }
+    if (prompt.empty()) http_fail(400, "the prompt is empty");
+    const int64_t context = model->config().max_position_embeddings;
+    if (s.options.max_tokens < 0) {  // OpenAI's defaults: 16 for completions, the rest for chat
+      s.options.max_tokens =
+          chat_request ? std::clamp<int64_t>(context - static_cast<int64_t>(prompt.size()), 0,
+                                             o.max_tokens_limit)
+                       : 16;
+    }
+    const int64_t limit = o.max_prompt_tokens > 0 ? o.max_prompt_tokens
+                                                  : model->config().max_position_embeddings;
+    if (static_cast<int64_t>(prompt.size()) > limit ||
+        static_cast<int64_t>(prompt.size()) + s.options.max_tokens >
+            model->config().max_position_embeddings) {
+      http_fail(400, fmt::format("the prompt has {} tokens; with max_tokens {} that exceeds the "
+                                 "limit ({} prompt tokens, {} in all)",
+                                 prompt.size(), s.options.max_tokens, limit,
+                                 model->config().max_position_embeddings),
+                "invalid_request_error", "context_length_exceeded");
+    }
+
+    std::shared_ptr<RequestChannel> channel =
+        scheduler->submit({std::move(prompt), s.options, adapter});
+    if (!channel) http_fail(429, "too many requests are waiting; retry shortly", "rate_limit_error");
+
+    const std::string id = random_id(chat_request ? "chatcmpl" : "cmpl");
+    const std::string object = chat_request ? "chat.completion" : "text_completion";
+    const int64_t created = unix_now();
+    const std::string name = *model_name;
+    auto usage = [](const RequestChannel::Event& e) {
+      return json{{"prompt_tokens", e.prompt_tokens},
+                  {"completion_tokens", e.completion_tokens},
+                  {"total_tokens", e.prompt_tokens + e.completion_tokens}};
+    };
+    auto count = [this](const RequestChannel::Event& e) {
+      prompt_tokens.inc(static_cast<double>(e.prompt_tokens));
+      completion_tokens.inc(static_cast<double>(e.completion_tokens));
+    };
+
+    if (!s.stream) {
+      std::string text;
+      bool first = true;
+      while (true) {
+        auto e = channel->next(std::chrono::seconds(600));
+        if (!e) {
+          channel->cancel();
+          http_fail(500, "generation timed out", "server_error");
+        }
+        if (first && !e->text.empty()) {
+          ttft.observe(std::chrono::duration<double>(Clock::now() - start).count());
+          first = false;
+        }
+        text += e->text;
+        if (!e->done) continue;
+        if (e->finish_reason == "error") http_fail(500, e->error, "server_error");
+        count(*e);
+        json choice = chat_request
+                          ? json{{"index", 0},
+                                 {"message", {{"role", "assistant"}, {"content", text}}},
+                                 {"logprobs", nullptr},
+                                 {"finish_reason", e->finish_reason}}
+                          : json{{"index", 0}, {"text", text}, {"logprobs", nullptr},
+                                 {"finish_reason", e->finish_reason}};
+        res.set_content(json{{"id", id},
+                             {"object", object},
+                             {"created", created},
+                             {"model", name},
+                             {"choices", json::array({choice})},
+                             {"usage", usage(*e)}}
+                            .dump(),
+                        "application/json");
+        return;
+      }
+    }
+
+    // Server-sent events: one chunk per piece of text, a last one with finish_reason and usage,
+    // then [DONE]. A client that goes away cancels the request (its KV cache is freed).
+    const std::string chunk_object = chat_request ? "chat.completion.chunk" : "text_completion";
+    auto state = std::make_shared<std::pair<bool, Clock::time_point>>(true, start);
+    in_flight++;
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [=, this](size_t, httplib::DataSink& sink) {
+          auto send = [&](const json& j) {
+            const std::string line = "data: " + j.dump() + "\n\n";
+            return sink.write(line.data(), line.size());
+          };
+          auto chunk = [&](const std::string& text, const json& finish) {
+            json choice = chat_request
+                              ? json{{"index", 0},
+                                     {"delta", text.empty() && finish.is_null()
+                                                   ? json{{"role", "assistant"}, {"content", ""}}
+                                                   : json{{"content", text}}},
+                                     {"logprobs", nullptr},
+                                     {"finish_reason", finish}}
+                              : json{{"index", 0}, {"text", text}, {"logprobs", nullptr},
+                                     {"finish_reason", finish}};
+            return json{{"id", id},           {"object", chunk_object}, {"created", created},
+                        {"model", name},      {"choices", json::array({choice})}};
+          };
+          if (chat_request && state->first && !send(chunk("", nullptr))) {
+            channel->cancel();
+            return false;
+          }
+          while (true) {
+            auto e = channel->next(std::chrono::milliseconds(200));
+            if (!e) {
+              if (!sink.is_writable()) {
+                channel->cancel();
+                return false;
+              }
+              continue;
+            }
+            const auto now = Clock::now();
+            if (!e->text.empty()) {
+              (state->first ? ttft : itl)
+                  .observe(std::chrono::duration<double>(now - state->second).count());
+              state->first = false;
+              state->second = now;
+              if (!send(chunk(e->text, nullptr))) {
+                channel->cancel();
+                return false;
+              }
+            }
+            if (!e->done) continue;
+            if (e->finish_reason == "error") {
+              send(json{{"error", {{"message", e->error}, {"type", "server_error"}}}});
+            } else {
+              count(*e);
+              json last = chunk("", e->finish_reason);
+              last["usage"] = usage(*e);
+              send(last);
+            }
+            const std::string done = "data: [DONE]\n\n";
+            sink.write(done.data(), done.size());
+            sink.done();
+            return true;
+          }
+        },
+        [this, channel](bool) {
+          channel->cancel();  // no effect once finished; frees the sequence if the client left
+          in_flight--;
+        });
+  }
+};
+
+Server::Server(const ServeOptions& options) : impl_(std::make_unique<Impl>(options)) {}
+Server::~Server() = default;
+int Server::port() const { return impl_->port; }
+
+void Server::run() {
+  impl_->http.listen_after_bind();
+  impl_->scheduler->drain();
+}
+
+void Server::stop() {
+  Impl& s = *impl_;
+  if (s.stopping.exchange(true)) return;
+  // Finish what was accepted, let the streams write their last events, then close.
+  s.scheduler->drain();
+  while (s.in_flight > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  s.http.stop();
+}
+
+}  // namespace bitdelta

@@ -1,0 +1,43 @@
+// The OpenAI-compatible HTTP server: one process, one base model, every user's adapter. Requests
+// name an adapter (or the base) as their `model`; the scheduler batches all users together.
+// API contract: the HTTP section of ../shared/design/ARCHITECTURE.md.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+
+namespace bitdelta {
+
+struct ServeOptions {
+  std::filesystem::path model, store;
+  std::string host = "127.0.0.1";
+  int port = 8080;                       // 0: any free port (see Server::port)
+  std::filesystem::path api_keys;        // empty: no authentication (loopback hosts only)
+  int64_t max_batch = 8;
+  int64_t max_queue = 64;
+  int64_t prefill_chunk = 128;
+  int64_t adapter_cache_mb = 1024;
+  int64_t max_body_bytes = 512 << 20;    // uploads included
+  int64_t max_prompt_tokens = 0;         // 0: the model's context
+  int64_t max_tokens_limit = 4096;       // the largest max_tokens a request may ask for
+  int http_threads = 16;
+};
+
+class Server {
+ public:
+  // Loads the model, opens the store and binds the socket; throws Error with the reason.
+  explicit Server(const ServeOptions& options);
+  ~Server();
+  int port() const;  // the bound port
+  // Serves until stop(): then refuses new work (503), finishes every accepted request, returns.
+  void run();
+  void stop();  // safe from a signal-watching thread
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bitdelta

@@ -1,0 +1,66 @@
+// The embedded adapter store: a local folder of content-addressed blobs (blobs/sha256/ab/<hex>)
+// and a SQLite registry (registry.db) of adapter records. No server process is needed. Safe for
+// several threads of one process and for several processes on one folder (SQLite's locking).
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "delta/adapter_id.h"
+
+namespace bitdelta {
+
+struct AdapterRecord {
+  AdapterId id;
+  std::string sha256;            // of the whole .bdelta file; names its blob
+  uint64_t file_bytes = 0;
+  std::string base_fingerprint;  // from the file's metadata
+  std::string base_model;        // from the file's metadata
+  std::string metadata_json;     // the file's metadata, all of it, as one JSON object
+  std::string created_at;        // RFC 3339, when it entered the store
+  bool latest = false;           // the highest version of its domain/user
+};
+
+class AdapterStore {
+ public:
+  // Opens or creates the store in `dir` (created if missing). Throws Error if it is not a store.
+  static AdapterStore open(const std::filesystem::path& dir);
+
+  // Validates `file` as a .bdelta (Adapter::open: format, metadata, finite non-negative scales)
+  // and, when `expected_base_fingerprint` is given, that it was made for that base; then copies
+  // it into its blob (atomically) and registers it under `id` (default: the file's adapter_id).
+  // Refuses an id that already exists. Nothing is left behind when anything fails.
+  AdapterRecord add(const std::filesystem::path& file, std::optional<AdapterId> id = {},
+                    std::optional<std::string> expected_base_fingerprint = {});
+  // The same from bytes in memory (an HTTP upload): written to a temp file in the store first.
+  AdapterRecord add_bytes(std::string_view bytes, std::optional<AdapterId> id = {},
+                          std::optional<std::string> expected_base_fingerprint = {});
+
+  // "domain/user/vN" exactly, or "domain/user" (version 0) for its latest version.
+  std::optional<AdapterRecord> find(const AdapterId& id) const;
+  // Every record, ordered by domain, user, version; filters are exact matches when given.
+  std::vector<AdapterRecord> list(std::optional<std::string> domain = {},
+                                  std::optional<std::string> user = {}) const;
+  // Removes the record; the blob goes too when no other record points at it. False if absent.
+  bool remove(const AdapterId& id);
+
+  // Where the record's blob lives (never derived from the id: ids never become paths).
+  std::filesystem::path blob_path(const AdapterRecord& record) const;
+  const std::filesystem::path& dir() const;
+
+  AdapterStore(AdapterStore&&) noexcept;
+  AdapterStore& operator=(AdapterStore&&) noexcept;
+  ~AdapterStore();
+
+ private:
+  struct Impl;
+  explicit AdapterStore(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace bitdelta

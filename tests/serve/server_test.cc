@@ -1,0 +1,380 @@
+// The server as a real process: `bitdelta serve` on a free loopback port, driven over HTTP.
+// Base and users' adapters answer differently and exactly as `bitdelta generate --adapter`;
+// streams; OpenAI-shaped errors; tenant isolation on every endpoint; uploads validated with no
+// trace on failure; concurrent streams of different users; SIGTERM drains.
+#include <gtest/gtest.h>
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <thread>
+
+#include "store/store_test_util.h"
+#include "support/test_support.h"
+#include "util/files.h"
+
+namespace bitdelta {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// A `bitdelta serve` child process; its port is read from the line it prints.
+class ServerProcess {
+ public:
+  ServerProcess(const std::string& args, const fs::path& log) {
+    pid_ = fork();
+    if (pid_ == 0) {
+      const std::string cmd = std::string("exec '") + BITDELTA_CLI_PATH + "' serve --port 0 " +
+                              args + " >'" + log.string() + "' 2>&1";
+      execl("/bin/sh", "sh", "-c", cmd.c_str(), nullptr);
+      _exit(127);
+    }
+    for (int i = 0; i < 600 && port_ == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      std::ifstream in(log);
+      std::string line;
+      while (std::getline(in, line)) {
+        auto at = line.rfind(':');
+        if (line.rfind("serving ", 0) == 0 && at != std::string::npos) {
+          port_ = std::stoi(line.substr(at + 1));
+        }
+      }
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = -1;
+        ADD_FAILURE() << "the server exited: " << testing::read_text(log);
+        return;
+      }
+    }
+    EXPECT_GT(port_, 0) << testing::read_text(log);
+  }
+  ~ServerProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+  int port() const { return port_; }
+  // SIGTERM, then the exit code.
+  int terminate() {
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int port_ = 0;
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    const auto& a = testing::StoreAssets::get();
+    dir_ = new testing::ScratchDir();
+    for (const auto& f : {a.alice_v1(), a.alice_v2(), a.bob_v1()}) {
+      auto r = testing::run_cli("store add --store " + (*dir_ / "store").string() + " " +
+                                f.string() + " --model " + a.base().string());
+      ASSERT_EQ(r.exit_code, 0) << r.err;
+    }
+    testing::write_text(*dir_ / "keys.json", R"({"keys": [
+      {"key": "admin-key", "role": "admin"},
+      {"key": "alice-key", "role": "tenant", "users": ["alice"]},
+      {"key": "edu-key", "role": "tenant", "domains": ["education"]}]})");
+    server_ = new ServerProcess("--model " + a.base().string() + " --store " +
+                                    (*dir_ / "store").string() + " --api-keys " +
+                                    (*dir_ / "keys.json").string() + " --max-batch 4",
+                                *dir_ / "server.log");
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    delete dir_;
+  }
+
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", server_->port());
+    c.set_read_timeout(60, 0);
+    return c;
+  }
+  static httplib::Headers auth(const std::string& key) {
+    return {{"Authorization", "Bearer " + key}};
+  }
+  json post(const std::string& path, const json& body, const std::string& key, int expect) {
+    auto res = client().Post(path, auth(key), body.dump(), "application/json");
+    EXPECT_TRUE(res) << path;
+    if (!res) return {};
+    EXPECT_EQ(res->status, expect) << path << " " << res->body;
+    return json::parse(res->body, nullptr, false);
+  }
+  // What `bitdelta generate` prints for the same prompt (greedy), the reference.
+  static std::string cli_generate(const std::string& adapter, const std::string& prompt, int n) {
+    const auto& a = testing::StoreAssets::get();
+    auto r = testing::run_cli("generate --model " + a.base().string() +
+                              (adapter.empty() ? "" : " --adapter " + adapter) + " --prompt '" +
+                              prompt + "' --max-tokens " + std::to_string(n) + " --ignore-eos");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  }
+
+  static testing::ScratchDir* dir_;
+  static ServerProcess* server_;
+};
+testing::ScratchDir* ServerTest::dir_ = nullptr;
+ServerProcess* ServerTest::server_ = nullptr;
+
+TEST_F(ServerTest, BaseAndAdaptersAnswerLikeGenerate) {
+  const auto& a = testing::StoreAssets::get();
+  auto completion = [&](const std::string& model) {
+    json r = post("/v1/completions",
+                  {{"model", model}, {"prompt", "Once upon a time"}, {"max_tokens", 24},
+                   {"temperature", 0}, {"stop", json::array()}},
+                  "admin-key", 200);
+    EXPECT_EQ(r["object"], "text_completion");
+    EXPECT_EQ(r["usage"]["completion_tokens"], 24);
+    return r["choices"][0]["text"].get<std::string>();
+  };
+  const std::string base = completion("base"), alice = completion("gaming/alice/v1"),
+                    bob = completion("education/bob");
+  EXPECT_NE(base, alice);
+  EXPECT_NE(alice, bob);
+  EXPECT_NE(cli_generate("", "Once upon a time", 24).find(base), std::string::npos);
+  EXPECT_NE(cli_generate(a.alice_v1().string(), "Once upon a time", 24).find(alice),
+            std::string::npos);
+  EXPECT_NE(cli_generate(a.bob_v1().string(), "Once upon a time", 24).find(bob),
+            std::string::npos);
+  // "gaming/alice" is the latest version, v2.
+  EXPECT_EQ(completion("gaming/alice"), completion("gaming/alice/v2"));
+}
+
+TEST_F(ServerTest, ChatStreamsServerSentEventsEndingInDone) {
+  auto res = client().Post("/v1/chat/completions", auth("alice-key"),
+                           json{{"model", "gaming/alice/v1"},
+                                {"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+                                {"max_tokens", 10},
+                                {"temperature", 0},
+                                {"stream", true}}
+                               .dump(),
+                           "application/json");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 200) << res->body;
+  EXPECT_NE(res->get_header_value("Content-Type").find("text/event-stream"), std::string::npos);
+  std::string text;
+  json last;
+  size_t events = 0;
+  std::istringstream lines(res->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind("data: ", 0) != 0) continue;
+    ++events;
+    if (line == "data: [DONE]") break;
+    last = json::parse(line.substr(6));
+    EXPECT_EQ(last["object"], "chat.completion.chunk");
+    text += last["choices"][0]["delta"].value("content", "");
+  }
+  EXPECT_GE(events, 3u);
+  EXPECT_EQ(last["choices"][0]["finish_reason"], "length");
+  EXPECT_EQ(last["usage"]["completion_tokens"], 10);
+  json whole = post("/v1/chat/completions",
+                    {{"model", "gaming/alice/v1"},
+                     {"messages", {{{"role", "user"}, {"content", "Hi"}}}},
+                     {"max_tokens", 10},
+                     {"temperature", 0}},
+                    "alice-key", 200);
+  EXPECT_EQ(whole["choices"][0]["message"]["content"], text);
+}
+
+TEST_F(ServerTest, ErrorsAreOpenAIShaped) {
+  json r = post("/v1/completions", {{"model", "gaming/nobody/v1"}, {"prompt", "x"}}, "admin-key",
+                404);
+  EXPECT_EQ(r["error"]["code"], "model_not_found");
+  r = post("/v1/completions", {{"model", "base"}, {"prompt", "x"}, {"temperature", -1}},
+           "admin-key", 400);
+  EXPECT_EQ(r["error"]["type"], "invalid_request_error");
+  post("/v1/completions", {{"model", "base"}, {"prompt", "x"}, {"n", 2}}, "admin-key", 400);
+  post("/v1/completions", {{"model", "base"}, {"prompt", "x"}, {"max_tokens", 100000}},
+       "admin-key", 400);
+  post("/v1/completions", {{"prompt", "x"}}, "admin-key", 400);
+  auto res = client().Post("/v1/completions", auth("admin-key"), "{not json", "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400);
+  res = client().Post("/v1/completions", json{{"model", "base"}, {"prompt", "x"}}.dump(),
+                      "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 401);
+  EXPECT_EQ(client().Get("/health")->status, 200);
+  auto metrics = client().Get("/metrics");
+  EXPECT_NE(metrics->body.find("bitdelta_http_requests_total{endpoint=\"completions\",status=\"400\"}"),
+            std::string::npos);
+}
+
+TEST_F(ServerTest, TenantsSeeAndTouchOnlyTheirOwn) {
+  // alice-key: gaming/alice only; edu-key: the education domain (bob).
+  post("/v1/completions", {{"model", "gaming/alice/v1"}, {"prompt", "x"}, {"max_tokens", 1}},
+       "alice-key", 200);
+  json r = post("/v1/completions",
+                {{"model", "education/bob/v1"}, {"prompt", "x"}, {"max_tokens", 1}}, "alice-key",
+                404);
+  EXPECT_EQ(r["error"]["message"],
+            "The model 'education/bob/v1' does not exist or you do not have access to it.");
+  post("/v1/completions", {{"model", "base"}, {"prompt", "x"}, {"max_tokens", 1}}, "edu-key", 200);
+
+  auto ids = [&](const std::string& path, const std::string& key) {
+    auto res = client().Get(path, auth(key));
+    EXPECT_EQ(res->status, 200);
+    std::set<std::string> out;
+    const json body = json::parse(res->body);
+    for (const json& m : body["data"]) out.insert(m["id"].get<std::string>());
+    return out;
+  };
+  EXPECT_EQ(ids("/v1/models", "alice-key"),
+            (std::set<std::string>{"base", "gaming/alice/v1", "gaming/alice/v2"}));
+  EXPECT_EQ(ids("/v1/models", "edu-key"), (std::set<std::string>{"base", "education/bob/v1"}));
+  EXPECT_EQ(ids("/v1/adapters", "edu-key"), (std::set<std::string>{"education/bob/v1"}));
+  EXPECT_EQ(client().Get("/v1/adapters/education/bob/v1", auth("alice-key"))->status, 404);
+  EXPECT_EQ(client().Get("/v1/adapters/education/bob/v1", auth("edu-key"))->status, 200);
+  EXPECT_EQ(client().Delete("/v1/adapters/education/bob/v1", auth("alice-key"))->status, 404);
+  const std::string bytes = read_file(testing::StoreAssets::get().bob_v1());
+  auto up = client().Post("/v1/adapters?id=education/mallory/v1", auth("alice-key"), bytes,
+                          "application/octet-stream");
+  EXPECT_EQ(up->status, 403);
+  EXPECT_EQ(ids("/v1/adapters", "admin-key").count("education/mallory/v1"), 0u);
+}
+
+TEST_F(ServerTest, UploadsAreValidatedAndCorruptOnesLeaveNoTrace) {
+  const std::string bytes = read_file(testing::StoreAssets::get().bob_v1());
+  auto count_files = [&] {  // SQLite's own -wal/-shm files come and go: not counted
+    std::set<std::string> files;
+    for (auto& e : fs::recursive_directory_iterator(*dir_ / "store")) {
+      const std::string name = e.path().filename().string();
+      if (e.is_regular_file() && name.find("registry.db-") == std::string::npos) {
+        files.insert(e.path().string());
+      }
+    }
+    return files;
+  };
+  const std::set<std::string> before = count_files();
+  std::string corrupt = bytes;
+  corrupt[corrupt.size() / 2] ^= 0x5a;
+  corrupt.resize(corrupt.size() - 100);
+  auto res = client().Post("/v1/adapters?id=education/eve/v1", auth("edu-key"), corrupt,
+                           "application/octet-stream");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 400) << res->body;
+  EXPECT_EQ(count_files(), before);
+  EXPECT_EQ(client().Get("/v1/adapters/education/eve/v1", auth("admin-key"))->status, 404);
+
+  const std::string other = read_file(testing::StoreAssets::get().other_base_adapter());
+  res = client().Post("/v1/adapters?id=education/eve/v1", auth("edu-key"), other,
+                      "application/octet-stream");
+  EXPECT_EQ(res->status, 400) << res->body;  // made for another base
+
+  res = client().Post("/v1/adapters?id=education/eve/v1", auth("edu-key"), bytes,
+                      "application/octet-stream");
+  ASSERT_EQ(res->status, 201) << res->body;
+  EXPECT_EQ(json::parse(res->body)["id"], "education/eve/v1");
+  post("/v1/completions", {{"model", "education/eve"}, {"prompt", "x"}, {"max_tokens", 2}},
+       "edu-key", 200);
+  res = client().Post("/v1/adapters?id=education/eve/v1", auth("edu-key"), bytes,
+                      "application/octet-stream");
+  EXPECT_EQ(res->status, 409);
+  EXPECT_EQ(client().Delete("/v1/adapters/education/eve/v1", auth("edu-key"))->status, 200);
+  post("/v1/completions", {{"model", "education/eve"}, {"prompt", "x"}, {"max_tokens", 2}},
+       "edu-key", 404);
+}
+
+TEST_F(ServerTest, ConcurrentStreamsOfDifferentUsersMatchRunningAlone) {
+  const char* models[] = {"base", "gaming/alice/v1", "gaming/alice/v2", "education/bob/v1"};
+  const char* prompts[] = {"Once upon a time", "The cat", "Tom had a"};
+  std::map<std::pair<int, int>, std::string> alone;
+  for (int m = 0; m < 4; ++m) {
+    for (int p = 0; p < 3; ++p) {
+      alone[{m, p}] = post("/v1/completions",
+                           {{"model", models[m]}, {"prompt", prompts[p]}, {"max_tokens", 16},
+                            {"temperature", 0}},
+                           "admin-key", 200)["choices"][0]["text"];
+    }
+  }
+  std::vector<std::thread> threads;
+  std::vector<std::string> got(12);
+  for (int i = 0; i < 12; ++i) {
+    threads.emplace_back([&, i] {
+      auto res = client().Post("/v1/completions", auth("admin-key"),
+                               json{{"model", models[i % 4]}, {"prompt", prompts[i % 3]},
+                                    {"max_tokens", 16}, {"temperature", 0}, {"stream", true}}
+                                   .dump(),
+                               "application/json");
+      if (!res || res->status != 200) return;
+      std::istringstream lines(res->body);
+      for (std::string line; std::getline(lines, line);) {
+        if (line.rfind("data: {", 0) == 0) {
+          got[i] += json::parse(line.substr(6))["choices"][0]["text"].get<std::string>();
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(got[i], (alone[{i % 4, i % 3}])) << "stream " << i;
+}
+
+// A raw HTTP/1.1 exchange, read as it arrives: the test must see the stream start before it
+// sends SIGTERM.
+class RawStream {
+ public:
+  RawStream(int port, const std::string& body) {
+    fd_ = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
+    const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\n"
+                            "Content-Type: application/json\r\nContent-Length: " +
+                            std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    EXPECT_EQ(write(fd_, req.data(), req.size()), static_cast<ssize_t>(req.size()));
+  }
+  ~RawStream() { close(fd_); }
+  // Reads until `needle` has arrived (or EOF); returns everything read so far.
+  const std::string& read_until(const std::string& needle) {
+    char buf[4096];
+    while (got_.find(needle) == std::string::npos) {
+      const ssize_t n = read(fd_, buf, sizeof buf);
+      if (n <= 0) break;
+      got_.append(buf, static_cast<size_t>(n));
+    }
+    return got_;
+  }
+
+ private:
+  int fd_ = -1;
+  std::string got_;
+};
+
+TEST(ServerProcessTest, SigtermFinishesTheStreamInFlight) {
+  const auto& a = testing::StoreAssets::get();
+  testing::ScratchDir dir;
+  ServerProcess server("--model " + a.base().string() + " --store " + (dir / "store").string() +
+                           " --threads 1",
+                       dir / "log");
+  ASSERT_GT(server.port(), 0);
+  RawStream stream(server.port(), json{{"model", "base"}, {"prompt", "Once"}, {"max_tokens", 500},
+                                       {"temperature", 0}, {"stream", true}}
+                                      .dump());
+  stream.read_until("data: {");  // generating
+  std::thread term([&] { EXPECT_EQ(server.terminate(), 0); });
+  const std::string& all = stream.read_until("data: [DONE]");
+  term.join();
+  EXPECT_NE(all.find("\"completion_tokens\":500"), std::string::npos) << all.substr(0, 300);
+  EXPECT_NE(all.find("data: [DONE]"), std::string::npos);
+  EXPECT_NE(testing::read_text(dir / "log").find("draining"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace bitdelta
