@@ -50,3 +50,25 @@ $bin eval --base "$out/stories260K" --finetuned "$out/user_finetune" --adapter "
 echo "== 9. the same prompt through the base and through the user's adapter"
 $bin generate --model "$out/stories260K" --prompt "ROMEO:" --max-tokens 60
 $bin generate --model "$out/stories260K" --adapter "$out/user.bdelta" --prompt "ROMEO:" --max-tokens 60
+
+echo "== 10. serve: the base and the user's adapter from one process (OpenAI-compatible API)"
+rm -rf "$out/store"
+$bin store add --store "$out/store" "$out/user.bdelta" --model "$out/stories260K"
+$bin serve --model "$out/stories260K" --store "$out/store" --port 0 > "$out/serve.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+port=""
+for _ in $(seq 100); do
+  port=$(sed -n 's/^serving .*:\([0-9]*\)$/\1/p' "$out/serve.log")
+  [ -n "$port" ] && break
+  sleep 0.1
+done
+[ -n "$port" ] || { cat "$out/serve.log"; exit 1; }
+for model in stories260K general/demo-user; do
+  echo "-- model $model:"
+  curl -sS "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
+    -d "{\"model\": \"$model\", \"prompt\": \"ROMEO:\", \"max_tokens\": 40, \"temperature\": 0}" |
+    python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["choices"][0]["text"]); print("usage:", r["usage"])'
+done
+kill -TERM $server
+wait $server

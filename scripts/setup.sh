@@ -12,8 +12,8 @@ packages=(
   libsodium-dev libssl-dev libhwy-dev
   # training's GEMMs (forward and backward with transposes)
   libopenblas-dev
-  # serving: the adapter registry and the HTTP server
-  libsqlite3-dev libcpp-httplib-dev
+  # serving: the adapter registry and the HTTP server (curl for the demo's requests)
+  libsqlite3-dev libcpp-httplib-dev curl
   # tests, benchmarks (oneDNN only for the prefill GEMM comparison, bench/gemm_bench) and the
   # experiment script's table formatting
   libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev python3
