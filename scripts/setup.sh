@@ -19,6 +19,10 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev python3
 )
 
+# Node.js and npm for the official openai client test of the server (tests/serve/openai_client);
+# machines that already have a Node.js (e.g. from NodeSource, which bundles npm) keep theirs.
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then packages+=(nodejs npm); fi
+
 missing=()
 for p in "${packages[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
