@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include "util/error.h"
+
 namespace bitdelta {
 
 AdapterCache::AdapterCache(const Transformer& model, uint64_t budget_bytes,
@@ -19,7 +21,30 @@ AdapterCache::AdapterCache(const Transformer& model, uint64_t budget_bytes,
       entries_gauge_(metrics.gauge("bitdelta_adapter_cache_entries", "Cached adapters")),
       load_seconds_(metrics.histogram("bitdelta_adapter_load_seconds",
                                       "Time to open, validate and bind an adapter",
-                                      exponential_buckets(0.0005, 2, 14))) {}
+                                      exponential_buckets(0.0005, 2, 14))) {
+  fingerprints_.precompute(pool_);  // adapter checks then hash nothing
+}
+
+void AdapterCache::check(const Adapter& adapter) {
+  std::lock_guard lock(bind_mutex_);
+  adapter.check_base(model_.files(), fingerprints_, pool_);
+}
+
+bool AdapterCache::compatible(const std::string& sha256, const std::filesystem::path& blob) {
+  {
+    std::lock_guard lock(mutex_);
+    if (auto it = compatible_.find(sha256); it != compatible_.end()) return it->second;
+  }
+  bool ok = true;
+  try {
+    check(*Adapter::open(blob));
+  } catch (const Error&) {
+    ok = false;
+  }
+  std::lock_guard lock(mutex_);
+  compatible_[sha256] = ok;
+  return ok;
+}
 
 std::shared_ptr<Adapter> AdapterCache::get(const std::string& sha256,
                                            const std::filesystem::path& blob) {

@@ -27,6 +27,11 @@ class AdapterCache {
   // The adapter stored at `blob` (content-addressed by `sha256`), opened, validated against the
   // base and bound, from the cache when it is there.
   std::shared_ptr<Adapter> get(const std::string& sha256, const std::filesystem::path& blob);
+  // Whether the stored adapter was made for this base (opened and checked once per blob; its
+  // fingerprint covers only the tensors it changes, so it cannot be compared as a string).
+  bool compatible(const std::string& sha256, const std::filesystem::path& blob);
+  // Adapter::check_base against this base (Error when it was made for another).
+  void check(const Adapter& adapter);
   // Drops an entry (e.g. its adapter was deleted); requests holding it finish normally.
   void forget(const std::string& sha256);
   uint64_t bytes() const;
@@ -48,6 +53,7 @@ class AdapterCache {
   std::list<Entry> lru_;   // front: most recently used
   std::unordered_map<std::string, std::list<Entry>::iterator> index_;
   uint64_t bytes_ = 0;
+  std::unordered_map<std::string, bool> compatible_;  // by blob sha256
   Counter hits_, misses_, evictions_;
   Gauge bytes_gauge_, entries_gauge_;
   Histogram load_seconds_;

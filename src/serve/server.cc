@@ -76,7 +76,7 @@ struct Server::Impl {
   ThreadPool& pool = default_thread_pool();
   std::optional<AdapterCache> cache;
   std::optional<Scheduler> scheduler;
-  std::string base_name, base_fingerprint;
+  std::string base_name;
   std::vector<int32_t> stop_ids;
   httplib::Server http;
   int port = 0;
@@ -126,10 +126,6 @@ struct Server::Impl {
     store.emplace(AdapterStore::open(o.store));
     base_name = o.model.filename().string();
     if (base_name.empty()) base_name = o.model.parent_path().filename().string();
-    {
-      BaseFingerprints fp(model->files());
-      base_fingerprint = fp.fingerprint(model->files().names(), pool);
-    }
     cache.emplace(*model, static_cast<uint64_t>(o.adapter_cache_mb) << 20, metrics, pool);
     scheduler.emplace(*model, *tokenizer,
                       SchedulerOptions{o.max_batch, o.max_queue, o.prefill_chunk}, pool);
@@ -165,7 +161,7 @@ struct Server::Impl {
 
   // A stored adapter the principal may use, or 404 — the same answer whether it does not exist
   // or belongs to someone else, so existence is never revealed.
-  AdapterRecord resolve(const Principal& who, const std::string& name) const {
+  AdapterRecord resolve(const Principal& who, const std::string& name) {
     const std::string not_found = fmt::format(
         "The model '{}' does not exist or you do not have access to it.", name);
     AdapterId id;
@@ -176,7 +172,7 @@ struct Server::Impl {
     }
     if (!may_use(who, id)) http_fail(404, not_found, "invalid_request_error", "model_not_found");
     std::optional<AdapterRecord> r = store->find(id);
-    if (!r || r->base_fingerprint != base_fingerprint) {
+    if (!r || !cache->compatible(r->sha256, store->blob_path(*r))) {
       http_fail(404, not_found, "invalid_request_error", "model_not_found");
     }
     return *r;
@@ -271,7 +267,7 @@ struct Server::Impl {
       json data = json::array();
       data.push_back({{"id", base_name}, {"object", "model"}, {"created", 0}, {"owned_by", "base"}});
       for (const AdapterRecord& r : store->list()) {
-        if (r.base_fingerprint != base_fingerprint || !may_list(who, r.id)) continue;
+        if (!may_list(who, r.id) || !cache->compatible(r.sha256, store->blob_path(r))) continue;
         data.push_back({{"id", r.id.to_string()}, {"object", "model"}, {"created", 0},
                         {"owned_by", r.id.domain}});
       }
@@ -296,7 +292,8 @@ struct Server::Impl {
       }
       AdapterRecord r;
       try {
-        r = store->add_bytes(req.body, id, base_fingerprint);
+        r = store->add_bytes(req.body, id, std::nullopt,
+                             [this](const Adapter& a) { cache->check(a); });
       } catch (const Error& e) {
         const bool exists = std::string_view(e.what()).find("already") != std::string_view::npos;
         http_fail(exists ? 409 : 400, e.what());

@@ -310,12 +310,14 @@ struct AdapterStore::Impl {
 
   AdapterRecord register_staged(StagedFile& staged, const std::string& sha256,
                                 const std::string& what, std::optional<AdapterId> id,
-                                const std::optional<std::string>& expected_base_fingerprint);
+                                const std::optional<std::string>& expected_base_fingerprint,
+                                const AdapterCheck& check);
 };
 
 AdapterRecord AdapterStore::Impl::register_staged(
     StagedFile& staged, const std::string& sha256, const std::string& what,
-    std::optional<AdapterId> id, const std::optional<std::string>& expected_base_fingerprint) {
+    std::optional<AdapterId> id, const std::optional<std::string>& expected_base_fingerprint,
+    const AdapterCheck& check) {
   AdapterRecord r;
   {
     std::shared_ptr<Adapter> adapter;
@@ -335,6 +337,13 @@ AdapterRecord AdapterStore::Impl::register_staged(
            "(fingerprint {}…); compress the fine-tune against that base",
            what, adapter->id().to_string(), r.base_model.empty() ? "?" : r.base_model,
            r.base_fingerprint.substr(0, 12), expected_base_fingerprint->substr(0, 12));
+    }
+    if (check) {
+      try {
+        check(*adapter);
+      } catch (const Error& e) {
+        throw Error(replace_all(e.what(), staged.path().string(), what));
+      }
     }
     r.metadata_json = nlohmann::json(meta).dump();
   }  // unmapped before the file moves
@@ -492,7 +501,8 @@ AdapterStore AdapterStore::open(const fs::path& dir_in) {
 }
 
 AdapterRecord AdapterStore::add(const fs::path& file, std::optional<AdapterId> id,
-                                std::optional<std::string> expected_base_fingerprint) {
+                                std::optional<std::string> expected_base_fingerprint,
+                                const AdapterCheck& check) {
   if (id) check_id(*id, /*allow_latest=*/false);
   StagedFile staged(impl_->tmp_dir());
   {
@@ -519,17 +529,18 @@ AdapterRecord AdapterStore::add(const fs::path& file, std::optional<AdapterId> i
   }
   const std::string sha256 = staged.finish();
   return impl_->register_staged(staged, sha256, file.string(), std::move(id),
-                                expected_base_fingerprint);
+                                expected_base_fingerprint, check);
 }
 
 AdapterRecord AdapterStore::add_bytes(std::string_view bytes, std::optional<AdapterId> id,
-                                      std::optional<std::string> expected_base_fingerprint) {
+                                      std::optional<std::string> expected_base_fingerprint,
+                                      const AdapterCheck& check) {
   if (id) check_id(*id, /*allow_latest=*/false);
   StagedFile staged(impl_->tmp_dir());
   staged.write({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
   const std::string sha256 = staged.finish();
   return impl_->register_staged(staged, sha256, "the uploaded adapter", std::move(id),
-                                expected_base_fingerprint);
+                                expected_base_fingerprint, check);
 }
 
 std::optional<AdapterRecord> AdapterStore::find(const AdapterId& id) const {

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -14,6 +15,12 @@
 #include "delta/adapter_id.h"
 
 namespace bitdelta {
+
+class Adapter;
+
+// Extra validation of an adapter before it enters the store (e.g. Adapter::check_base against
+// the server's loaded model); throws Error to refuse it.
+using AdapterCheck = std::function<void(const Adapter&)>;
 
 struct AdapterRecord {
   AdapterId id;
@@ -34,12 +41,15 @@ class AdapterStore {
   // Validates `file` as a .bdelta (Adapter::open: format, metadata, finite non-negative scales)
   // and, when `expected_base_fingerprint` is given, that it was made for that base; then copies
   // it into its blob (atomically) and registers it under `id` (default: the file's adapter_id).
-  // Refuses an id that already exists. Nothing is left behind when anything fails.
+  // Refuses an id that already exists. `check`, when given, runs on the opened adapter before it
+  // is registered. Nothing is left behind when anything fails.
   AdapterRecord add(const std::filesystem::path& file, std::optional<AdapterId> id = {},
-                    std::optional<std::string> expected_base_fingerprint = {});
+                    std::optional<std::string> expected_base_fingerprint = {},
+                    const AdapterCheck& check = {});
   // The same from bytes in memory (an HTTP upload): written to a temp file in the store first.
   AdapterRecord add_bytes(std::string_view bytes, std::optional<AdapterId> id = {},
-                          std::optional<std::string> expected_base_fingerprint = {});
+                          std::optional<std::string> expected_base_fingerprint = {},
+                          const AdapterCheck& check = {});
 
   // "domain/user/vN" exactly, or "domain/user" (version 0) for its latest version.
   std::optional<AdapterRecord> find(const AdapterId& id) const;

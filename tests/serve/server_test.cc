@@ -290,6 +290,26 @@ TEST_F(ServerTest, UploadsAreValidatedAndCorruptOnesLeaveNoTrace) {
        "edu-key", 404);
 }
 
+// An adapter that changes only some tensors records the fingerprint of just those: the server
+// must check it against the base, not compare it with a whole-model fingerprint.
+TEST_F(ServerTest, AdapterOfAPartialFineTuneIsAccepted) {
+  const auto& a = testing::StoreAssets::get();
+  const fs::path ft = *dir_ / "mlp_only";
+  testing::make_finetune(a.base(), ft, 77, 0.1f, [](const std::string& name) {
+    return name.find("mlp") != std::string::npos;
+  });
+  CompressOptions options;
+  options.adapter_id = AdapterId::parse("education/dora/v1");
+  compress_adapter(a.base(), ft, *dir_ / "dora.bdelta", options, default_thread_pool());
+  auto res = client().Post("/v1/adapters?id=education/dora/v1", auth("edu-key"),
+                           read_file(*dir_ / "dora.bdelta"), "application/octet-stream");
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 201) << res->body;
+  post("/v1/completions", {{"model", "education/dora"}, {"prompt", "x"}, {"max_tokens", 2}},
+       "edu-key", 200);
+  EXPECT_EQ(client().Delete("/v1/adapters/education/dora/v1", auth("edu-key"))->status, 200);
+}
+
 TEST_F(ServerTest, ConcurrentStreamsOfDifferentUsersMatchRunningAlone) {
   const char* models[] = {"base", "gaming/alice/v1", "gaming/alice/v2", "education/bob/v1"};
   const char* prompts[] = {"Once upon a time", "The cat", "Tom had a"};
