@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "bench_util.h"
+#include "random_adapter.h"
 #include "delta/adapter.h"
 #include "delta/compress.h"
 #include "delta/fingerprint.h"
@@ -35,35 +36,6 @@ using namespace bitdelta;
 namespace {
 
 double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
-
-// A random adapter for `model`: random signs and small scales on every block linear, with the
-// real base fingerprint so it binds like any adapter.
-void write_random_adapter(const Transformer& model, BaseFingerprints& fp, const fs::path& path,
-                          uint64_t seed, ThreadPool& pool) {
-  SafetensorsWriter w;
-  std::vector<std::string> touched;
-  for (const auto& name : model.files().names()) {
-    if (!is_block_linear(name)) continue;
-    const TensorInfo* t = model.files().find(name);
-    const int64_t rows = t->shape[0], cols = t->shape[1], row_bytes = (cols + 7) / 8;
-    touched.push_back(name);
-    w.add_generated(name + ".signs", DType::kU8, {rows, row_bytes}, [=](std::span<uint8_t> out) {
-      std::mt19937_64 rng(seed ^ std::hash<std::string>()(name));
-      for (size_t i = 0; i + 8 <= out.size(); i += 8) {
-        const uint64_t r = rng();
-        std::memcpy(out.data() + i, &r, 8);
-      }
-    });
-    std::vector<float> scale = {0.002f};
-    w.add_f32(name + ".scale", {1}, scale);
-  }
-  w.set_metadata("format", "bitdelta");
-  w.set_metadata("format_version", "1");
-  w.set_metadata("base_model", "synth-qwen3-0.6b");
-  w.set_metadata("base_fingerprint", fp.fingerprint(touched, pool));
-  w.set_metadata("adapter_id", fmt::format("general/bench{}/v1", seed));
-  w.write(path);
-}
 
 }  // namespace
 
@@ -111,7 +83,7 @@ int main(int argc, char** argv) {
     std::vector<std::shared_ptr<Adapter>> adapters;
     for (uint64_t s = 0; s < 8; ++s) {
       const fs::path p = temp / fmt::format("user{}.bdelta", s);
-      write_random_adapter(*model, fp, p, s + 1, pool2);
+      bench::write_random_adapter(*model, fp, p, s + 1, pool2);
       adapters.push_back(Adapter::open(p));
       adapters.back()->bind(*model, fp, pool2);
     }
