@@ -10,6 +10,8 @@
 #include <optional>
 #include <random>
 
+#include <sys/socket.h>
+
 #include "delta/adapter_id.h"
 #include "serve/adapter_cache.h"
 #include "serve/auth.h"
@@ -135,6 +137,13 @@ struct Server::Impl {
     routes();
     http.set_payload_max_length(static_cast<size_t>(o.max_body_bytes));
     http.new_task_queue = [n = o.http_threads] { return new httplib::ThreadPool(n); };
+    // httplib listens with a backlog of 5: a burst of new connections would see SYNs dropped
+    // and retried a second later. Keep the listening socket and widen its backlog after bind.
+    int listen_fd = -1;
+    http.set_socket_options([&listen_fd](socket_t sock) {
+      httplib::default_socket_options(sock);
+      listen_fd = sock;
+    });
     if (o.port == 0) {
       port = http.bind_to_any_port(o.host);
     } else if (http.bind_to_port(o.host, o.port)) {
@@ -143,6 +152,7 @@ struct Server::Impl {
       port = -1;
     }
     if (port < 0) fail("cannot listen on {}:{} (in use, or not an address of this machine)", o.host, o.port);
+    if (listen_fd >= 0) ::listen(listen_fd, 1024);
   }
 
   // Who is calling: 401 without a valid key (when keys are configured).
