@@ -28,6 +28,7 @@
 
 #include "delta/adapter.h"
 #include "util/error.h"
+#include "util/files.h"
 #include "util/sha256.h"
 
 namespace bitdelta {
@@ -71,66 +72,23 @@ std::string now_rfc3339() {
 
 // A file being written into tmp/, removed when this object dies unless it was moved away. The
 // store cannot use AtomicFile: a blob's name is its hash, known only once every byte is written.
+// An upload or added file on its way into the store: written (and hashed) into tmp/, validated
+// there, then committed under its content address — the name is only known at the end.
 class StagedFile {
  public:
-  explicit StagedFile(const fs::path& tmp_dir) {
-    std::random_device rd;
-    for (int attempt = 0; attempt < 16 && fd_ < 0; ++attempt) {
-      path_ = tmp_dir / fmt::format("upload-{:08x}{:08x}.bdelta", rd(), rd());
-      fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-      if (fd_ < 0 && errno != EEXIST) break;
-    }
-    if (fd_ < 0) {
-      const int err = errno;
-      path_.clear();
-      fail("cannot create a file in the adapter store's '{}': {} (check that the store folder "
-           "is writable)",
-           tmp_dir.string(), std::strerror(err));
-    }
-  }
-  StagedFile(const StagedFile&) = delete;
-  StagedFile& operator=(const StagedFile&) = delete;
-  ~StagedFile() {
-    if (fd_ >= 0) ::close(fd_);
-    if (!path_.empty()) ::unlink(path_.c_str());
-  }
-
+  explicit StagedFile(const fs::path& tmp_dir) : file_(tmp_dir / "upload.bdelta") {}
   void write(std::span<const uint8_t> bytes) {
     hash_.update(bytes);
-    const uint8_t* p = bytes.data();
-    size_t left = bytes.size();
-    while (left > 0) {
-      ssize_t n = ::write(fd_, p, left);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        fail("cannot write into the adapter store ('{}'): {}", path_.string(),
-             std::strerror(errno));
-      }
-      p += n;
-      left -= static_cast<size_t>(n);
-    }
-    bytes_ += bytes.size();
+    file_.write(bytes);
   }
-
-  // Flushes the bytes to disk and returns their SHA-256.
-  std::string finish() {
-    if (::fsync(fd_) != 0) {
-      fail("cannot flush '{}' to disk: {}", path_.string(), std::strerror(errno));
-    }
-    ::close(fd_);
-    fd_ = -1;
-    return hash_.hex_digest();
-  }
-
-  // The file was renamed away: nothing left to remove.
-  void moved() { path_.clear(); }
-  const fs::path& path() const { return path_; }
-  uint64_t bytes() const { return bytes_; }
+  std::string sha256() { return hash_.hex_digest(); }
+  // fsync, rename to `blob`, fsync its folder; until then the destructor removes the file.
+  void commit_to(const fs::path& blob) { file_.commit_to(blob); }
+  const fs::path& path() const { return file_.temp_path(); }
+  uint64_t bytes() const { return file_.bytes_written(); }
 
  private:
-  fs::path path_;
-  int fd_ = -1;
-  uint64_t bytes_ = 0;
+  AtomicFile file_;
   Sha256 hash_;
 };
 
@@ -374,11 +332,7 @@ AdapterRecord AdapterStore::Impl::register_staged(
   }
   // Identical bytes may already be there; replacing them with this verified copy is harmless
   // (a reader that mapped the old file keeps its inode).
-  if (::rename(staged.path().c_str(), blob.c_str()) != 0) {
-    fail("cannot move the adapter into its blob '{}': {}", blob.string(), std::strerror(errno));
-  }
-  staged.moved();
-  fsync_dir(blob.parent_path());
+  staged.commit_to(blob);
   try {
     Statement insert(db,
                      "INSERT INTO adapters (domain, user, version, sha256, file_bytes, "
@@ -527,7 +481,7 @@ AdapterRecord AdapterStore::add(const fs::path& file, std::optional<AdapterId> i
     }
     ::close(fd);
   }
-  const std::string sha256 = staged.finish();
+  const std::string sha256 = staged.sha256();
   return impl_->register_staged(staged, sha256, file.string(), std::move(id),
                                 expected_base_fingerprint, check);
 }
@@ -538,7 +492,7 @@ AdapterRecord AdapterStore::add_bytes(std::string_view bytes, std::optional<Adap
   if (id) check_id(*id, /*allow_latest=*/false);
   StagedFile staged(impl_->tmp_dir());
   staged.write({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
-  const std::string sha256 = staged.finish();
+  const std::string sha256 = staged.sha256();
   return impl_->register_staged(staged, sha256, "the uploaded adapter", std::move(id),
                                 expected_base_fingerprint, check);
 }

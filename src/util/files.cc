@@ -75,7 +75,10 @@ void AtomicFile::write(std::string_view text) {
   write(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
 }
 
-void AtomicFile::commit() {
+void AtomicFile::commit() { commit_to(target_); }
+
+void AtomicFile::commit_to(const std::filesystem::path& target) {
+  target_ = target;
   BD_CHECK(!committed_ && fd_ >= 0);
   if (::fsync(fd_) != 0) fail("cannot flush '{}' to disk: {}", target_.string(), std::strerror(errno));
   ::close(fd_);

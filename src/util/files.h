@@ -31,6 +31,11 @@ class AtomicFile {
   void write_at(uint64_t offset, std::span<const uint8_t> bytes);
   // fsync, rename over the target, fsync the folder.
   void commit();
+  // The same to another path on the same filesystem, for names known only once the bytes are
+  // (e.g. content-addressed blobs named by their hash).
+  void commit_to(const std::filesystem::path& target);
+  // Where the bytes are until commit (to read them back, e.g. to validate before committing).
+  const std::filesystem::path& temp_path() const { return temp_; }
 
  private:
   std::filesystem::path target_;
