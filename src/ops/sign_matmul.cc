@@ -1,7 +1,10 @@
 // Highway kernels for sign_matmul_add(). S·x without multiplies: a byte of sign bits selects,
 // through a 256-entry table, a vector of 8 sign masks (0 for +1, the float sign bit for −1);
 // XOR flips the signs of 8 activations at once and an ADD accumulates them.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <functional>
 #include <vector>
 
 #include "ops/sign_matmul.h"
@@ -55,8 +58,8 @@ HWY_INLINE float tail_sum(const uint8_t* row, const float* x, int64_t K) {
 // four accumulators are independent add chains (an add takes 3 cycles, so one chain would
 // stall).
 void signs_one_token(const float* x, const uint8_t* bits, int64_t row_bytes, int64_t K,
-                     const float* scales, bool per_row, int64_t n_begin, int64_t n_end,
-                     float* y) {
+                     int64_t b_begin, const float* scales, bool per_row, int64_t n_begin,
+                     int64_t n_end, float* y) {
   const D8 d;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   const int64_t full_bytes = K / 8;
@@ -67,7 +70,7 @@ void signs_one_token(const float* x, const uint8_t* bits, int64_t row_bytes, int
     const uint8_t* r2 = r1 + row_bytes;
     const uint8_t* r3 = r2 + row_bytes;
     auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
-    for (int64_t b = 0; b < full_bytes; ++b) {
+    for (int64_t b = b_begin; b < full_bytes; ++b) {
       const uint32_t* m0 = kSignMasks.mask[r0[b]];
       const uint32_t* m1 = kSignMasks.mask[r1[b]];
       const uint32_t* m2 = kSignMasks.mask[r2[b]];
@@ -92,7 +95,7 @@ void signs_one_token(const float* x, const uint8_t* bits, int64_t row_bytes, int
   for (; n < n_end; ++n) {
     const uint8_t* r = bits + n * row_bytes;
     auto a0 = hn::Zero(d), a1 = hn::Zero(d);
-    for (int64_t b = 0; b < full_bytes; ++b) {
+    for (int64_t b = b_begin; b < full_bytes; ++b) {
       const uint32_t* m = kSignMasks.mask[r[b]];
       for (int64_t sub = 0; sub < 8; sub += lanes) {
         if ((sub / lanes) % 2 == 0) {
@@ -110,15 +113,15 @@ void signs_one_token(const float* x, const uint8_t* bits, int64_t row_bytes, int
 // C tokens (2..4) of one row at a time: C independent chains.
 template <int C>
 void signs_few_tokens(const float* x, const uint8_t* bits, int64_t row_bytes, int64_t K,
-                      const float* scales, bool per_row, int64_t n_begin, int64_t n_end,
-                      int64_t N, float* y) {
+                      int64_t b_begin, const float* scales, bool per_row, int64_t n_begin,
+                      int64_t n_end, int64_t N, float* y) {
   const D8 d;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
   const int64_t full_bytes = K / 8;
   for (int64_t n = n_begin; n < n_end; ++n) {
     const uint8_t* r = bits + n * row_bytes;
     auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
-    for (int64_t b = 0; b < full_bytes; ++b) {
+    for (int64_t b = b_begin; b < full_bytes; ++b) {
       const uint32_t* m = kSignMasks.mask[r[b]];
       for (int64_t sub = 0; sub < 8; sub += lanes) {
         const int64_t k = 8 * b + sub;
@@ -140,30 +143,237 @@ void signs_few_tokens(const float* x, const uint8_t* bits, int64_t row_bytes, in
   }
 }
 
-void SignMatmulAdd(const float* x, int64_t T, const uint8_t* bits, int64_t row_bytes, int64_t N,
-                   int64_t K, const float* scales, bool per_row, int64_t n_begin, int64_t n_end,
-                   float* y) {
+// dst[k] += ±a for one row of signs (the GEMM path merges α·S into its panels this way).
+void AddScaledSignsRow(const uint8_t* bits, int64_t K, float a, float* dst) {
+  const D8 d;
+  const DU8 du;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(d));
+  const auto va = hn::BitCast(du, hn::Set(d, a));
+  const int64_t full_bytes = K / 8;
+  for (int64_t b = 0; b < full_bytes; ++b) {
+    const uint32_t* m = kSignMasks.mask[bits[b]];
+    for (int64_t sub = 0; sub < 8; sub += lanes) {
+      float* p = dst + 8 * b + sub;
+      hn::StoreU(hn::Add(hn::LoadU(d, p), hn::BitCast(d, hn::Xor(va, hn::LoadU(du, m + sub)))), d,
+                 p);
+    }
+  }
+  for (int64_t k = full_bytes * 8; k < K; ++k) dst[k] += ((bits[k / 8] >> (k % 8)) & 1) ? a : -a;
+}
+
+// The exact pass over bytes [b_begin, row_bytes) of rows [n_begin, n_end).
+void SignMatmulAddExact(const float* x, int64_t T, const uint8_t* bits, int64_t row_bytes,
+                        int64_t N, int64_t K, int64_t b_begin, const float* scales, bool per_row,
+                        int64_t n_begin, int64_t n_end, float* y) {
   int64_t t = 0;
   for (; t + 4 <= T; t += 4) {
-    signs_few_tokens<4>(x + t * K, bits, row_bytes, K, scales, per_row, n_begin, n_end, N,
-                        y + t * N);
+    signs_few_tokens<4>(x + t * K, bits, row_bytes, K, b_begin, scales, per_row, n_begin, n_end,
+                        N, y + t * N);
   }
   switch (T - t) {
     case 3:
-      signs_few_tokens<3>(x + t * K, bits, row_bytes, K, scales, per_row, n_begin, n_end, N,
-                          y + t * N);
+      signs_few_tokens<3>(x + t * K, bits, row_bytes, K, b_begin, scales, per_row, n_begin, n_end,
+                          N, y + t * N);
       break;
     case 2:
-      signs_few_tokens<2>(x + t * K, bits, row_bytes, K, scales, per_row, n_begin, n_end, N,
-                          y + t * N);
+      signs_few_tokens<2>(x + t * K, bits, row_bytes, K, b_begin, scales, per_row, n_begin, n_end,
+                          N, y + t * N);
       break;
     case 1:
-      signs_one_token(x + t * K, bits, row_bytes, K, scales, per_row, n_begin, n_end, y + t * N);
+      signs_one_token(x + t * K, bits, row_bytes, K, b_begin, scales, per_row, n_begin, n_end,
+                      y + t * N);
       break;
     default:
       break;
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The lookup-table pass (T-MAC style). Activations are quantized to int8 per block of 128
+// (scale = max|x| / 127). For every group of 4 activations a 16-entry table holds the int16 sums
+// ±q0 ±q1 ±q2 ±q3 for all sign patterns, split into a low-byte and a high-byte plane; a nibble of
+// sign bits indexes it. A byte shuffle then looks up one nibble for 16 rows per 128-bit block at
+// once, so the cost per weight is a fraction of an instruction instead of an add.
+//
+// The bits stay in the file's row-major layout: a chunk of W bytes (one vector) of 16 rows is
+// transposed in registers (16 × 16 bytes per 128-bit block), after which vector p holds, in block
+// j, byte 16j + p of the chunk for rows 0..15 — its low nibble is group 2(16j + p), its high
+// nibble group 2(16j + p) + 1. The tables are laid out to match: for chunk c, byte p, nibble h
+// and plane (low, high) one vector whose block j is that plane of group 2(cW + 16j + p) + h.
+// Block j of a chunk covers exactly one quantization block (16 bytes = 128 activations), whose
+// int16 sum is at most 127 · 128 in magnitude, so int16 accumulation is exact within it.
+#if HWY_TARGET != HWY_SCALAR
+using DB = hn::ScalableTag<uint8_t>;
+using DW = hn::Repartition<uint16_t, DB>;
+using VB = hn::Vec<DB>;
+constexpr int64_t kLutTokens = 8;  // tokens per pass over a chunk's transposed bits
+
+HWY_INLINE void transpose_16_rows(const VB (&r)[16], VB (&out)[16]) {
+  const DB d8;
+  const hn::Repartition<uint16_t, DB> d16;
+  const hn::Repartition<uint32_t, DB> d32;
+  const hn::Repartition<uint64_t, DB> d64;
+  // a[i][h]: rows 2i, 2i+1; columns 8h..8h+7 as u16 pairs.
+  hn::Vec<decltype(d16)> a[8][2];
+  for (int i = 0; i < 8; ++i) {
+    a[i][0] = hn::BitCast(d16, hn::InterleaveLower(d8, r[2 * i], r[2 * i + 1]));
+    a[i][1] = hn::BitCast(d16, hn::InterleaveUpper(d8, r[2 * i], r[2 * i + 1]));
+  }
+  // b[m][q]: rows 4m..4m+3; columns 4q..4q+3 as u32 quads.
+  hn::Vec<decltype(d32)> b[4][4];
+  for (int m = 0; m < 4; ++m) {
+    for (int h = 0; h < 2; ++h) {
+      b[m][2 * h] = hn::BitCast(d32, hn::InterleaveLower(d16, a[2 * m][h], a[2 * m + 1][h]));
+      b[m][2 * h + 1] = hn::BitCast(d32, hn::InterleaveUpper(d16, a[2 * m][h], a[2 * m + 1][h]));
+    }
+  }
+  // c[o][e]: rows 8o..8o+7; columns 2e, 2e+1 as u64 octets.
+  hn::Vec<decltype(d64)> c[2][8];
+  for (int o = 0; o < 2; ++o) {
+    for (int q = 0; q < 4; ++q) {
+      c[o][2 * q] = hn::BitCast(d64, hn::InterleaveLower(d32, b[2 * o][q], b[2 * o + 1][q]));
+      c[o][2 * q + 1] = hn::BitCast(d64, hn::InterleaveUpper(d32, b[2 * o][q], b[2 * o + 1][q]));
+    }
+  }
+  for (int e = 0; e < 8; ++e) {
+    out[2 * e] = hn::BitCast(d8, hn::InterleaveLower(d64, c[0][e], c[1][e]));
+    out[2 * e + 1] = hn::BitCast(d8, hn::InterleaveUpper(d64, c[0][e], c[1][e]));
+  }
+}
+
+// Bytes of bits per chunk (one vector), or 0 where the table pass is not compiled.
+int64_t LutChunkBytes() { return static_cast<int64_t>(hn::Lanes(DB())); }
+
+// Quantizes x[0, 8 · lut_bytes) and writes its tables (64 bytes per byte of bits) and the
+// quantization scales (one per 128 activations).
+void BuildLut(const float* x, int64_t lut_bytes, uint8_t* tables, float* qscales) {
+  const DB d8;
+  const int64_t W = static_cast<int64_t>(hn::Lanes(d8));
+  const hn::ScalableTag<float> df;
+  const hn::RebindToSigned<decltype(df)> di;
+  const int64_t lf = static_cast<int64_t>(hn::Lanes(df));
+  using D16 = hn::CappedTag<int16_t, 16>;
+  const D16 d16;
+  const hn::RebindToUnsigned<D16> du16;
+  const hn::Rebind<uint8_t, D16> dn8;
+  const int64_t l16 = static_cast<int64_t>(hn::Lanes(d16));
+  // kSigns[j][e]: the sign of activation j of a group in table entry e (+1 where bit j is set).
+  alignas(64) static constexpr int16_t kSigns[4][16] = {
+      {-1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1, -1, 1},
+      {-1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1},
+      {-1, -1, -1, -1, 1, 1, 1, 1, -1, -1, -1, -1, 1, 1, 1, 1},
+      {-1, -1, -1, -1, -1, -1, -1, -1, 1, 1, 1, 1, 1, 1, 1, 1}};
+  alignas(64) int32_t q[128];
+  for (int64_t blk = 0; blk < lut_bytes / 16; ++blk) {
+    const float* xb = x + 128 * blk;
+    auto vmax = hn::Zero(df);
+    for (int64_t i = 0; i < 128; i += lf) vmax = hn::Max(vmax, hn::Abs(hn::LoadU(df, xb + i)));
+    const float m = hn::GetLane(hn::MaxOfLanes(df, vmax));
+    qscales[blk] = m / 127.0f;
+    const auto inv = hn::Set(df, m > 0 ? 127.0f / m : 0.0f);
+    for (int64_t i = 0; i < 128; i += lf) {
+      hn::Store(hn::NearestInt(hn::Mul(hn::LoadU(df, xb + i), inv)), di, q + i);
+    }
+    for (int64_t gl = 0; gl < 32; ++gl) {
+      const int64_t byte = 16 * blk + gl / 2, h = gl % 2;
+      const int64_t c = byte / W, within = byte % W, j = within / 16, p = within % 16;
+      uint8_t* lo = tables + (((c * 16 + p) * 2 + h) * 2) * W + 16 * j;
+      uint8_t* hi = lo + W;
+      const int32_t* qg = q + 4 * gl;
+      for (int64_t e = 0; e < 16; e += l16) {
+        auto v = hn::Mul(hn::Set(d16, static_cast<int16_t>(qg[0])), hn::Load(d16, kSigns[0] + e));
+        for (int k = 1; k < 4; ++k) {
+          v = hn::Add(v, hn::Mul(hn::Set(d16, static_cast<int16_t>(qg[k])),
+                                 hn::Load(d16, kSigns[k] + e)));
+        }
+        // v = L + 64 · H with L in [0, 63] and H in [−8, 7] (|v| ≤ 508).
+        hn::StoreU(hn::TruncateTo(dn8, hn::BitCast(du16, v)), dn8, lo + e);
+        hn::StoreU(hn::TruncateTo(dn8, hn::ShiftRight<8>(hn::BitCast(du16, v))), dn8, hi + e);
+      }
+    }
+  }
+}
+
+// y[t, n] += scale_n · Σ (table sums) for whole 16-row tiles [n_begin, n_end) over the first
+// lut_bytes bytes of each row; tables/qscales from BuildLut, `table_bytes`/`nqb` per token.
+void SignLutRows(int64_t T, const uint8_t* bits, int64_t row_bytes, int64_t N, int64_t lut_bytes,
+                 const uint8_t* tables, const float* qscales, const float* scales, bool per_row,
+                 int64_t n_begin, int64_t n_end, float* y) {
+  const DB d8;
+  const DW d16;
+  const hn::CappedTag<float, 8> df;
+  const hn::Rebind<int16_t, decltype(df)> di16;
+  const hn::RebindToSigned<decltype(df)> di32;
+  const int64_t W = static_cast<int64_t>(hn::Lanes(d8));
+  const int64_t lf = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t chunks = lut_bytes / W, blocks = W / 16;
+  const int64_t table_bytes = 64 * lut_bytes, nqb = lut_bytes / 16;
+  // Per 128-bit block: 8 int16 sums (rows 0..7 from the low zip, 8..15 from the high zip).
+  using DI16 = hn::RebindToSigned<DW>;
+  HWY_ALIGN uint8_t idx[32][HWY_MAX_BYTES];
+  HWY_ALIGN int16_t part[2][HWY_MAX_BYTES / 2];
+  HWY_ALIGN float acc[kLutTokens][16];
+  for (int64_t n = n_begin; n + 16 <= n_end; n += 16) {
+    // A tile is 16 · row_bytes contiguous bytes read as 16 strided streams, which the hardware
+    // prefetchers follow poorly: fetch the next tile ahead while this one is computed.
+    if (n + 32 <= n_end) {
+      const uint8_t* next = bits + (n + 16) * row_bytes;
+      for (int64_t off = 0; off < 16 * row_bytes; off += 64) __builtin_prefetch(next + off);
+    }
+    for (int64_t t0 = 0; t0 < T; t0 += kLutTokens) {
+      const int64_t tb = std::min(kLutTokens, T - t0);
+      for (int64_t t = 0; t < tb; ++t) {
+        for (int r = 0; r < 16; ++r) acc[t][r] = 0.0f;
+      }
+      for (int64_t c = 0; c < chunks; ++c) {
+        VB rows[16], cols[16];
+        for (int r = 0; r < 16; ++r) rows[r] = hn::LoadU(d8, bits + (n + r) * row_bytes + c * W);
+        transpose_16_rows(rows, cols);
+        const auto low4 = hn::Set(d8, 0x0F);
+        for (int p = 0; p < 16; ++p) {
+          hn::Store(hn::And(cols[p], low4), d8, idx[2 * p]);
+          hn::Store(hn::And(hn::BitCast(d8, hn::ShiftRight<4>(hn::BitCast(d16, cols[p]))), low4),
+                    d8, idx[2 * p + 1]);
+        }
+        for (int64_t t = 0; t < tb; ++t) {
+          const uint8_t* tab = tables + (t0 + t) * table_bytes + c * 64 * W;
+          const DI16 di16w;
+          auto sum_lo = hn::Zero(d16), sum_hi = hn::Zero(d16);
+          for (int i = 0; i < 32; ++i) {
+            const VB ix = hn::Load(d8, idx[i]);
+            const VB l = hn::TableLookupBytes(hn::LoadU(d8, tab + 2 * i * W), ix);
+            const VB h = hn::TableLookupBytes(hn::LoadU(d8, tab + (2 * i + 1) * W), ix);
+            sum_lo = hn::Add(sum_lo, hn::ZipLower(d16, l, h));
+            sum_hi = hn::Add(sum_hi, hn::ZipUpper(d16, l, h));
+          }
+          hn::Store(hn::BitCast(di16w, sum_lo), di16w, part[0]);
+          hn::Store(hn::BitCast(di16w, sum_hi), di16w, part[1]);
+          const float* qs = qscales + (t0 + t) * nqb + c * blocks;
+          for (int64_t j = 0; j < blocks; ++j) {
+            const auto s = hn::Set(df, qs[j]);
+            for (int half = 0; half < 2; ++half) {
+              for (int64_t r = 0; r < 8; r += lf) {
+                float* a = acc[t] + 8 * half + r;
+                const auto v = hn::PromoteTo(di32, hn::LoadU(di16, part[half] + 8 * j + r));
+                hn::Store(hn::MulAdd(s, hn::ConvertTo(df, v), hn::Load(df, a)), df, a);
+              }
+            }
+          }
+        }
+      }
+      for (int64_t t = 0; t < tb; ++t) {
+        float* yt = y + (t0 + t) * N + n;
+        for (int r = 0; r < 16; ++r) yt[r] += (per_row ? scales[n + r] : scales[0]) * acc[t][r];
+      }
+    }
+  }
+}
+#else
+int64_t LutChunkBytes() { return 0; }
+void BuildLut(const float*, int64_t, uint8_t*, float*) {}
+void SignLutRows(int64_t, const uint8_t*, int64_t, int64_t, int64_t, const uint8_t*, const float*,
+                 const float*, bool, int64_t, int64_t, float*) {}
+#endif  // HWY_TARGET != HWY_SCALAR
 
 }  // namespace bitdelta::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
@@ -171,7 +381,28 @@ HWY_AFTER_NAMESPACE();
 #if HWY_ONCE
 namespace bitdelta {
 
-HWY_EXPORT(SignMatmulAdd);
+HWY_EXPORT(SignMatmulAddExact);
+HWY_EXPORT(AddScaledSignsRow);
+HWY_EXPORT(LutChunkBytes);
+HWY_EXPORT(BuildLut);
+HWY_EXPORT(SignLutRows);
+
+namespace {
+
+// Splits rows across the pool in blocks of 16 (the table pass's tile); `body(n_begin, n_end)`
+// runs every job over those rows. Cost: bytes of bits × tokens.
+void for_row_blocks(int64_t rows, int64_t work_per_row, double cycles_per_unit, ThreadPool& pool,
+                    const std::function<void(int64_t, int64_t)>& body) {
+  const int64_t blocks = (rows + 15) / 16;
+  // A chunk worth ~20 µs (~50 K cycles) is worth waking a thread for.
+  const double per_block = std::max(1.0, 16.0 * double(work_per_row) * cycles_per_unit);
+  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(5e4 / per_block));
+  pool.parallel_for(blocks, [&](int64_t b_begin, int64_t b_end) {
+    body(b_begin * 16, std::min(rows, b_end * 16));
+  }, grain);
+}
+
+}  // namespace
 
 void sign_matmul_add(const float* x, int64_t tokens, const SignMatrix& s, float* y,
                      ThreadPool& pool) {
@@ -181,25 +412,89 @@ void sign_matmul_add(const float* x, int64_t tokens, const SignMatrix& s, float*
 
 void sign_matmul_add_many(std::span<const SignMatmulJob> jobs, ThreadPool& pool) {
   if (jobs.empty()) return;
-  const int64_t rows = jobs[0].signs->rows, row_bytes = jobs[0].signs->row_bytes();
+  const int64_t rows = jobs[0].signs->rows, cols = jobs[0].signs->cols;
+  const int64_t row_bytes = jobs[0].signs->row_bytes();
   int64_t tokens = 0;
   for (const auto& j : jobs) {
-    BD_CHECK(j.signs->rows == rows && j.signs->cols == jobs[0].signs->cols);
+    BD_CHECK(j.signs->rows == rows && j.signs->cols == cols);
     tokens += j.tokens;
   }
   if (tokens <= 0 || rows == 0) return;
-  const int64_t blocks = (rows + 15) / 16;
-  // A block of 16 rows costs ~1.5 cycles per byte of bits per token; a chunk of ≥ 32 K such
-  // byte-steps (~20 µs) is worth waking a thread for.
-  const int64_t grain = std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, 16 * row_bytes * tokens));
-  pool.parallel_for(blocks, [&](int64_t b_begin, int64_t b_end) {
-    const int64_t n_begin = b_begin * 16, n_end = std::min(rows, b_end * 16);
+  // The table pass covers whole vectors of complete bytes of whole 16-row tiles; what is left
+  // (odd shapes, and all of it on targets without byte shuffles) takes the exact pass.
+  const int64_t W = HWY_DYNAMIC_DISPATCH(LutChunkBytes)();
+  const int64_t lut_bytes = W > 0 ? (cols / 8) / W * W : 0;
+  const int64_t lut_rows = lut_bytes > 0 ? rows / 16 * 16 : 0;
+  thread_local std::vector<uint8_t> tables;
+  thread_local std::vector<float> qscales;
+  const int64_t table_bytes = 64 * lut_bytes, nqb = lut_bytes / 16;
+  if (lut_rows > 0) {
+    tables.resize(static_cast<size_t>(tokens * table_bytes));
+    qscales.resize(static_cast<size_t>(tokens * nqb));
+    std::vector<const float*> token_x;
+    token_x.reserve(static_cast<size_t>(tokens));
+    for (const auto& j : jobs) {
+      for (int64_t t = 0; t < j.tokens; ++t) token_x.push_back(j.x + t * cols);
+    }
+    uint8_t* tab = tables.data();
+    float* qs = qscales.data();
+    const auto build = [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        HWY_DYNAMIC_DISPATCH(BuildLut)(token_x[t], lut_bytes, tab + t * table_bytes,
+                                       qs + t * nqb);
+      }
+    };
+    if (tokens == 1) {
+      build(0, 1);
+    } else {
+      pool.parallel_for(tokens, build);
+    }
+  }
+  const uint8_t* tab = tables.data();
+  const float* qs = qscales.data();
+  for_row_blocks(rows, row_bytes * tokens, lut_rows > 0 ? 0.4 : 1.5, pool,
+                 [&](int64_t n_begin, int64_t n_end) {
+    int64_t token = 0;
     for (const auto& j : jobs) {
       const SignMatrix& s = *j.signs;
-      HWY_DYNAMIC_DISPATCH(SignMatmulAdd)(j.x, j.tokens, s.bits, row_bytes, rows, s.cols, s.scales,
-                                          s.per_row, n_begin, n_end, j.y);
+      const int64_t lut_end = std::min(n_end, lut_rows);
+      if (n_begin < lut_end) {
+        HWY_DYNAMIC_DISPATCH(SignLutRows)(j.tokens, s.bits, row_bytes, rows, lut_bytes,
+                                          tab + token * table_bytes, qs + token * nqb, s.scales,
+                                          s.per_row, n_begin, lut_end, j.y);
+        if (lut_bytes < row_bytes) {
+          HWY_DYNAMIC_DISPATCH(SignMatmulAddExact)(j.x, j.tokens, s.bits, row_bytes, rows, cols,
+                                                   lut_bytes, s.scales, s.per_row, n_begin,
+                                                   lut_end, j.y);
+        }
+      }
+      const int64_t exact_begin = std::max(n_begin, lut_end);
+      if (exact_begin < n_end) {
+        HWY_DYNAMIC_DISPATCH(SignMatmulAddExact)(j.x, j.tokens, s.bits, row_bytes, rows, cols, 0,
+                                                 s.scales, s.per_row, exact_begin, n_end, j.y);
+      }
+      token += j.tokens;
     }
-  }, grain);
+  });
+}
+
+void sign_matmul_add_exact(const float* x, int64_t tokens, const SignMatrix& s, float* y,
+                           ThreadPool& pool) {
+  if (tokens <= 0 || s.rows == 0) return;
+  for_row_blocks(s.rows, s.row_bytes() * tokens, 1.5, pool, [&](int64_t n_begin, int64_t n_end) {
+    HWY_DYNAMIC_DISPATCH(SignMatmulAddExact)(x, tokens, s.bits, s.row_bytes(), s.rows, s.cols, 0,
+                                             s.scales, s.per_row, n_begin, n_end, y);
+  });
+}
+
+double sign_matmul_quantization_bound(const float* x, int64_t cols) {
+  double bound = 0;
+  for (int64_t b = 0; b + 128 <= cols; b += 128) {
+    float m = 0;
+    for (int64_t k = b; k < b + 128; ++k) m = std::max(m, std::fabs(x[k]));
+    bound += 128 * 0.5 * (m / 127.0);
+  }
+  return bound;
 }
 
 void sign_matmul_add_reference(const float* x, int64_t tokens, const SignMatrix& s, float* y) {
@@ -216,9 +511,7 @@ void sign_matmul_add_reference(const float* x, int64_t tokens, const SignMatrix&
 }
 
 void add_scaled_signs_row(const SignMatrix& s, int64_t row, float* dst) {
-  const float a = s.scale(row);
-  const uint8_t* bits = s.bits + row * s.row_bytes();
-  for (int64_t k = 0; k < s.cols; ++k) dst[k] += ((bits[k / 8] >> (k % 8)) & 1) ? a : -a;
+  HWY_DYNAMIC_DISPATCH(AddScaledSignsRow)(s.bits + row * s.row_bytes(), s.cols, s.scale(row), dst);
 }
 
 }  // namespace bitdelta

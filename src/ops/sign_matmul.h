@@ -27,11 +27,25 @@ struct SignMatrix {
   uint64_t nbytes() const { return static_cast<uint64_t>(rows * row_bytes()); }
 };
 
-// y[t, n] += scale_n · Σ_k s[n, k] · x[t, k] for t < T (x: [T, K], y: [T, N]). Highway SIMD
-// with run-time dispatch; rows split across the pool's threads. Meant for a few tokens per
-// adapter (decode); prefill merges α·S into the base panel instead (see matmul_with_signs).
+// y[t, n] += scale_n · Σ_k s[n, k] · x[t, k] for t < T (x: [T, K], y: [T, N]): the serving
+// path (decode and batched decode). Whole 16-row tiles over whole vectors of bits go through
+// lookup tables over int8-quantized activations (one scale per 128 activations, T-MAC style);
+// the error of that part is at most scale_n · sign_matmul_quantization_bound(x_t, K) for each
+// output, well under the BF16 rounding of the base weights. What is left (odd shapes, the SCALAR
+// target) is exact. The result for a token never depends on the other tokens or jobs. Highway
+// SIMD with run-time dispatch; rows split across the pool's threads. Prefill merges α·S into
+// the base panel instead (see matmul_with_signs).
 void sign_matmul_add(const float* x, int64_t tokens, const SignMatrix& s, float* y,
                      ThreadPool& pool);
+
+// The same sum in float throughout (no activation quantization), for training-time uses such as
+// the scale gradients of calibration.
+void sign_matmul_add_exact(const float* x, int64_t tokens, const SignMatrix& s, float* y,
+                           ThreadPool& pool);
+
+// Σ over the complete 128-activation blocks of x[0, cols) of 128 · (max|x_block| / 127) / 2: a
+// bound on |(S·x)_n − exact| for the table pass, before the row's scale.
+double sign_matmul_quantization_bound(const float* x, int64_t cols);
 
 // Several adapters' passes over the same layer shape at once (one per distinct adapter in a
 // batch): one split of the rows across threads for all of them, instead of one per adapter.
