@@ -97,14 +97,14 @@ int main(int argc, char** argv) {
       // 1. Over every block matrix of the model, one token.
       std::vector<float> x(static_cast<size_t>(c.intermediate_size), 0.01f), y(16384);
       const AdapterWeights& aw = adapters[0]->weights();
-      double base_s = bench::best_seconds(3, [&] {
+      double base_s = bench::best_seconds(9, [&] {
         for (const auto& l : w.layers) {
           for (const Linear* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
             matmul(x.data(), 1, lin->weight, nullptr, y.data(), pool);
           }
         }
       });
-      double delta_s = bench::best_seconds(3, [&] {
+      double delta_s = bench::best_seconds(9, [&] {
         for (const auto& l : aw.layers) {
           for (const LinearDelta* d : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
             sign_matmul_add(x.data(), 1, *d->signs, y.data(), pool);
@@ -124,7 +124,7 @@ int main(int argc, char** argv) {
           model->forward({&in, 1}, &logits, pool);
         }
         std::vector<int32_t> next(8, 42);
-        return bench::best_seconds(3, [&] {
+        return bench::best_seconds(5, [&] {
           std::vector<SequenceInput> batch;
           for (int s = 0; s < 8; ++s) {
             batch.push_back({&caches[s], {&next[s], 1}, false,
@@ -145,7 +145,7 @@ int main(int argc, char** argv) {
         SequenceInput in{&cache, prompt, false, nullptr};
         model->forward({&in, 1}, &logits, pool);
         int32_t next = 42;
-        naive_step = 8 * bench::best_seconds(3, [&] {
+        naive_step = 8 * bench::best_seconds(5, [&] {
           SequenceInput s{&cache, {&next, 1}, false, nullptr};
           model->forward({&s, 1}, &logits, pool);
           cache.truncate(cache.length() - 1);

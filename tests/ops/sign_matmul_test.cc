@@ -165,6 +165,21 @@ TEST_F(SignKernels, FusedLinearEqualsDenseMergedWeights) {
   }
 }
 
+TEST_F(SignKernels, AddScaledSignsRowOnEveryTarget) {
+  std::mt19937 rng(39);
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    for (int64_t K : {1, 7, 8, 9, 31, 64, 100, 1023}) {
+      RandomSigns s(3, K, true, rng);
+      auto dst = random_vector(static_cast<size_t>(K), rng);
+      std::vector<float> expected = dst;
+      for (int64_t k = 0; k < K; ++k) expected[k] += s.matrix.plus(2, k) ? s.scales[2] : -s.scales[2];
+      add_scaled_signs_row(s.matrix, 2, dst.data());
+      ASSERT_EQ(dst, expected) << hwy::TargetName(target) << " K=" << K;
+    }
+  }
+}
+
 TEST(SignLayout, AddScaledSignsRowDecodesTheLayout) {
   // Row 0: bits 0b00000101 then a partial byte with bit 0 set: +,−,+,−,−,−,−,−,+ (9 columns).
   std::vector<uint8_t> bits = {0x05, 0x01};
