@@ -1,8 +1,13 @@
 #include "util/thread_pool.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <memory>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace bitdelta {
 
@@ -21,6 +26,25 @@ ThreadPool::~ThreadPool() {
 }
 
 namespace {
+// Back-to-back loops (a forward pass is hundreds of them, some only tens of microseconds long)
+// would spend much of their time waking threads through the kernel, so a thread that is about to
+// wait first spins this long for the condition to come true.
+constexpr auto kSpin = std::chrono::microseconds(100);
+
+template <typename Pred>
+bool spin_until(Pred ready) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpin;
+  while (true) {
+    for (int i = 0; i < 64; ++i) {
+      if (ready()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+      _mm_pause();
+#endif
+    }
+    if (std::chrono::steady_clock::now() > deadline) return ready();
+  }
+}
+
 void chunk_bounds(int64_t n, int chunks, int index, int64_t* begin, int64_t* end) {
   *begin = n * index / chunks;
   *end = n * (index + 1) / chunks;
@@ -47,8 +71,11 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   int64_t begin, end;
   chunk_bounds(n, chunks, 0, &begin, &end);
   fn(begin, end);
-  std::unique_lock lock(mutex_);
-  work_done_.wait(lock, [&] { return pending_ == 0; });
+  if (!spin_until([&] { return pending_.load(std::memory_order_acquire) == 0; })) {
+    std::unique_lock lock(mutex_);
+    work_done_.wait(lock, [&] { return pending_.load() == 0; });
+  }
+  std::lock_guard lock(mutex_);
   job_ = nullptr;
 }
 
@@ -58,6 +85,7 @@ void ThreadPool::worker_loop(int index) {
     const std::function<void(int64_t, int64_t)>* job;
     int64_t n;
     int chunks;
+    spin_until([&] { return generation_.load(std::memory_order_acquire) != seen; });
     {
       std::unique_lock lock(mutex_);
       work_ready_.wait(lock, [&] { return stop_ || generation_ != seen; });
@@ -71,8 +99,10 @@ void ThreadPool::worker_loop(int index) {
       int64_t begin, end;
       chunk_bounds(n, chunks, index, &begin, &end);
       (*job)(begin, end);
-      std::lock_guard lock(mutex_);
-      if (--pending_ == 0) work_done_.notify_one();
+      if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+        std::lock_guard lock(mutex_);
+        work_done_.notify_one();
+      }
     }
   }
 }
