@@ -90,6 +90,8 @@ struct Server::Impl {
   Counter prompt_tokens = metrics.counter("bitdelta_prompt_tokens_total", "Prompt tokens processed");
   Counter completion_tokens =
       metrics.counter("bitdelta_completion_tokens_total", "Tokens generated");
+  Counter cancelled_by_client = metrics.counter(
+      "bitdelta_requests_cancelled_total", "Requests cancelled because the client went away");
   Gauge queue_gauge = metrics.gauge("bitdelta_queue_length", "Requests waiting for a batch slot");
   Gauge active_gauge = metrics.gauge("bitdelta_active_sequences", "Sequences in the running batch");
   Histogram batch_size = metrics.histogram("bitdelta_batch_sequences",
@@ -482,39 +484,69 @@ struct Server::Impl {
     };
 
     if (!s.stream) {
-      std::string text;
-      bool first = true;
-      while (true) {
-        auto e = channel->next(std::chrono::seconds(600));
-        if (!e) {
-          channel->cancel();
-          http_fail(500, "generation timed out", "server_error");
-        }
-        if (first && !e->text.empty()) {
-          ttft.observe(std::chrono::duration<double>(Clock::now() - start).count());
-          first = false;
-        }
-        text += e->text;
-        if (!e->done) continue;
-        if (e->finish_reason == "error") http_fail(500, e->error, "server_error");
-        count(*e);
-        json choice = chat_request
-                          ? json{{"index", 0},
-                                 {"message", {{"role", "assistant"}, {"content", text}}},
-                                 {"logprobs", nullptr},
-                                 {"finish_reason", e->finish_reason}}
-                          : json{{"index", 0}, {"text", text}, {"logprobs", nullptr},
-                                 {"finish_reason", e->finish_reason}};
-        res.set_content(json{{"id", id},
-                             {"object", object},
-                             {"created", created},
-                             {"model", name},
-                             {"choices", json::array({choice})},
-                             {"usage", usage(*e)}}
-                            .dump(),
-                        "application/json");
-        return;
-      }
+      // One JSON body, sent with chunked encoding so that the connection can be watched while
+      // the request waits and decodes: httplib cannot tell that a peer has closed until a write
+      // to it fails, so a single space (insignificant whitespace before the JSON value) goes out
+      // with every token and every 100 ms; a client that went away is noticed within two such
+      // writes and its request is cancelled (KV cache freed), even while it is still queued.
+      // An internal error after that point (the status is sent) aborts the response, which
+      // clients report as a failed request.
+      in_flight++;
+      auto text = std::make_shared<std::string>();
+      res.set_chunked_content_provider(
+          "application/json",
+          [=, this](size_t, httplib::DataSink& sink) {
+            bool first = true;
+            while (true) {
+              auto e = channel->next(std::chrono::milliseconds(100));
+              if (!sink.write(" ", 1)) {
+                cancelled_by_client.inc();
+                channel->cancel();
+                return false;
+              }
+              if (!e) {
+                if (Clock::now() - start > std::chrono::seconds(600)) {
+                  spdlog::error("request {} timed out", id);
+                  channel->cancel();
+                  return false;
+                }
+                continue;
+              }
+              if (first && !e->text.empty()) {
+                ttft.observe(std::chrono::duration<double>(Clock::now() - start).count());
+                first = false;
+              }
+              *text += e->text;
+              if (!e->done) continue;
+              if (e->finish_reason == "error") {
+                spdlog::error("request {} failed: {}", id, e->error);
+                return false;
+              }
+              count(*e);
+              json choice = chat_request
+                                ? json{{"index", 0},
+                                       {"message", {{"role", "assistant"}, {"content", *text}}},
+                                       {"logprobs", nullptr},
+                                       {"finish_reason", e->finish_reason}}
+                                : json{{"index", 0}, {"text", *text}, {"logprobs", nullptr},
+                                       {"finish_reason", e->finish_reason}};
+              const std::string body = json{{"id", id},
+                                            {"object", object},
+                                            {"created", created},
+                                            {"model", name},
+                                            {"choices", json::array({choice})},
+                                            {"usage", usage(*e)}}
+                                           .dump();
+              sink.write(body.data(), body.size());
+              sink.done();
+              return true;
+            }
+          },
+          [this, channel](bool) {
+            channel->cancel();  // no effect once finished
+            in_flight--;
+          });
+      return;
     }
 
     // Server-sent events: one chunk per piece of text, a last one with finish_reason and usage,
@@ -544,13 +576,18 @@ struct Server::Impl {
                         {"model", name},      {"choices", json::array({choice})}};
           };
           if (chat_request && state->first && !send(chunk("", nullptr))) {
+            cancelled_by_client.inc();
             channel->cancel();
             return false;
           }
           while (true) {
-            auto e = channel->next(std::chrono::milliseconds(200));
+            auto e = channel->next(std::chrono::milliseconds(100));
             if (!e) {
-              if (!sink.is_writable()) {
+              // An SSE comment line, which clients ignore: the write that notices a client that
+              // left while the request waits for its first token.
+              static constexpr std::string_view kHeartbeat = ": waiting\n\n";
+              if (!sink.write(kHeartbeat.data(), kHeartbeat.size())) {
+                cancelled_by_client.inc();
                 channel->cancel();
                 return false;
               }
@@ -563,6 +600,7 @@ struct Server::Impl {
               state->first = false;
               state->second = now;
               if (!send(chunk(e->text, nullptr))) {
+                cancelled_by_client.inc();
                 channel->cancel();
                 return false;
               }

@@ -361,6 +361,10 @@ class RawStream {
     EXPECT_EQ(write(fd_, req.data(), req.size()), static_cast<ssize_t>(req.size()));
   }
   ~RawStream() { close(fd_); }
+  void close_now() {
+    close(fd_);
+    fd_ = -1;
+  }
   // Reads until `needle` has arrived (or EOF); returns everything read so far.
   const std::string& read_until(const std::string& needle) {
     char buf[4096];
@@ -394,6 +398,92 @@ TEST(ServerProcessTest, SigtermFinishesTheStreamInFlight) {
   EXPECT_NE(all.find("\"completion_tokens\":500"), std::string::npos) << all.substr(0, 300);
   EXPECT_NE(all.find("data: [DONE]"), std::string::npos);
   EXPECT_NE(testing::read_text(dir / "log").find("draining"), std::string::npos);
+}
+
+// The value of an unlabelled metric in /metrics (-1 when absent).
+double metric(int port, const std::string& name) {
+  httplib::Client c("127.0.0.1", port);
+  auto res = c.Get("/metrics");
+  if (!res) return -1;
+  std::istringstream lines(res->body);
+  for (std::string line; std::getline(lines, line);) {
+    if (line.rfind(name + " ", 0) == 0) return std::stod(line.substr(name.size() + 1));
+  }
+  return -1;
+}
+
+// A client that sends a request and leaves at once: the server notices on its next write and
+// cancels the request, streaming or not (the non-streaming answer writes a space per token
+// before its JSON), long before the 500 tokens it asked for; nothing is counted as generated and
+// no sequence stays in the batch.
+TEST(ServerProcessTest, ClientThatLeavesIsCancelled) {
+  const auto& a = testing::StoreAssets::get();
+  testing::ScratchDir dir;
+  ServerProcess server("--model " + a.base().string() + " --store " + (dir / "store").string() +
+                           " --threads 1",
+                       dir / "log");
+  ASSERT_GT(server.port(), 0);
+  int expected = 0;
+  for (bool stream : {false, true}) {
+    RawStream client(server.port(), json{{"model", "base"}, {"prompt", "Once"},
+                                         {"max_tokens", 500}, {"temperature", 0},
+                                         {"stream", stream}}
+                                        .dump());
+    client.close_now();
+    ++expected;
+    for (int i = 0; i < 200 && metric(server.port(), "bitdelta_requests_cancelled_total") < expected;
+         ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    }
+    EXPECT_EQ(metric(server.port(), "bitdelta_requests_cancelled_total"), expected)
+        << "stream=" << stream << "\n" << testing::read_text(dir / "log");
+  }
+  EXPECT_EQ(metric(server.port(), "bitdelta_completion_tokens_total"), 0);
+  for (int i = 0; i < 100 && metric(server.port(), "bitdelta_active_sequences") != 0; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_EQ(metric(server.port(), "bitdelta_active_sequences"), 0);
+  // The server still answers (non-streaming, after the spaces, a JSON body).
+  httplib::Client c("127.0.0.1", server.port());
+  auto res = c.Post("/v1/completions",
+                    json{{"model", "base"}, {"prompt", "Once"}, {"max_tokens", 5}}.dump(),
+                    "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_EQ(json::parse(res->body)["usage"]["completion_tokens"], 5) << res->body;
+}
+
+// More requests at once than the batch and the queue hold: the rest get 429, in OpenAI's error
+// shape with Retry-After, while the accepted ones complete.
+TEST(ServerProcessTest, FullQueueAnswers429WithRetryAfter) {
+  const auto& a = testing::StoreAssets::get();
+  testing::ScratchDir dir;
+  ServerProcess server("--model " + a.base().string() + " --store " + (dir / "store").string() +
+                           " --threads 1 --max-batch 1 --max-queue 1",
+                       dir / "log");
+  ASSERT_GT(server.port(), 0);
+  std::vector<std::unique_ptr<RawStream>> clients;
+  for (int i = 0; i < 6; ++i) {
+    clients.push_back(std::make_unique<RawStream>(
+        server.port(), json{{"model", "base"}, {"prompt", "Once"}, {"max_tokens", 400},
+                            {"temperature", 0}}
+                           .dump()));
+  }
+  int ok = 0, limited = 0;
+  for (auto& c : clients) {
+    const std::string& all = c->read_until("\r\n\r\n{never}");  // the whole response (EOF)
+    if (all.rfind("HTTP/1.1 200", 0) == 0) {
+      ++ok;
+      EXPECT_NE(all.find("\"completion_tokens\":400"), std::string::npos);
+    } else {
+      ASSERT_EQ(all.rfind("HTTP/1.1 429", 0), 0u) << all;
+      ++limited;
+      EXPECT_NE(all.find("Retry-After: 1"), std::string::npos) << all;
+      EXPECT_NE(all.find("\"type\":\"rate_limit_error\""), std::string::npos) << all;
+    }
+  }
+  EXPECT_GE(ok, 1);
+  EXPECT_GE(limited, 3);  // at most one decoding and one waiting when they arrive
 }
 
 }  // namespace
