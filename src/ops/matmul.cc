@@ -2,8 +2,8 @@
 // run time, once per call per thread.
 //
 // Decode (T = 1) is memory-bound: rows are read one after another so the weights stream through
-// memory in a single sequential pass. A few tokens (T ≤ 3, batched decode) keep that order, one
-// row at a time with T dot products. Prefill (T > 3) is compute-bound: a panel of 2 vectors' worth
+// memory in a single sequential pass. Batched decode (T ≤ 24) keeps that order in blocks of four
+// rows, over which groups of three tokens pass from L1 while the next blocks are prefetched. Prefill (T > 3) is compute-bound: a panel of 2 vectors' worth
 // of rows is widened to F32 and transposed once ([K][NR], in L2), then a 6-token × NR
 // outer-product micro-kernel accumulates in 12 registers with no horizontal sums — the
 // register-blocking scheme of BLIS/OpenBLAS.
@@ -44,6 +44,59 @@ HWY_INLINE void row_dots(const float* x, int64_t K, const WT* row, int64_t n, in
     float sum = hn::GetLane(hn::SumOfLanes(df, acc[c]));
     for (int64_t kk = k; kk < K; ++kk) sum += widen_scalar(row + kk) * x[c * K + kk];
     y[c * N + n] = sum;
+  }
+}
+
+// Four rows × C tokens (C ≤ 3): each weight vector is widened once for C tokens and each
+// activation vector loaded once for four rows; 4·C accumulators, as named variables (see
+// outer_kernel6).
+template <int C, typename WT>
+HWY_INLINE void rows4_dots(const float* x, int64_t K, const WT* w, int64_t n, int64_t N,
+                           float* y) {
+  static_assert(C >= 1 && C <= 3);
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const WT* r0 = w + n * K;
+  const WT* r1 = r0 + K;
+  const WT* r2 = r1 + K;
+  const WT* r3 = r2 + K;
+  const float* x0 = x;
+  const float* x1 = x + K;
+  const float* x2 = x + 2 * K;
+  auto a00 = hn::Zero(df), a10 = hn::Zero(df), a20 = hn::Zero(df), a30 = hn::Zero(df);
+  auto a01 = hn::Zero(df), a11 = hn::Zero(df), a21 = hn::Zero(df), a31 = hn::Zero(df);
+  auto a02 = hn::Zero(df), a12 = hn::Zero(df), a22 = hn::Zero(df), a32 = hn::Zero(df);
+  int64_t k = 0;
+  for (; k + lanes <= K; k += lanes) {
+    const auto v0 = hn::LoadU(df, x0 + k);
+    const auto v1 = C > 1 ? hn::LoadU(df, x1 + k) : v0;
+    const auto v2 = C > 2 ? hn::LoadU(df, x2 + k) : v0;
+    auto wv = load_widened(df, r0 + k);
+    a00 = hn::MulAdd(wv, v0, a00);
+    if constexpr (C > 1) a01 = hn::MulAdd(wv, v1, a01);
+    if constexpr (C > 2) a02 = hn::MulAdd(wv, v2, a02);
+    wv = load_widened(df, r1 + k);
+    a10 = hn::MulAdd(wv, v0, a10);
+    if constexpr (C > 1) a11 = hn::MulAdd(wv, v1, a11);
+    if constexpr (C > 2) a12 = hn::MulAdd(wv, v2, a12);
+    wv = load_widened(df, r2 + k);
+    a20 = hn::MulAdd(wv, v0, a20);
+    if constexpr (C > 1) a21 = hn::MulAdd(wv, v1, a21);
+    if constexpr (C > 2) a22 = hn::MulAdd(wv, v2, a22);
+    wv = load_widened(df, r3 + k);
+    a30 = hn::MulAdd(wv, v0, a30);
+    if constexpr (C > 1) a31 = hn::MulAdd(wv, v1, a31);
+    if constexpr (C > 2) a32 = hn::MulAdd(wv, v2, a32);
+  }
+  const WT* rows[4] = {r0, r1, r2, r3};
+  const float* xs[3] = {x0, x1, x2};
+  const hn::Vec<DF> acc[4][3] = {{a00, a01, a02}, {a10, a11, a12}, {a20, a21, a22}, {a30, a31, a32}};
+  for (int r = 0; r < 4; ++r) {
+    for (int c = 0; c < C; ++c) {
+      float sum = hn::GetLane(hn::SumOfLanes(df, acc[r][c]));
+      for (int64_t kk = k; kk < K; ++kk) sum += widen_scalar(rows[r] + kk) * xs[c][kk];
+      y[c * N + n + r] = sum;
+    }
   }
 }
 
@@ -198,9 +251,23 @@ void rows_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_be
   if (T == 1) {
     gemv_kernel(x, w, K, n_begin, n_end, y);
   } else if (T <= kMatmulMaxRowDotTokens) {
-    // Each row is fetched from memory once and stays in L1 while groups of up to four tokens
-    // pass over it.
-    for (int64_t n = n_begin; n < n_end; ++n) {
+    // Blocks of four rows are fetched from memory once and stay in L1 while groups of up to
+    // three tokens pass over them.
+    int64_t n = n_begin;
+    for (; n + 4 <= n_end; n += 4) {
+      // The block is computed from L1 over several passes, long enough to fetch the next one
+      // from DRAM meanwhile (the hardware prefetchers, seeing four strided streams, lag).
+      if (n + 12 <= n_end) {
+        const char* next = reinterpret_cast<const char*>(w + (n + 8) * K);
+        const int64_t bytes = 4 * K * static_cast<int64_t>(sizeof(WT));
+        for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(next + off);
+      }
+      int64_t t = 0;
+      for (; t + 3 <= T; t += 3) rows4_dots<3>(x + t * K, K, w, n, N, y + t * N);
+      if (T - t == 2) rows4_dots<2>(x + t * K, K, w, n, N, y + t * N);
+      if (T - t == 1) rows4_dots<1>(x + t * K, K, w, n, N, y + t * N);
+    }
+    for (; n < n_end; ++n) {
       const WT* row = w + n * K;
       int64_t t = 0;
       for (; t + 4 <= T; t += 4) row_dots<4>(x + t * K, K, row, n, N, y + t * N);
