@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <string>
 #include <vector>
@@ -21,6 +22,28 @@ double best_seconds(int reps, F&& f) {
     f();
     best = std::min(best, std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
                               .count());
+  }
+  return best;
+}
+
+// The best of `reps` runs of each function, run in alternation, so that the slow drifts of a
+// shared machine's speed hit both sides of a ratio alike.
+template <typename... F>
+std::array<double, sizeof...(F)> best_seconds_interleaved(int reps, F&&... fs) {
+  std::array<double, sizeof...(F)> best;
+  best.fill(1e30);
+  for (int i = 0; i < reps; ++i) {
+    size_t j = 0;
+    (
+        [&] {
+          const auto start = std::chrono::steady_clock::now();
+          fs();
+          best[j] = std::min(
+              best[j],
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+          ++j;
+        }(),
+        ...);
   }
   return best;
 }

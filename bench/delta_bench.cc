@@ -97,60 +97,60 @@ int main(int argc, char** argv) {
       // 1. Over every block matrix of the model, one token.
       std::vector<float> x(static_cast<size_t>(c.intermediate_size), 0.01f), y(16384);
       const AdapterWeights& aw = adapters[0]->weights();
-      double base_s = bench::best_seconds(9, [&] {
-        for (const auto& l : w.layers) {
-          for (const Linear* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
-            matmul(x.data(), 1, lin->weight, nullptr, y.data(), pool);
-          }
-        }
-      });
-      double delta_s = bench::best_seconds(9, [&] {
-        for (const auto& l : aw.layers) {
-          for (const LinearDelta* d : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
-            sign_matmul_add(x.data(), 1, *d->signs, y.data(), pool);
-          }
-        }
-      });
-      // 2. Decode steps of 8 sequences after a 32-token prompt each.
+      const auto [base_s, delta_s] = bench::best_seconds_interleaved(
+          9,
+          [&] {
+            for (const auto& l : w.layers) {
+              for (const Linear* lin : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
+                matmul(x.data(), 1, lin->weight, nullptr, y.data(), pool);
+              }
+            }
+          },
+          [&] {
+            for (const auto& l : aw.layers) {
+              for (const LinearDelta* d : {&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down}) {
+                sign_matmul_add(x.data(), 1, *d->signs, y.data(), pool);
+              }
+            }
+          });
+      // 2. Decode steps of 8 sequences after a 32-token prompt each: all on the base, each on
+      // its own adapter, and naive serving, where each user has a merged dense copy, so one step
+      // is 8 single-sequence passes, each streaming a whole weight set (the base here: it is read
+      // from DRAM just as a distinct copy would be, the model being far larger than the caches).
+      // Measured in alternation.
       std::vector<int32_t> prompt(32);
       for (int i = 0; i < 32; ++i) prompt[i] = 100 + 37 * i;
-      auto step_time = [&](bool with_adapters) {
+      std::vector<float> logits;
+      auto prefilled = [&](bool with_adapters, int n) {
         std::vector<KVCache> caches;
-        std::vector<float> logits;
-        for (int s = 0; s < 8; ++s) {
+        for (int s = 0; s < n; ++s) {
           caches.push_back(model->new_cache());
           SequenceInput in{&caches.back(), prompt, false,
                            with_adapters ? &adapters[s]->weights() : nullptr};
           model->forward({&in, 1}, &logits, pool);
         }
-        std::vector<int32_t> next(8, 42);
-        return bench::best_seconds(5, [&] {
-          std::vector<SequenceInput> batch;
-          for (int s = 0; s < 8; ++s) {
-            batch.push_back({&caches[s], {&next[s], 1}, false,
-                             with_adapters ? &adapters[s]->weights() : nullptr});
-          }
-          model->forward(batch, &logits, pool);
-        });
+        return caches;
       };
-      const double base_step = step_time(false);
-      const double users_step = step_time(true);
-      // Naive serving: each user has a merged dense copy, so one step is 8 single-sequence
-      // passes, each streaming a whole weight set (the base here: it is read from DRAM just as a
-      // distinct copy would be, the model being far larger than the caches).
-      double naive_step;
-      {
-        KVCache cache = model->new_cache();
-        std::vector<float> logits;
-        SequenceInput in{&cache, prompt, false, nullptr};
-        model->forward({&in, 1}, &logits, pool);
-        int32_t next = 42;
-        naive_step = 8 * bench::best_seconds(5, [&] {
-          SequenceInput s{&cache, {&next, 1}, false, nullptr};
-          model->forward({&s, 1}, &logits, pool);
-          cache.truncate(cache.length() - 1);
-        });
-      }
+      std::vector<KVCache> base_caches = prefilled(false, 8), user_caches = prefilled(true, 8);
+      std::vector<KVCache> naive_cache = prefilled(false, 1);
+      std::vector<int32_t> next(8, 42);
+      auto step = [&](std::vector<KVCache>& caches, bool with_adapters) {
+        std::vector<SequenceInput> batch;
+        for (int s = 0; s < 8; ++s) {
+          batch.push_back({&caches[s], {&next[s], 1}, false,
+                           with_adapters ? &adapters[s]->weights() : nullptr});
+        }
+        model->forward(batch, &logits, pool);
+        for (auto& cache : caches) cache.truncate(cache.length() - 1);
+      };
+      const auto [base_step, users_step, naive_one] = bench::best_seconds_interleaved(
+          5, [&] { step(base_caches, false); }, [&] { step(user_caches, true); },
+          [&] {
+            SequenceInput s{&naive_cache[0], {&next[0], 1}, false, nullptr};
+            model->forward({&s, 1}, &logits, pool);
+            naive_cache[0].truncate(naive_cache[0].length() - 1);
+          });
+      const double naive_step = 8 * naive_one;
       // 3. Compression throughput.
       uint64_t ft_bytes = 0;
       const double compress_s = bench::best_seconds(1, [&] {
