@@ -394,9 +394,10 @@ namespace {
 void for_row_blocks(int64_t rows, int64_t work_per_row, double cycles_per_unit, ThreadPool& pool,
                     const std::function<void(int64_t, int64_t)>& body) {
   const int64_t blocks = (rows + 15) / 16;
-  // A chunk worth ~20 µs (~50 K cycles) is worth waking a thread for.
+  // A chunk worth ~5 µs (~15 K cycles) is worth handing to a thread (the pool's threads spin
+  // between loops, so a hand-off costs about a microsecond).
   const double per_block = std::max(1.0, 16.0 * double(work_per_row) * cycles_per_unit);
-  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(5e4 / per_block));
+  const int64_t grain = std::max<int64_t>(1, static_cast<int64_t>(1.5e4 / per_block));
   pool.parallel_for(blocks, [&](int64_t b_begin, int64_t b_end) {
     body(b_begin * 16, std::min(rows, b_end * 16));
   }, grain);
