@@ -217,6 +217,8 @@ SynthResult synth_model(const SynthOptions& options, const fs::path& out_dir) {
   SynthResult result;
   result.config = synth_config(options.like);
   ModelConfig& c = result.config;
+  if (options.hidden_size > 0) c.hidden_size = options.hidden_size;
+  if (options.intermediate_size > 0) c.intermediate_size = options.intermediate_size;
   c.torch_dtype = options.dtype == DType::kBF16  ? "bfloat16"
                   : options.dtype == DType::kF16 ? "float16"
                                                  : "float32";
@@ -226,8 +228,9 @@ SynthResult synth_model(const SynthOptions& options, const fs::path& out_dir) {
 
   SafetensorsWriter writer;
   writer.set_metadata("format", "pt");
-  writer.set_metadata("synthetic", fmt::format("bitdelta synth --like {} --seed {}", options.like,
-                                               options.seed));
+  writer.set_metadata("synthetic",
+                      fmt::format("bitdelta synth --like {} --seed {} (hidden {}, intermediate {})",
+                                  options.like, options.seed, c.hidden_size, c.intermediate_size));
   for (const auto& t : expected_tensors(c)) {
     const bool is_norm = t.shape.size() == 1 && t.name.find("norm") != std::string::npos;
     const bool is_bias = t.name.size() > 5 && t.name.compare(t.name.size() - 5, 5, ".bias") == 0;

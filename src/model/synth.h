@@ -28,6 +28,9 @@ struct SynthOptions {
   // a byte-level tokenizer is generated: every byte is a token, plus the family's special
   // tokens at their real ids, so any text round-trips and the chat template works.
   std::optional<std::filesystem::path> tokenizer_dir;
+  // Widths replacing those of `like` when > 0 (tests that need other matrix shapes).
+  int64_t hidden_size = 0;
+  int64_t intermediate_size = 0;
 };
 
 struct SynthResult {
