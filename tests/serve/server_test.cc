@@ -381,12 +381,20 @@ class RawStream {
   std::string got_;
 };
 
-TEST(ServerProcessTest, SigtermFinishesTheStreamInFlight) {
+// `bitdelta serve` of the test base with an empty store in `dir`, one model thread, plus `args`;
+// its log is dir/log.
+std::unique_ptr<ServerProcess> serve_test_base(const testing::ScratchDir& dir,
+                                               const std::string& args = "") {
   const auto& a = testing::StoreAssets::get();
+  return std::make_unique<ServerProcess>("--model " + a.base().string() + " --store " +
+                                             (dir / "store").string() + " --threads 1" + args,
+                                         dir / "log");
+}
+
+TEST(ServerProcessTest, SigtermFinishesTheStreamInFlight) {
   testing::ScratchDir dir;
-  ServerProcess server("--model " + a.base().string() + " --store " + (dir / "store").string() +
-                           " --threads 1",
-                       dir / "log");
+  auto server_ptr = serve_test_base(dir);
+  ServerProcess& server = *server_ptr;
   ASSERT_GT(server.port(), 0);
   RawStream stream(server.port(), json{{"model", "base"}, {"prompt", "Once"}, {"max_tokens", 500},
                                        {"temperature", 0}, {"stream", true}}
@@ -417,11 +425,9 @@ double metric(int port, const std::string& name) {
 // before its JSON), long before the 500 tokens it asked for; nothing is counted as generated and
 // no sequence stays in the batch.
 TEST(ServerProcessTest, ClientThatLeavesIsCancelled) {
-  const auto& a = testing::StoreAssets::get();
   testing::ScratchDir dir;
-  ServerProcess server("--model " + a.base().string() + " --store " + (dir / "store").string() +
-                           " --threads 1",
-                       dir / "log");
+  auto server_ptr = serve_test_base(dir);
+  ServerProcess& server = *server_ptr;
   ASSERT_GT(server.port(), 0);
   int expected = 0;
   for (bool stream : {false, true}) {
@@ -456,11 +462,9 @@ TEST(ServerProcessTest, ClientThatLeavesIsCancelled) {
 // More requests at once than the batch and the queue hold: the rest get 429, in OpenAI's error
 // shape with Retry-After, while the accepted ones complete.
 TEST(ServerProcessTest, FullQueueAnswers429WithRetryAfter) {
-  const auto& a = testing::StoreAssets::get();
   testing::ScratchDir dir;
-  ServerProcess server("--model " + a.base().string() + " --store " + (dir / "store").string() +
-                           " --threads 1 --max-batch 1 --max-queue 1",
-                       dir / "log");
+  auto server_ptr = serve_test_base(dir, " --max-batch 1 --max-queue 1");
+  ServerProcess& server = *server_ptr;
   ASSERT_GT(server.port(), 0);
   std::vector<std::unique_ptr<RawStream>> clients;
   for (int i = 0; i < 6; ++i) {
