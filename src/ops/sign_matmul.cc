@@ -1,6 +1,9 @@
-// Highway kernels for sign_matmul_add(). S·x without multiplies: a byte of sign bits selects,
-// through a 256-entry table, a vector of 8 sign masks (0 for +1, the float sign bit for −1);
-// XOR flips the signs of 8 activations at once and an ADD accumulates them.
+// Highway kernels for S·x, S a packed ±1 matrix, in two passes:
+// - the table pass (serving): int8 activations, 16-entry tables per 4 of them looked up with byte
+//   shuffles (described above SignLutRows);
+// - the exact pass (tails, the SCALAR target, calibration): a byte of sign bits selects, through
+//   a 256-entry table, a vector of 8 sign masks (0 for +1, the float sign bit for −1); XOR flips
+//   the signs of 8 activations at once and an ADD accumulates them.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
