@@ -71,22 +71,17 @@ HWY_INLINE void rows4_dots(const float* x, int64_t K, const WT* w, int64_t n, in
     const auto v0 = hn::LoadU(df, x0 + k);
     const auto v1 = C > 1 ? hn::LoadU(df, x1 + k) : v0;
     const auto v2 = C > 2 ? hn::LoadU(df, x2 + k) : v0;
-    auto wv = load_widened(df, r0 + k);
-    a00 = hn::MulAdd(wv, v0, a00);
-    if constexpr (C > 1) a01 = hn::MulAdd(wv, v1, a01);
-    if constexpr (C > 2) a02 = hn::MulAdd(wv, v2, a02);
-    wv = load_widened(df, r1 + k);
-    a10 = hn::MulAdd(wv, v0, a10);
-    if constexpr (C > 1) a11 = hn::MulAdd(wv, v1, a11);
-    if constexpr (C > 2) a12 = hn::MulAdd(wv, v2, a12);
-    wv = load_widened(df, r2 + k);
-    a20 = hn::MulAdd(wv, v0, a20);
-    if constexpr (C > 1) a21 = hn::MulAdd(wv, v1, a21);
-    if constexpr (C > 2) a22 = hn::MulAdd(wv, v2, a22);
-    wv = load_widened(df, r3 + k);
-    a30 = hn::MulAdd(wv, v0, a30);
-    if constexpr (C > 1) a31 = hn::MulAdd(wv, v1, a31);
-    if constexpr (C > 2) a32 = hn::MulAdd(wv, v2, a32);
+    // One row's weights, widened once, into its C accumulators.
+    const auto row = [&](const WT* r, hn::Vec<DF>& c0, hn::Vec<DF>& c1, hn::Vec<DF>& c2) {
+      const auto wv = load_widened(df, r + k);
+      c0 = hn::MulAdd(wv, v0, c0);
+      if constexpr (C > 1) c1 = hn::MulAdd(wv, v1, c1);
+      if constexpr (C > 2) c2 = hn::MulAdd(wv, v2, c2);
+    };
+    row(r0, a00, a01, a02);
+    row(r1, a10, a11, a12);
+    row(r2, a20, a21, a22);
+    row(r3, a30, a31, a32);
   }
   const WT* rows[4] = {r0, r1, r2, r3};
   const float* xs[3] = {x0, x1, x2};
