@@ -23,13 +23,15 @@ class ThreadPool {
   int size() const { return static_cast<int>(workers_.size()) + 1; }
 
   // Calls fn(begin, end) on disjoint chunks covering [0, n), at most one chunk per thread, each
-  // at least `grain` items long; returns when all are done. Not reentrant.
+  // at least `grain` items long; returns when all are done. Loops from different threads take
+  // turns; a loop may not start another from inside fn.
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
 
  private:
   void worker_loop(int index);
 
   std::vector<std::thread> workers_;
+  std::mutex caller_mutex_;  // one loop at a time
   std::mutex mutex_;
   std::condition_variable work_ready_;
   std::condition_variable work_done_;

@@ -51,6 +51,17 @@ TEST(ThreadPool, UnevenChunksAllFinishBeforeReturn) {
   }
 }
 
+TEST(ThreadPool, LoopsFromSeveralThreadsTakeTurns) {
+  ThreadPool pool(2);
+  std::vector<std::thread> callers;
+  for (int c = 0; c < 3; ++c) {
+    callers.emplace_back([&] {
+      for (int round = 0; round < 300; ++round) expect_covers(pool, 2 + round % 17, 1);
+    });
+  }
+  for (auto& t : callers) t.join();
+}
+
 TEST(ThreadPool, DestroysWhileIdleOrRightAfterWork) {
   for (int i = 0; i < 50; ++i) {
     ThreadPool pool(4);
