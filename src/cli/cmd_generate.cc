@@ -9,6 +9,7 @@
 #include "io/safetensors.h"
 #include "model/generate.h"
 #include "model/transformer.h"
+#include "ops/sign_matmul.h"
 #include "tokenizer/chat_template.h"
 #include "tokenizer/tokenizer.h"
 #include "util/error.h"
@@ -50,6 +51,7 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
   struct Options {
     std::string model, prompt, prompt_ids, system, adapter;
     bool chat = false, no_think = false, print_ids = false, no_bos = false, ignore_eos = false;
+    bool exact_deltas = false;
     int64_t max_tokens = 256;
     int threads = 0;
     SamplingParams sampling;
@@ -92,9 +94,11 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
   cmd->add_option("--adapter", o->adapter,
                   "A user's BitDelta adapter (.bdelta) made against this model, applied on the fly")
       ->check(CLI::ExistingFile);
+  add_exact_deltas_flag(cmd, o->exact_deltas);
   runner = [=] {
     validate(o->sampling);
     if (o->threads > 0) set_default_threads(o->threads);
+    set_exact_sign_pass(o->exact_deltas);
     auto model = Transformer::load(o->model);
     std::shared_ptr<Adapter> adapter = load_adapter_for(*model, o->adapter);
     Tokenizer tokenizer = Tokenizer::from_folder(o->model);
@@ -168,6 +172,7 @@ CLI::App* register_logits(CLI::App& app, Runner& runner) {
       "(tensor 'logits'), to debug a model or compare it with another implementation");
   struct Options {
     std::string model, ids, out, adapter;
+    bool exact_deltas = false;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--model", o->model, "Hugging Face model folder")
@@ -177,7 +182,9 @@ CLI::App* register_logits(CLI::App& app, Runner& runner) {
   cmd->add_option("--out", o->out, "Output .safetensors file (written atomically)")->required();
   cmd->add_option("--adapter", o->adapter, "A user's BitDelta adapter (.bdelta) to apply")
       ->check(CLI::ExistingFile);
+  add_exact_deltas_flag(cmd, o->exact_deltas);
   runner = [=] {
+    set_exact_sign_pass(o->exact_deltas);
     std::vector<int32_t> ids = parse_id_list(o->ids, "--ids");
     auto model = Transformer::load(o->model);
     std::shared_ptr<Adapter> adapter = load_adapter_for(*model, o->adapter);

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "cli/commands.h"
+#include "ops/sign_matmul.h"
 #include "serve/server.h"
 #include "util/thread_pool.h"
 
@@ -54,8 +55,11 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
   cmd->add_option("--max-tokens-limit", o->max_tokens_limit, "Largest max_tokens a request may ask")
       ->capture_default_str();
   cmd->add_option("--threads", *threads, "Worker threads for the model (default: all cores)");
+  auto exact = std::make_shared<bool>(false);
+  add_exact_deltas_flag(cmd, *exact);
   runner = [=] {
     if (*threads > 0) set_default_threads(*threads);
+    set_exact_sign_pass(*exact);
     // SIGTERM/SIGINT only raise a flag (any thread may receive them: libraries start threads
     // of their own); a watcher thread sees it and stops the server gracefully.
     static std::atomic<bool> signalled{false};

@@ -5,6 +5,7 @@
 //   a 256-entry table, a vector of 8 sign masks (0 for +1, the float sign bit for −1); XOR flips
 //   the signs of 8 activations at once and an ADD accumulates them.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <functional>
@@ -408,6 +409,11 @@ void for_row_blocks(int64_t rows, int64_t work_per_row, double cycles_per_unit, 
 
 }  // namespace
 
+std::atomic<bool> g_exact_sign_pass{false};
+
+void set_exact_sign_pass(bool exact) { g_exact_sign_pass = exact; }
+bool exact_sign_pass() { return g_exact_sign_pass; }
+
 void sign_matmul_add(const float* x, int64_t tokens, const SignMatrix& s, float* y,
                      ThreadPool& pool) {
   const SignMatmulJob job{x, tokens, &s, y};
@@ -426,7 +432,7 @@ void sign_matmul_add_many(std::span<const SignMatmulJob> jobs, ThreadPool& pool)
   if (tokens <= 0 || rows == 0) return;
   // The table pass covers whole vectors of complete bytes of whole 16-row tiles; what is left
   // (odd shapes, and all of it on targets without byte shuffles) takes the exact pass.
-  const int64_t W = HWY_DYNAMIC_DISPATCH(LutChunkBytes)();
+  const int64_t W = exact_sign_pass() ? 0 : HWY_DYNAMIC_DISPATCH(LutChunkBytes)();
   const int64_t lut_bytes = W > 0 ? (cols / 8) / W * W : 0;
   const int64_t lut_rows = lut_bytes > 0 ? rows / 16 * 16 : 0;
   thread_local std::vector<uint8_t> tables;

@@ -38,6 +38,12 @@ struct SignMatrix {
 void sign_matmul_add(const float* x, int64_t tokens, const SignMatrix& s, float* y,
                      ThreadPool& pool);
 
+// Makes sign_matmul_add(_many) use the exact float pass throughout (process-wide; default off):
+// decode then matches the merged model within float tolerance at ~3× the cost of the 1-bit pass.
+// `bitdelta generate/logits/serve --exact-deltas`.
+void set_exact_sign_pass(bool exact);
+bool exact_sign_pass();
+
 // The same sum in float throughout (no activation quantization), for training-time uses such as
 // the scale gradients of calibration.
 void sign_matmul_add_exact(const float* x, int64_t tokens, const SignMatrix& s, float* y,
