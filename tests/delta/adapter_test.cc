@@ -342,6 +342,11 @@ TEST_F(Adapters, CliGenerateInspectAndLogitsWithAdapter) {
                                      "' --prompt-ids 1 -n 20 --print-ids");
   ASSERT_EQ(gen_user.exit_code, 0) << gen_user.err;
   EXPECT_EQ(gen_user.out, gen_merged.out);
+  auto gen_exact = testing::run_cli("generate --model '" + base().string() + "' --adapter '" +
+                                    adapter_path(1).string() +
+                                    "' --exact-deltas --prompt-ids 1 -n 20 --print-ids");
+  ASSERT_EQ(gen_exact.exit_code, 0) << gen_exact.err;
+  EXPECT_EQ(gen_exact.out, gen_merged.out);
   // Greedy tokens can coincide with the base's; the logits cannot.
   const std::string ids = " --ids 1,403,407,261,378 --out ";
   ASSERT_EQ(testing::run_cli("logits --model '" + base().string() + "' --adapter '" +
