@@ -33,6 +33,11 @@ struct SignMaskTable {
   }
 };
 const SignMaskTable kSignMasks;
+
+// The table pass quantizes activations to ±kQuantMax in blocks of kQuantBlock (16 bytes of bits:
+// one 128-bit block of a transposed chunk), the most whose int16 sum cannot overflow.
+constexpr int64_t kQuantBlock = 128;
+constexpr float kQuantMax = 127.0f;
 }  // namespace
 }  // namespace bitdelta
 #endif
@@ -267,15 +272,15 @@ void BuildLut(const float* x, int64_t lut_bytes, uint8_t* tables, float* qscales
       {-1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1},
       {-1, -1, -1, -1, 1, 1, 1, 1, -1, -1, -1, -1, 1, 1, 1, 1},
       {-1, -1, -1, -1, -1, -1, -1, -1, 1, 1, 1, 1, 1, 1, 1, 1}};
-  alignas(64) int32_t q[128];
+  alignas(64) int32_t q[kQuantBlock];
   for (int64_t blk = 0; blk < lut_bytes / 16; ++blk) {
-    const float* xb = x + 128 * blk;
+    const float* xb = x + kQuantBlock * blk;
     auto vmax = hn::Zero(df);
-    for (int64_t i = 0; i < 128; i += lf) vmax = hn::Max(vmax, hn::Abs(hn::LoadU(df, xb + i)));
+    for (int64_t i = 0; i < kQuantBlock; i += lf) vmax = hn::Max(vmax, hn::Abs(hn::LoadU(df, xb + i)));
     const float m = hn::GetLane(hn::MaxOfLanes(df, vmax));
-    qscales[blk] = m / 127.0f;
-    const auto inv = hn::Set(df, m > 0 ? 127.0f / m : 0.0f);
-    for (int64_t i = 0; i < 128; i += lf) {
+    qscales[blk] = m / kQuantMax;
+    const auto inv = hn::Set(df, m > 0 ? kQuantMax / m : 0.0f);
+    for (int64_t i = 0; i < kQuantBlock; i += lf) {
       hn::Store(hn::NearestInt(hn::Mul(hn::LoadU(df, xb + i), inv)), di, q + i);
     }
     for (int64_t gl = 0; gl < 32; ++gl) {
@@ -441,16 +446,18 @@ void sign_matmul_add_many(std::span<const SignMatmulJob> jobs, ThreadPool& pool)
   if (lut_rows > 0) {
     tables.resize(static_cast<size_t>(tokens * table_bytes));
     qscales.resize(static_cast<size_t>(tokens * nqb));
-    std::vector<const float*> token_x;
-    token_x.reserve(static_cast<size_t>(tokens));
+    thread_local std::vector<const float*> token_x;
+    token_x.clear();
     for (const auto& j : jobs) {
       for (int64_t t = 0; t < j.tokens; ++t) token_x.push_back(j.x + t * cols);
     }
+    // Pointers, not the thread_local names: the pool's threads have copies of their own.
     uint8_t* tab = tables.data();
     float* qs = qscales.data();
+    const float* const* xs = token_x.data();
     const auto build = [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
-        HWY_DYNAMIC_DISPATCH(BuildLut)(token_x[t], lut_bytes, tab + t * table_bytes,
+        HWY_DYNAMIC_DISPATCH(BuildLut)(xs[t], lut_bytes, tab + t * table_bytes,
                                        qs + t * nqb);
       }
     };
@@ -499,10 +506,10 @@ void sign_matmul_add_exact(const float* x, int64_t tokens, const SignMatrix& s, 
 
 double sign_matmul_quantization_bound(const float* x, int64_t cols) {
   double bound = 0;
-  for (int64_t b = 0; b + 128 <= cols; b += 128) {
+  for (int64_t b = 0; b + kQuantBlock <= cols; b += kQuantBlock) {
     float m = 0;
-    for (int64_t k = b; k < b + 128; ++k) m = std::max(m, std::fabs(x[k]));
-    bound += 128 * 0.5 * (m / 127.0);
+    for (int64_t k = b; k < b + kQuantBlock; ++k) m = std::max(m, std::fabs(x[k]));
+    bound += kQuantBlock * 0.5 * (m / double(kQuantMax));
   }
   return bound;
 }

@@ -92,6 +92,14 @@ struct Server::Impl {
       metrics.counter("bitdelta_completion_tokens_total", "Tokens generated");
   Counter cancelled_by_client = metrics.counter(
       "bitdelta_requests_cancelled_total", "Requests cancelled because the client went away");
+
+  // A write to the client failed (it went away): cancel its request, which frees its sequence,
+  // and end the content provider (false).
+  bool client_left(RequestChannel& channel) {
+    cancelled_by_client.inc();
+    channel.cancel();
+    return false;
+  }
   Gauge queue_gauge = metrics.gauge("bitdelta_queue_length", "Requests waiting for a batch slot");
   Gauge active_gauge = metrics.gauge("bitdelta_active_sequences", "Sequences in the running batch");
   Histogram batch_size = metrics.histogram("bitdelta_batch_sequences",
@@ -483,6 +491,13 @@ struct Server::Impl {
       completion_tokens.inc(static_cast<double>(e.completion_tokens));
     };
 
+    // Once the response is done or abandoned: cancel (no effect once finished; frees the
+    // sequence if the client left) and count the request out.
+    in_flight++;
+    const auto release = [this, channel](bool) {
+      channel->cancel();
+      in_flight--;
+    };
     if (!s.stream) {
       // One JSON body, sent with chunked encoding so that the connection can be watched while
       // the request waits and decodes: httplib cannot tell that a peer has closed until a write
@@ -491,7 +506,6 @@ struct Server::Impl {
       // writes and its request is cancelled (KV cache freed), even while it is still queued.
       // An internal error after that point (the status is sent) aborts the response, which
       // clients report as a failed request.
-      in_flight++;
       auto text = std::make_shared<std::string>();
       res.set_chunked_content_provider(
           "application/json",
@@ -500,9 +514,7 @@ struct Server::Impl {
             while (true) {
               auto e = channel->next(std::chrono::milliseconds(100));
               if (!sink.write(" ", 1)) {
-                cancelled_by_client.inc();
-                channel->cancel();
-                return false;
+                return client_left(*channel);
               }
               if (!e) {
                 if (Clock::now() - start > std::chrono::seconds(600)) {
@@ -542,10 +554,7 @@ struct Server::Impl {
               return true;
             }
           },
-          [this, channel](bool) {
-            channel->cancel();  // no effect once finished
-            in_flight--;
-          });
+          release);
       return;
     }
 
@@ -553,7 +562,6 @@ struct Server::Impl {
     // then [DONE]. A client that goes away cancels the request (its KV cache is freed).
     const std::string chunk_object = chat_request ? "chat.completion.chunk" : "text_completion";
     auto state = std::make_shared<std::pair<bool, Clock::time_point>>(true, start);
-    in_flight++;
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
@@ -576,9 +584,7 @@ struct Server::Impl {
                         {"model", name},      {"choices", json::array({choice})}};
           };
           if (chat_request && state->first && !send(chunk("", nullptr))) {
-            cancelled_by_client.inc();
-            channel->cancel();
-            return false;
+            return client_left(*channel);
           }
           while (true) {
             auto e = channel->next(std::chrono::milliseconds(100));
@@ -587,9 +593,7 @@ struct Server::Impl {
               // left while the request waits for its first token.
               static constexpr std::string_view kHeartbeat = ": waiting\n\n";
               if (!sink.write(kHeartbeat.data(), kHeartbeat.size())) {
-                cancelled_by_client.inc();
-                channel->cancel();
-                return false;
+                return client_left(*channel);
               }
               continue;
             }
@@ -600,9 +604,7 @@ struct Server::Impl {
               state->first = false;
               state->second = now;
               if (!send(chunk(e->text, nullptr))) {
-                cancelled_by_client.inc();
-                channel->cancel();
-                return false;
+                return client_left(*channel);
               }
             }
             if (!e->done) continue;
@@ -620,10 +622,7 @@ struct Server::Impl {
             return true;
           }
         },
-        [this, channel](bool) {
-          channel->cancel();  // no effect once finished; frees the sequence if the client left
-          in_flight--;
-        });
+        release);
   }
 };
 

@@ -20,6 +20,24 @@ namespace {
 
 using testing::ScratchDir;
 
+// Logits of every token of `ids`, in one forward or one token at a time (decode).
+std::vector<float> logits(Transformer& model, std::span<const int32_t> ids,
+                          const AdapterWeights* adapter, ThreadPool& pool, bool one_at_a_time) {
+  KVCache cache = model.new_cache();
+  std::vector<float> all, step;
+  if (!one_at_a_time) {
+    SequenceInput in{&cache, ids, true, adapter};
+    model.forward({&in, 1}, &all, pool);
+    return all;
+  }
+  for (size_t i = 0; i < ids.size(); ++i) {
+    SequenceInput in{&cache, ids.subspan(i, 1), true, adapter};
+    model.forward({&in, 1}, &step, pool);
+    all.insert(all.end(), step.begin(), step.end());
+  }
+  return all;
+}
+
 class Adapters : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -44,23 +62,6 @@ class Adapters : public ::testing::Test {
   }
   static std::filesystem::path merged(int user) {
     return dir_->path() / ("merged" + std::to_string(user));
-  }
-  static std::vector<float> logits(Transformer& model, std::span<const int32_t> ids,
-                                   const AdapterWeights* adapter, ThreadPool& pool,
-                                   bool one_at_a_time) {
-    KVCache cache = model.new_cache();
-    std::vector<float> all, step;
-    if (!one_at_a_time) {
-      SequenceInput in{&cache, ids, true, adapter};
-      model.forward({&in, 1}, &all, pool);
-      return all;
-    }
-    for (size_t i = 0; i < ids.size(); ++i) {
-      SequenceInput in{&cache, ids.subspan(i, 1), true, adapter};
-      model.forward({&in, 1}, &step, pool);
-      all.insert(all.end(), step.begin(), step.end());
-    }
-    return all;
   }
   static ScratchDir* dir_;
   ThreadPool pool_{2};
@@ -127,15 +128,9 @@ TEST(WideAdapters, TablePassDecodeMatchesTheMergedModel) {
   BaseFingerprints fp(model->files());
   adapter->bind(*model, fp, pool);
   const std::vector<int32_t> ids = {72, 101, 108, 108, 111, 32, 119, 111, 114, 108, 100, 33};
-  auto run = [&](Transformer& m, const AdapterWeights* a) {
-    KVCache cache = m.new_cache();
-    std::vector<float> all, step;
-    for (size_t i = 0; i < ids.size(); ++i) {
-      SequenceInput in{&cache, std::span(ids).subspan(i, 1), true, a};
-      m.forward({&in, 1}, &step, pool);
-      all.insert(all.end(), step.begin(), step.end());
-    }
-    return all;
+  // Decode, one token at a time.
+  const auto run = [&](Transformer& m, const AdapterWeights* a) {
+    return logits(m, ids, a, pool, true);
   };
   const auto fused = run(*model, &adapter->weights());
   const auto expected = run(*merged, nullptr);
