@@ -130,6 +130,7 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
     options.max_tokens = o->max_tokens;
     options.sampling = o->sampling;
     options.stop_strings = o->stop;
+    options.continues_prompt = !o->chat;
     if (adapter) options.adapter = &adapter->weights();
     if (!o->ignore_eos) {
       if (auto eos = tokenizer.eos_id()) options.stop_ids.push_back(*eos);

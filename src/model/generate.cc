@@ -41,7 +41,10 @@ SequenceDecoder::SequenceDecoder(const Tokenizer* tokenizer, std::span<const int
   for (const auto& s : options.stop_strings) {
     if (s.empty()) fail("stop strings must not be empty");
   }
-  if (tokenizer != nullptr) decoder_.emplace(*tokenizer);
+  if (tokenizer != nullptr) {
+    decoder_.emplace(*tokenizer, /*skip_special=*/false,
+                     options.continues_prompt ? prompt : std::span<const int32_t>());
+  }
   if (options.max_tokens == 0) {
     done_ = true;
     finish_reason_ = "length";

@@ -21,6 +21,10 @@ struct GenerateOptions {
   std::vector<int32_t> stop_ids;         // e.g. EOS; not included in the output
   std::vector<std::string> stop_strings; // generation ends before the first occurrence
   const AdapterWeights* adapter = nullptr; // a user's adapter, or null for the base model
+  // The text continues the prompt's (a completion: prompt + text == decode(prompt ++ tokens),
+  // leading space included) rather than starting a text of its own (a chat reply, whose
+  // content does not begin with the space the template put before it).
+  bool continues_prompt = true;
 };
 
 struct GenerateResult {

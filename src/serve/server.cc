@@ -440,6 +440,7 @@ struct Server::Impl {
         http_fail(400, e.what());
       }
       prompt = tokenizer->encode(text);
+      s.options.continues_prompt = false;  // the reply's content starts a text of its own
     } else {
       auto it = body.find("prompt");
       std::string text;

@@ -213,10 +213,13 @@ void Tokenizer::set_chat_template_source(std::optional<std::string> source) {
 // Streaming works on bytes: each token's bytes are appended and the longest prefix of complete
 // characters is released. That equals decode() because every supported decoder is, apart from a
 // leading strip and U+FFFD repair, a concatenation of per-token bytes.
-IncrementalDecoder::IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special)
+IncrementalDecoder::IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special,
+                                       std::span<const int32_t> context)
     : tokenizer_(&tokenizer),
       skip_special_(skip_special),
-      byte_level_(tokenizer.impl().decoder.is_byte_level_only()) {}
+      byte_level_(tokenizer.impl().decoder.is_byte_level_only()) {
+  for (int32_t id : context) push(id);  // the prompt's own text is not part of the output
+}
 
 namespace {
 

@@ -83,9 +83,16 @@ class Tokenizer {
 // Streaming decode for generation: feed ids one at a time and get the text that became final.
 // Never emits half a UTF-8 character; the concatenation of every push() and the final flush()
 // equals decode() of all ids.
+//
+// `context` (e.g. a completion's prompt) is decoded first and its text discarded, so the pushed
+// ids decode as the continuation of that text: decode(context) + everything pushed ==
+// decode(context ++ ids) whenever decode(context) ends on a whole character. Without it,
+// decoder rules for the start of a text apply to the first pushed id (sentencepiece drops the
+// space of "▁time"), which is right for a chat reply and wrong for a completion.
 class IncrementalDecoder {
  public:
-  explicit IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special = false);
+  explicit IncrementalDecoder(const Tokenizer& tokenizer, bool skip_special = false,
+                              std::span<const int32_t> context = {});
   std::string push(int32_t id);  // text that became final with this token (may be empty)
   std::string flush();           // whatever is left (invalid trailing bytes become U+FFFD)
 

@@ -15,6 +15,23 @@ using testing::ScratchDir;
 // fmt rather than "'" + s: GCC 12's -Wrestrict misfires on the latter.
 std::string quoted(const std::filesystem::path& p) { return fmt::format("'{}'", p.string()); }
 
+// generate --prompt P prints P and then its continuation; that must be what decoding the prompt's
+// ids followed by the generated ids gives (tokenize --decode, the non-streaming decoder).
+void expect_prompt_plus_text_is_decode(const std::filesystem::path& model, const std::string& prompt) {
+  const std::string m = quoted(model);
+  auto text = run_cli("generate --model " + m + " --no-bos --ignore-eos -n 12 --prompt '" + prompt + "'");
+  auto gen = run_cli("generate --model " + m + " --no-bos --ignore-eos -n 12 --print-ids --prompt '" +
+                     prompt + "'");
+  auto ids = run_cli("tokenize --model " + m + " --text '" + prompt + "'");
+  ASSERT_EQ(text.exit_code, 0) << text.err;
+  ASSERT_EQ(gen.exit_code, 0) << gen.err;
+  ASSERT_EQ(ids.exit_code, 0) << ids.err;
+  std::string all = ids.out.substr(0, ids.out.find('\n')) + " " + gen.out.substr(0, gen.out.find('\n'));
+  auto decoded = run_cli("tokenize --model " + m + " --decode --text '" + all + "'");
+  ASSERT_EQ(decoded.exit_code, 0) << decoded.err;
+  EXPECT_EQ(text.out, decoded.out) << "prompt '" << prompt << "', ids " << all;
+}
+
 TEST(Cli, HelpListsEveryCommandAndEachCommandHasHelp) {
   auto top = run_cli("--help");
   EXPECT_EQ(top.exit_code, 0);
@@ -82,6 +99,15 @@ TEST(Cli, GenerateLogitsAndSynth) {
   ASSERT_EQ(text.exit_code, 0) << text.err;
   EXPECT_EQ(text.out.rfind("Once upon a time, there was a little girl named Lily", 0), 0u)
       << text.out;
+  // A continuation keeps the space after the prompt: what generate prints (prompt, then text)
+  // is the decode of the prompt's ids followed by the generated ids, on a sentencepiece
+  // tokenizer (whose decoder drops a text's leading space) and a byte-level one.
+  for (const auto& [m, prompt] : {std::pair{model, std::string("Once upon a")},
+                                  std::pair{model, std::string("Lily went to the")}}) {
+    expect_prompt_plus_text_is_decode(m, prompt);
+  }
+  auto printed = run_cli("generate --model " + quoted(model) + " --prompt 'Once upon a' -n 3");
+  EXPECT_EQ(printed.out.rfind("Once upon a time", 0), 0u) << printed.out;
   auto stopped = run_cli("generate --model " + quoted(model) +
                          " --prompt 'Once upon a time' -n 50 --stop Lily");
   EXPECT_EQ(stopped.out, "Once upon a time, there was a little girl named \n");
@@ -109,6 +135,7 @@ TEST(Cli, GenerateLogitsAndSynth) {
   auto j = nlohmann::json::parse(synth_info.out);
   EXPECT_EQ(j["architecture"]["model_type"], "qwen3");
   EXPECT_EQ(j["weights"]["dtypes"].begin().key(), "BF16");
+  expect_prompt_plus_text_is_decode(dir / "tiny", "hello wor");
   auto chat = run_cli("generate --model " + quoted(dir / "tiny") + " --chat --prompt hi -n 5");
   EXPECT_EQ(chat.exit_code, 0) << chat.err;
   auto unknown = run_cli("synth --like gpt-5 --out " + quoted(dir / "x"));

@@ -155,6 +155,33 @@ TEST_F(ServerTest, BaseAndAdaptersAnswerLikeGenerate) {
   EXPECT_EQ(completion("gaming/alice"), completion("gaming/alice/v2"));
 }
 
+// OpenAI clients print prompt + text: the text must keep the space after the prompt
+// (stories260K's sentencepiece decoder drops a text's leading space; the continuation's first
+// token "▁time" must still decode to " time"), streaming or not, and agree with generate.
+TEST_F(ServerTest, CompletionTextContinuesThePrompt) {
+  for (const std::string prompt : {"Once upon a", "Lily went to the"}) {
+    const json body = {{"model", "base"}, {"prompt", prompt}, {"max_tokens", 12},
+                       {"temperature", 0}, {"stop", json::array()}};
+    const std::string text = post("/v1/completions", body, "admin-key", 200)["choices"][0]["text"];
+    ASSERT_FALSE(text.empty());
+    EXPECT_EQ(text[0], ' ') << text;
+    json streaming = body;
+    streaming["stream"] = true;
+    auto res = client().Post("/v1/completions", auth("admin-key"), streaming.dump(),
+                             "application/json");
+    ASSERT_TRUE(res);
+    std::string streamed;
+    std::istringstream lines(res->body);
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind("data: {", 0) == 0) {
+        streamed += json::parse(line.substr(6))["choices"][0]["text"].get<std::string>();
+      }
+    }
+    EXPECT_EQ(streamed, text);
+    EXPECT_EQ(cli_generate("", prompt, 12), prompt + text + "\n");
+  }
+}
+
 TEST_F(ServerTest, ChatStreamsServerSentEventsEndingInDone) {
   auto res = client().Post("/v1/chat/completions", auth("alice-key"),
                            json{{"model", "gaming/alice/v1"},

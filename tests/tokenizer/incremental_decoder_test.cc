@@ -64,6 +64,51 @@ TEST(IncrementalDecoder, SentencepieceByteFallback) {
   check_stream(m, m.encode("hello world and the"));
 }
 
+// A continuation decoded in the context of its prompt: prompt text + streamed text must equal the
+// decode of all ids, split at every point (a completion's text keeps its leading space).
+void check_continuation(const Tokenizer& t, const std::vector<int32_t>& ids) {
+  for (size_t split = 1; split < ids.size(); ++split) {
+    std::vector<int32_t> prompt(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(split));
+    IncrementalDecoder stream(t, false, prompt);
+    std::string text;
+    for (size_t i = split; i < ids.size(); ++i) text += stream.push(ids[i]);
+    text += stream.flush();
+    const std::string whole = t.decode(ids);
+    const std::string head = t.decode(prompt);
+    if (!whole.starts_with(head)) continue;  // the prompt ends inside a character
+    EXPECT_EQ(head + text, whole) << "split after id #" << split;
+  }
+}
+
+TEST(IncrementalDecoder, ContinuationKeepsTheSpaceAfterThePrompt) {
+  // Sentencepiece drops the leading space of the first token of a text ("▁time" → "time"),
+  // but not of a token that continues one.
+  Tokenizer spm =
+      Tokenizer::from_tokenizer_json(testing::test_data("tokenizer/spm_legacy.tokenizer.json"));
+  const auto prompt = spm.encode("Once upon a");
+  const auto more = spm.encode("time");  // "▁time": the dummy prefix makes it a word start
+  std::vector<int32_t> all = prompt;
+  all.insert(all.end(), more.begin(), more.end());
+  ASSERT_EQ(spm.decode(all), "Once upon a time");
+  IncrementalDecoder alone(spm);
+  IncrementalDecoder after(spm, false, prompt);
+  std::string a, b;
+  for (size_t i = prompt.size(); i < all.size(); ++i) {
+    a += alone.push(all[i]);
+    b += after.push(all[i]);
+  }
+  EXPECT_EQ(a + alone.flush(), "time");  // a text of its own: the chat reply's rule
+  EXPECT_EQ(b + after.flush(), " time");
+  check_continuation(spm, spm.encode(" hello 😀 中文 world<s>the</s> and more"));
+  Tokenizer m = Tokenizer::from_tokenizer_json(
+      testing::test_data("tokenizer/spm_metaspace_always.tokenizer.json"));
+  check_continuation(m, m.encode("hello world and the"));
+  check_continuation(testing::qwen3_tokenizer(),
+                     testing::qwen3_tokenizer().encode("Once upon a time 😀 中文, there"));
+  check_continuation(testing::gpt2_tokenizer(),
+                     testing::gpt2_tokenizer().encode("Once upon a time “quotes”"));
+}
+
 TEST(IncrementalDecoder, Gpt2Corpus) {
   const Tokenizer& t = testing::gpt2_tokenizer();
   check_stream(t, t.encode("Ünïcödé text, emoji 😀 and “quotes” — dashes"));
