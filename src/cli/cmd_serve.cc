@@ -29,8 +29,11 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
       ->check(CLI::ExistingDirectory);
   cmd->add_option("--store", o->store, "Adapter store folder (created if missing)")->required();
   cmd->add_option("--host", o->host, "Address to listen on")->capture_default_str();
-  cmd->add_option("--port", o->port, "Port (0: any free port, printed at start)")
-      ->capture_default_str();
+  cmd->add_option("--port", o->port,
+                  "TCP port, 1-65535 (0: any free port; the real one is printed at start). A port "
+                  "already in use is an error")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
   cmd->add_option("--api-keys", o->api_keys,
                   "JSON file of API keys and their scopes (admin, or a tenant limited to users/"
                   "domains). Without it there is no authentication and only loopback hosts are "

@@ -151,9 +151,16 @@ struct Server::Impl {
     // and retried a second later. Keep the listening socket and widen its backlog after bind.
     int listen_fd = -1;
     http.set_socket_options([&listen_fd](socket_t sock) {
-      httplib::default_socket_options(sock);
+      // Not httplib's default SO_REUSEPORT: with it a second server binds the same port and the
+      // kernel splits connections between the two. SO_REUSEADDR only lets a restarted server
+      // bind past connections left in TIME_WAIT; Linux still refuses a port that is listening.
+      int yes = 1;
+      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
       listen_fd = sock;
     });
+    if (o.port < 0 || o.port > 65535) {
+      fail("--port {} is not a TCP port: give 1-65535, or 0 for any free port", o.port);
+    }
     if (o.port == 0) {
       port = http.bind_to_any_port(o.host);
     } else if (http.bind_to_port(o.host, o.port)) {
@@ -161,7 +168,11 @@ struct Server::Impl {
     } else {
       port = -1;
     }
-    if (port < 0) fail("cannot listen on {}:{} (in use, or not an address of this machine)", o.host, o.port);
+    if (port < 0) {
+      fail("cannot listen on {}:{}: the port is in use (another server?) or the host is not an "
+           "address of this machine; pick another --port, or 0 for any free port",
+           o.host, o.port);
+    }
     if (listen_fd >= 0) ::listen(listen_fd, 1024);
   }
 

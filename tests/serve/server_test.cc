@@ -435,6 +435,32 @@ TEST(ServerProcessTest, SigtermFinishesTheStreamInFlight) {
   EXPECT_NE(testing::read_text(dir / "log").find("draining"), std::string::npos);
 }
 
+// A port that is already listening (another bitdelta serve, or any program) is an error at start,
+// not a second server that the kernel splits connections with; ports beyond 65535 are refused
+// rather than truncated to 16 bits.
+TEST(ServerProcessTest, PortInUseAndInvalidPortsAreErrors) {
+  testing::ScratchDir dir;
+  auto first = serve_test_base(dir);
+  ASSERT_GT(first->port(), 0);
+  const auto& a = testing::StoreAssets::get();
+  const std::string serve = "timeout 60 '" + std::string(BITDELTA_CLI_PATH) + "' serve --model " +
+                            a.base().string() + " --store " + (dir / "store2").string();
+  auto second = testing::run_command(serve + " --port " + std::to_string(first->port()));
+  EXPECT_EQ(second.exit_code, 1) << second.out << second.err;
+  EXPECT_NE(second.err.find("in use"), std::string::npos) << second.err;
+  EXPECT_EQ(second.out.find("serving"), std::string::npos) << second.out;
+  // The first server still answers every request alone.
+  httplib::Client c("127.0.0.1", first->port());
+  for (int i = 0; i < 4; ++i) EXPECT_EQ(c.Get("/health")->status, 200);
+
+  for (const char* bad : {"99999", "65536", "-1"}) {
+    auto r = testing::run_command(serve + " --port " + bad);
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_EQ(r.out.find("serving"), std::string::npos) << r.out;
+    EXPECT_NE(r.err.find("65535"), std::string::npos) << bad << ": " << r.err;
+  }
+}
+
 // The value of an unlabelled metric in /metrics (-1 when absent).
 double metric(int port, const std::string& name) {
   httplib::Client c("127.0.0.1", port);
