@@ -169,7 +169,7 @@ int main(int argc, char** argv) {
     std::vector<double> times;
     for (int i = 0; i < 10; ++i) {
       auto t = Clock::now();
-      loaded = Adapter::open(p);
+      loaded = Adapter::open(p, &pool2);
       loaded->bind(*model, fp, pool2);
       times.push_back(since(t));
     }

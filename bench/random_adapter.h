@@ -37,6 +37,7 @@ inline void write_random_adapter(const Transformer& model, BaseFingerprints& fp,
     std::vector<float> scale = {0.002f};
     w.add_f32(name + ".scale", {1}, scale);
   }
+  w.set_checksums(true);
   w.set_metadata("format", "bitdelta");
   w.set_metadata("format_version", "1");
   w.set_metadata("base_model", "synth-qwen3-0.6b");

@@ -10,6 +10,8 @@ packages=(
   # libraries
   nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev libpcre2-dev libutf8proc-dev
   libsodium-dev libssl-dev libhwy-dev
+  # checksums of adapter data (XXH3)
+  libxxhash-dev
   # training's GEMMs (forward and backward with transposes)
   libopenblas-dev
   # serving: the adapter registry and the HTTP server (curl for the demo's requests)

@@ -28,7 +28,7 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
   struct Options {
     std::string base, finetuned, out, granularity = "tensor", embeddings = "bit", adapter_id,
         base_name, metadata = "{}";
-    bool json = false;
+    bool json = false, quiet = false;
     std::string calibrate_data, calibrate_range, calibrate_loss = "mse", calibrate_init = "compressed";
     CalibrateOptions cal;
   };
@@ -51,7 +51,8 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
                   "domain/user/vN (default: general/<fine-tuned folder name>/v1)");
   cmd->add_option("--base-name", o->base_name, "Name recorded as base_model (default: the folder name)");
   cmd->add_option("--metadata", o->metadata, "Domain metadata as a JSON object")->capture_default_str();
-  cmd->add_flag("--json", o->json, "Print the summary as JSON");
+  cmd->add_flag("--json", o->json, "Print the summary as JSON (no progress lines)");
+  cmd->add_flag("--quiet", o->quiet, "No calibration progress lines");
   cmd->add_option("--calibrate-data", o->calibrate_data,
                   "Then calibrate the scales on this text/.jsonl (scale distillation, see "
                   "`bitdelta calibrate`) before writing the adapter")
@@ -101,7 +102,21 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
         c.out = out;
         c.loss = parse_distill_loss(o->calibrate_loss);
         c.init = parse_scale_init(o->calibrate_init);
-        CalibrationResult cr = calibrate_adapter(c, {}, default_thread_pool());
+        const bool show = !o->json && !o->quiet;
+        if (show) {
+          fmt::print(stderr, "compressed in {:.2f} s; calibrating the scales ({} steps of {} x {} "
+                             "tokens, {} loss)\n",
+                     seconds, c.steps, c.batch, c.seq_len, o->calibrate_loss);
+        }
+        CalibrationResult cr = calibrate_adapter(
+            c,
+            [&](const CalibrateStep& s) {
+              if (show && (s.step == 1 || s.step == s.steps || s.step % 20 == 0)) {
+                fmt::print(stderr, "  step {:>4}/{}  loss {:.6g}  lr {:.2e}  {:.0f} s\n", s.step,
+                           s.steps, s.loss, s.lr, s.seconds);
+              }
+            },
+            default_thread_pool());
         std::filesystem::remove(raw);
         r.file_bytes = std::filesystem::file_size(out);
         if (!o->json) {
@@ -133,8 +148,9 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
       fmt::print("  {} = 1/{:.1f} of the fine-tuned weights ({}), 1/{:.1f} of a BF16 delta\n",
                  human_bytes(r.file_bytes), ratio(r.finetuned_bytes, r.file_bytes), human_bytes(r.finetuned_bytes),
                  ratio(r.bf16_delta_bytes, r.file_bytes));
-      fmt::print("  {:.2f} s ({:.2f} GB/s of fine-tuned weights)\n", seconds,
-                 r.finetuned_bytes / seconds / 1e9);
+      fmt::print("  compression alone (without calibration): {:.2f} s, {:.2f} GB/s of fine-tuned "
+                 "weights\n",
+                 seconds, r.finetuned_bytes / seconds / 1e9);
     }
     return 0;
   };
@@ -192,7 +208,8 @@ CLI::App* register_inspect(CLI::App& app, Runner& runner) {
       if (k != "quality") meta[k] = v;
     }
     const uint64_t file_bytes = adapter->file_bytes();
-    ordered_json out = {{"file", *path}, {"file_bytes", file_bytes}, {"metadata", meta}};
+    ordered_json out = {{"file", *path}, {"file_bytes", file_bytes}, {"metadata", meta},
+                        {"checksums", adapter->checksums_verified() ? "verified" : "absent"}};
     if (quality.contains("finetuned_bytes")) {
       out["ratio_vs_finetuned"] = ratio(quality["finetuned_bytes"].get<uint64_t>(), file_bytes);
       out["ratio_vs_bf16_delta"] = ratio(quality["bf16_delta_bytes"].get<uint64_t>(), file_bytes);
@@ -204,7 +221,15 @@ CLI::App* register_inspect(CLI::App& app, Runner& runner) {
       return 0;
     }
     fmt::print("adapter {} — {}\n", adapter->id().to_string(), *path);
-    for (const auto& [k, v] : meta.items()) fmt::print("  {}: {}\n", k, v.get<std::string>());
+    for (const auto& [k, v] : meta.items()) {
+      if (k == kChecksumsKey) continue;  // one line below instead of a screen of hex
+      fmt::print("  {}: {}\n", k, v.get<std::string>());
+    }
+    fmt::print("checksums: {}\n",
+               adapter->checksums_verified()
+                   ? fmt::format("verified ({}, header and {} tensors)", kChecksumAlgorithm,
+                                 adapter->file().tensors().size())
+                   : "none (written before adapters carried checksums; damage cannot be detected)");
     fmt::print("size: {}", human_bytes(file_bytes));
     if (out.contains("ratio_vs_finetuned")) {
       fmt::print(" = 1/{:.1f} of the fine-tuned weights, 1/{:.1f} of a BF16 delta; overall "
@@ -234,15 +259,18 @@ CLI::App* register_merge(CLI::App& app, Runner& runner) {
       "the merged model (serving never merges)");
   struct Options {
     std::string base, adapter, out;
+    bool force = false;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--base", o->base, "Base model folder")->required()->check(CLI::ExistingDirectory);
   cmd->add_option("--adapter", o->adapter, "Adapter (.bdelta) made against that base")
       ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_option("--out", o->out, "Output folder (created if missing)")->required();
+  cmd->add_option("--out", o->out, "Output folder (created if missing; must be empty unless --force)")
+      ->required();
+  cmd->add_flag("--force", o->force, "Replace the model files in an existing --out folder");
   runner = [=] {
-    MergeResult r = merge_adapter(o->base, o->adapter, o->out, default_thread_pool());
+    MergeResult r = merge_adapter(o->base, o->adapter, o->out, default_thread_pool(), o->force);
     fmt::print("wrote {} ({} tensors changed, {})\n", o->out, r.changed_tensors, human_bytes(r.bytes));
     return 0;
   };

@@ -33,6 +33,11 @@ void print_table(const EvalReport& r) {
                r.quality_retained
                    ? fmt::format("{:.1f}% of the fine-tune's NLL gain", 100 * *r.quality_retained)
                    : std::string("n/a (the fine-tune scores the same as the base)"));
+    if (r.quality_retained) {
+      fmt::print("  = (NLL base - NLL bitdelta) / (NLL base - NLL fine-tune), a ratio of gains on "
+                 "this data: above 100% means base + adapter\n    predicts it better than the "
+                 "fine-tune itself; KL and top-1 above say how closely it follows the fine-tune\n");
+    }
   }
 }
 
@@ -66,13 +71,13 @@ CLI::App* register_eval(CLI::App& app, Runner& runner) {
   add_data_options(cmd, o->token_range, o->max_chars);
   cmd->add_option("--seq-len", o->eval.seq_len, "Tokens per window")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_option("--windows", o->eval.max_windows, "Windows (or JSONL examples) to score; 0 = all")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   cmd->add_option("--batch", o->eval.batch, "Windows per forward pass")
       ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   cmd->add_flag("--json", o->json, "Print one JSON object instead of a table");
   cmd->add_option("--threads", o->threads, "Worker threads (default: all cores)");
   runner = [=] {

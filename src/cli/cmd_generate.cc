@@ -61,7 +61,10 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
   cmd->add_option("--model", o->model, "Hugging Face model folder")
       ->required()
       ->check(CLI::ExistingDirectory);
-  auto* prompt = cmd->add_option("--prompt", o->prompt, "Prompt text (may be empty)");
+  auto* prompt = cmd->add_option(
+      "--prompt", o->prompt,
+      "Prompt text; generation continues it. Without --prompt and --prompt-ids (or with an empty "
+      "prompt) the model starts from BOS alone, for tokenizers that add one");
   auto* ids = cmd->add_option("--prompt-ids", o->prompt_ids,
                               "Prompt as token ids, e.g. 1,2,3 (used as given: no BOS added)");
   prompt->excludes(ids);
@@ -72,7 +75,7 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
                 "With --chat on Qwen3: turn thinking off (enable_thinking=false)");
   cmd->add_option("--max-tokens,-n", o->max_tokens, "Most tokens to generate")
       ->capture_default_str()
-      ->check(CLI::NonNegativeNumber);
+      ->check(non_negative());
   cmd->add_option("--temperature,-t", o->sampling.temperature, "0 = greedy")
       ->capture_default_str();
   cmd->add_option("--top-k", o->sampling.top_k, "Keep the k most likely tokens (0 = off)")
@@ -126,8 +129,23 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
              "--prompt-ids");
       }
     }
+    const int64_t context = model->config().max_position_embeddings;
+    const int64_t prompt_tokens = static_cast<int64_t>(prompt_ids.size());
+    if (prompt_tokens >= context) {
+      fail("the prompt has {} tokens; this model's context holds {} positions, which leaves no "
+           "room to generate: shorten the prompt",
+           prompt_tokens, context);
+    }
+    int64_t max_tokens = o->max_tokens;
+    if (prompt_tokens + max_tokens > context) {
+      max_tokens = context - prompt_tokens;
+      fmt::print(stderr,
+                 "note: --max-tokens {} does not fit: the context holds {} positions and the "
+                 "prompt takes {}, so at most {} tokens will be generated\n",
+                 o->max_tokens, context, prompt_tokens, max_tokens);
+    }
     GenerateOptions options;
-    options.max_tokens = o->max_tokens;
+    options.max_tokens = max_tokens;
     options.sampling = o->sampling;
     options.stop_strings = o->stop;
     options.continues_prompt = !o->chat;

@@ -37,7 +37,7 @@ nlohmann::ordered_json record_json(const AdapterStore& store, const AdapterRecor
 std::string base_fingerprint_for(const std::string& file, const std::string& model_dir) {
   WeightFiles base = WeightFiles::open(model_dir);
   BaseFingerprints fingerprints(base);
-  std::shared_ptr<Adapter> adapter = Adapter::open(file);
+  std::shared_ptr<Adapter> adapter = Adapter::open(file, &default_thread_pool());
   adapter->check_base(base, fingerprints, default_thread_pool());
   return adapter->base_fingerprint();
 }

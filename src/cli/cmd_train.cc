@@ -28,7 +28,7 @@ struct ProgressPrinter {
   void add_options(CLI::App* cmd) {
     cmd->add_option("--log-every", every, "Progress line every N steps")
         ->capture_default_str()
-        ->check(CLI::PositiveNumber);
+        ->check(positive());
     cmd->add_flag("--quiet", quiet, "No progress lines");
   }
   template <typename Line>
@@ -45,7 +45,7 @@ void add_data_options(CLI::App* cmd, std::string& range, int64_t& max_chars) {
                   "Use only this part of a text file's tokens, as fractions A:B (e.g. 0:0.9)");
   cmd->add_option("--max-chars", max_chars,
                   "Use only the first N characters (bytes) of a text file")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
 }
 
 DataOptions data_options(const std::string& range, int64_t max_chars) {
@@ -105,7 +105,7 @@ CLI::App* register_finetune(CLI::App& app, Runner& runner) {
                 "Continue from OUT/checkpoint (same data and settings; --steps may grow)");
   cmd->add_option("--stop-after", o->f.stop_after,
                   "Stop after this step, leaving OUT/checkpoint to continue with --resume")
-      ->check(CLI::PositiveNumber);
+      ->check(positive());
   o->progress.add_options(cmd);
   cmd->add_option("--threads", o->threads, "Worker threads (default: all cores)");
   runner = [=] {

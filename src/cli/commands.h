@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <cstdint>
+#include <stdexcept>
 #include <functional>
 #include <string>
 
@@ -32,6 +33,29 @@ inline std::string human_bytes(uint64_t bytes) {
 // that read training or evaluation data, and the DataOptions they select.
 void add_data_options(CLI::App* cmd, std::string& range, int64_t& max_chars);
 DataOptions data_options(const std::string& range, int64_t max_chars);
+
+// Numeric option checks whose messages print the bound as written (CLI11's NonNegativeNumber
+// prints the largest double, 309 digits): `v` must parse as a number and be ≥ min (inclusive)
+// or > min (exclusive).
+inline CLI::Validator number_at_least(double min, bool inclusive = true) {
+  const std::string bound = fmt::format("{} {}", inclusive ? "≥" : ">", min);
+  return CLI::Validator(
+      [=](std::string& v) -> std::string {
+        double x = 0;
+        try {
+          size_t used = 0;
+          x = std::stod(v, &used);
+          if (used != v.size()) throw std::invalid_argument(v);
+        } catch (const std::exception&) {
+          return fmt::format("'{}' is not a number", v);
+        }
+        if (inclusive ? x >= min : x > min) return std::string();
+        return fmt::format("must be {}, got {}", bound, v);
+      },
+      "NUMBER " + bound);
+}
+inline CLI::Validator non_negative() { return number_at_least(0, true); }
+inline CLI::Validator positive() { return number_at_least(0, false); }
 
 // --exact-deltas: the adapters' 1-bit pass in float instead of through int8 lookup tables
 // (see set_exact_sign_pass), for the commands that run a model with adapters.

@@ -4,10 +4,47 @@
 #include <cstdio>
 #include <exception>
 #include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "util/error.h"
 #include "util/log.h"
+
+namespace bitdelta::cli {
+
+// The first word of the command line that should name a (sub)command and does not, as a message
+// listing the ones that exist; nothing when the words name commands (or --help etc. come first).
+std::optional<std::string> unknown_command(CLI::App& app, int argc, char** argv) {
+  CLI::App* current = &app;
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word.empty() || word[0] == '-') {
+      if (current != &app) return std::nullopt;  // a command's own options follow
+      continue;                                  // -v, --help, --version: no values
+    }
+    const auto subcommands = current->get_subcommands([](CLI::App*) { return true; });
+    if (subcommands.empty()) return std::nullopt;
+    CLI::App* next = nullptr;
+    std::vector<std::string> names;
+    for (CLI::App* sub : subcommands) {
+      names.push_back(sub->get_name());
+      if (sub->check_name(word)) next = sub;
+    }
+    if (next == nullptr) {
+      const std::string where = current == &app ? "bitdelta" : "bitdelta " + current->get_name();
+      return fmt::format("'{}' is not a command of {}; the commands are: {}", word, where,
+                         fmt::join(names, ", "));
+    }
+    current = next;
+  }
+  return std::nullopt;
+}
+
+}  // namespace bitdelta::cli
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -41,6 +78,11 @@ int main(int argc, char** argv) {
   add(bitdelta::cli::register_store);
   add(bitdelta::cli::register_serve);
 
+  // CLI11 answers a mistyped command with "A subcommand is required": name it instead.
+  if (auto unknown = bitdelta::cli::unknown_command(app, argc, argv)) {
+    std::fprintf(stderr, "error: %s\nRun with --help for more information.\n", unknown->c_str());
+    return 2;
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

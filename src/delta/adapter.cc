@@ -6,6 +6,7 @@
 
 #include "io/hf_layout.h"
 #include "util/error.h"
+#include "util/log.h"
 
 namespace bitdelta {
 
@@ -19,7 +20,7 @@ bool ends_with(std::string_view s, std::string_view suffix) {
 
 }  // namespace
 
-std::shared_ptr<Adapter> Adapter::open(const fs::path& path) {
+std::shared_ptr<Adapter> Adapter::open(const fs::path& path, ThreadPool* pool) {
   std::shared_ptr<Adapter> adapter(new Adapter(SafetensorsFile::open(path)));
   const std::string what = path.string();
   const auto& meta = adapter->file_.metadata();
@@ -44,6 +45,14 @@ std::shared_ptr<Adapter> Adapter::open(const fs::path& path) {
     fail("{}: base_fingerprint must be 64 lowercase hex digits", what);
   }
   adapter->id_ = AdapterId::parse(get("adapter_id"));
+  adapter->checksums_verified_ =
+      adapter->file_.verify_checksums(pool) == ChecksumStatus::kVerified;
+  if (!adapter->checksums_verified_) {
+    spdlog::warn("{}: this adapter carries no checksums (written before bitdelta added them), so "
+                 "damage to its data cannot be detected; re-create it with this version to "
+                 "add them",
+                 what);
+  }
 
   std::map<std::string, Entry> entries;
   for (const TensorInfo& t : adapter->file_.tensors()) {
@@ -264,7 +273,7 @@ uint64_t Adapter::owned_bytes() const {
 
 std::shared_ptr<Adapter> open_adapter_for(const std::filesystem::path& path,
                                           const Transformer& model, ThreadPool& pool) {
-  std::shared_ptr<Adapter> adapter = Adapter::open(path);
+  std::shared_ptr<Adapter> adapter = Adapter::open(path, &pool);
   BaseFingerprints fingerprints(model.files());
   adapter->bind(model, fingerprints, pool);
   return adapter;

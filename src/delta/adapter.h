@@ -20,9 +20,13 @@ namespace bitdelta {
 class Adapter {
  public:
   // Maps and validates the file on its own: safetensors header, format=bitdelta,
-  // format_version=1, the required metadata, tensor naming (.signs/.scale/.delta) and pairing,
-  // dtypes, shapes, and that every scale is finite and ≥ 0. Throws Error naming the file.
-  static std::shared_ptr<Adapter> open(const std::filesystem::path& path);
+  // format_version=1, the required metadata, the checksums of the header and of every tensor's
+  // bytes (files written before checksums existed have none: accepted with a warning), tensor
+  // naming (.signs/.scale/.delta) and pairing, dtypes, shapes, and that every scale is finite
+  // and ≥ 0. Throws Error naming the file (and the damaged tensor).
+  // With a pool, the checksums are verified on its threads.
+  static std::shared_ptr<Adapter> open(const std::filesystem::path& path,
+                                       ThreadPool* pool = nullptr);
 
   // Checks the adapter against a base: fingerprint, every tensor present with a matching shape,
   // sign padding bits zero. Throws Error that says which base the adapter was made for.
@@ -39,6 +43,9 @@ class Adapter {
   const std::string& base_fingerprint() const { return metadata().at("base_fingerprint"); }
   const SafetensorsFile& file() const { return file_; }
   uint64_t file_bytes() const { return file_.file_size(); }
+  // Whether open() checked the data against checksums in the file (false: a file written before
+  // adapters carried them, whose data nothing can verify).
+  bool checksums_verified() const { return checksums_verified_; }
   // Heap bytes this adapter owns beyond its mapping (merged norms, bias deltas).
   uint64_t owned_bytes() const;
 
@@ -61,6 +68,7 @@ class Adapter {
   AdapterWeights weights_;
   std::list<std::vector<float>> scale_copies_;  // stable addresses
   bool bound_ = false;
+  bool checksums_verified_ = false;
 };
 
 // Adapter::open + bind to `model`, with fingerprints computed for this call only: for tools that

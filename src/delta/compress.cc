@@ -193,6 +193,7 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
   for (int i = 0; i < pool.size(); ++i) hashing.push_back(std::async(std::launch::async, hash_some));
 
   SafetensorsWriter writer;
+  writer.set_checksums(true);
   writer.set_metadata("format", "bitdelta");
   writer.set_metadata("format_version", "1");
   writer.set_metadata("base_model", options.base_model.empty()

@@ -6,6 +6,8 @@
 #include <limits>
 #include <nlohmann/json.hpp>
 #include <unordered_set>
+#include <fmt/format.h>
+#include <xxhash.h>
 
 #include "util/error.h"
 #include "util/files.h"
@@ -192,6 +194,85 @@ TensorView SafetensorsFile::view(const TensorInfo& info) const {
   return TensorView{&info, file_.data() + data_offset_ + info.begin};
 }
 
+std::string xxh3_hex(std::span<const uint8_t> bytes) {
+  return fmt::format("{:016x}", XXH3_64bits(bytes.data(), bytes.size()));
+}
+
+std::string checksum_header_text(const std::map<std::string, std::string>& metadata,
+                                 const std::vector<TensorInfo>& tensors) {
+  std::string text;
+  for (const auto& [key, value] : metadata) {
+    if (key == kChecksumsKey) continue;
+    text += fmt::format("m {} {} {} {}\n", key.size(), key, value.size(), value);
+  }
+  std::vector<const TensorInfo*> order;
+  for (const TensorInfo& t : tensors) order.push_back(&t);
+  std::stable_sort(order.begin(), order.end(),
+                   [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
+  for (const TensorInfo* t : order) {
+    text += fmt::format("t {} {} {} {} {} {}\n", t->name.size(), t->name, dtype_name(t->dtype),
+                        fmt::join(t->shape, "x"), t->begin, t->end);
+  }
+  return text;
+}
+
+ChecksumStatus SafetensorsFile::verify_checksums(ThreadPool* pool) const {
+  const std::string what = path().string();
+  auto it = metadata_.find(kChecksumsKey);
+  if (it == metadata_.end()) return ChecksumStatus::kAbsent;
+  auto corrupt = [&](const std::string& why) {
+    fail("{}: the '{}' metadata {}; the file is corrupt (copy it again from its source)", what,
+         kChecksumsKey, why);
+  };
+  json sums = json::parse(it->second, nullptr, /*allow_exceptions=*/false);
+  if (!sums.is_object() || !sums.contains("tensors") || !sums["tensors"].is_object() ||
+      !sums.contains("header") || !sums["header"].is_string() || !sums.contains("algorithm")) {
+    corrupt("is not {\"algorithm\", \"header\", \"tensors\"}");
+  }
+  if (sums["algorithm"] != kChecksumAlgorithm) {
+    fail("{}: checksum algorithm {} is not supported (this build checks {}); upgrade bitdelta",
+         what, sums["algorithm"].dump(), kChecksumAlgorithm);
+  }
+  const std::string header_text = checksum_header_text(metadata_, tensors_);
+  const std::string header_sum = xxh3_hex(
+      {reinterpret_cast<const uint8_t*>(header_text.data()), header_text.size()});
+  if (sums["header"] != header_sum) {
+    fail("{}: the header (metadata or tensor table) does not match its checksum: the file was "
+         "changed or damaged after it was written",
+         what);
+  }
+  const json& tensors = sums["tensors"];
+  if (tensors.size() != tensors_.size()) corrupt("does not list every tensor");
+  std::vector<const std::string*> expected;
+  for (const TensorInfo& t : tensors_) {
+    auto sum = tensors.find(t.name);
+    if (sum == tensors.end() || !sum->is_string()) corrupt(fmt::format("lacks tensor '{}'", t.name));
+    expected.push_back(&sum->get_ref<const std::string&>());
+  }
+  // The first tensor (in file order) whose bytes differ, found on any thread.
+  std::vector<char> bad(tensors_.size(), 0);
+  auto check = [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      bad[static_cast<size_t>(i)] = *expected[static_cast<size_t>(i)] !=
+                                    xxh3_hex(view(tensors_[static_cast<size_t>(i)]).bytes());
+    }
+  };
+  const auto n = static_cast<int64_t>(tensors_.size());
+  if (pool != nullptr) {
+    pool->parallel_for(n, check);
+  } else {
+    check(0, n);
+  }
+  for (size_t i = 0; i < bad.size(); ++i) {
+    if (bad[i]) {
+      fail("{}: the data of tensor '{}' does not match its checksum: the file was changed or "
+           "damaged after it was written",
+           what, tensors_[i].name);
+    }
+  }
+  return ChecksumStatus::kVerified;
+}
+
 void SafetensorsWriter::set_metadata(std::string key, std::string value) {
   metadata_[std::move(key)] = std::move(value);
 }
@@ -257,7 +338,14 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
 void SafetensorsWriter::write(
     const std::filesystem::path& path, size_t header_reserve,
     const std::function<std::map<std::string, std::string>()>& late_metadata) const {
-  std::string text = header_json(metadata_);
+  std::map<std::string, std::string> metadata = metadata_;
+  metadata.erase(kChecksumsKey);
+  if (checksums_) {
+    // Room for the entry written once the data has been hashed.
+    header_reserve += 256;
+    for (const auto& e : entries_) header_reserve += e.name.size() + 32;
+  }
+  std::string text = header_json(metadata);
   // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
   const size_t header_size = (text.size() + header_reserve + 7) / 8 * 8;
   text.append(header_size - text.size(), ' ');
@@ -270,18 +358,37 @@ void SafetensorsWriter::write(
   out.write(length_prefix(text.size()));
   out.write(text);
   std::vector<uint8_t> buffer;
+  json sums = json::object();
+  std::vector<TensorInfo> table;
+  uint64_t offset = 0;
   for (const auto& e : entries_) {
+    std::span<const uint8_t> bytes = e.data;
     if (e.fill) {
       buffer.resize(e.nbytes);
       e.fill(buffer);
-      out.write(buffer);
-    } else {
-      out.write(e.data);
+      bytes = buffer;
     }
+    out.write(bytes);
+    if (checksums_) {
+      sums[e.name] = xxh3_hex(bytes);
+      table.push_back({e.name, e.dtype, e.shape, offset, offset + e.nbytes});
+    }
+    offset += e.nbytes;
   }
-  if (late_metadata) {
-    std::map<std::string, std::string> metadata = metadata_;
-    for (auto& [key, value] : late_metadata()) metadata[key] = std::move(value);
+  if (late_metadata || checksums_) {
+    if (late_metadata) {
+      for (auto& [key, value] : late_metadata()) metadata[key] = std::move(value);
+    }
+    if (checksums_) {
+      metadata.erase(kChecksumsKey);
+      const std::string header_text = checksum_header_text(metadata, table);
+      metadata[kChecksumsKey] =
+          json{{"algorithm", kChecksumAlgorithm},
+               {"header", xxh3_hex({reinterpret_cast<const uint8_t*>(header_text.data()),
+                                    header_text.size()})},
+               {"tensors", sums}}
+              .dump();
+    }
     std::string final_text = header_json(metadata);
     BD_CHECK(final_text.size() <= header_size, "late metadata ({} bytes) exceeds the reserve",
              final_text.size());

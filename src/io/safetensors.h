@@ -17,6 +17,7 @@
 
 #include "io/dtype.h"
 #include "util/mapped_file.h"
+#include "util/thread_pool.h"
 
 namespace bitdelta {
 
@@ -49,6 +50,25 @@ struct TensorView {
   std::vector<float> to_f32() const;
 };
 
+// Integrity of a file's contents: the metadata entry `checksums` holds the JSON object
+// {"algorithm": "xxh3-64", "header": HEX, "tensors": {NAME: HEX, ...}}, where each tensor's
+// value is the XXH3-64 of its bytes and "header" that of the canonical header (every other
+// metadata entry and every tensor's name, dtype, shape and offsets; see checksum_header_text).
+// HEX is 16 lowercase hex digits. The writer adds it when asked (set_checksums); readers check
+// it with verify_checksums.
+inline constexpr const char* kChecksumsKey = "checksums";
+inline constexpr const char* kChecksumAlgorithm = "xxh3-64";
+
+// The bytes the "header" checksum covers: metadata entries in key order (except `checksums`) as
+// "m <key length> <key> <value length> <value>\n", then tensors in data order as
+// "t <name length> <name> <dtype> <d0>x<d1>... <begin> <end>\n".
+std::string checksum_header_text(const std::map<std::string, std::string>& metadata,
+                                 const std::vector<TensorInfo>& tensors);
+// XXH3-64 of `bytes` as 16 lowercase hex digits.
+std::string xxh3_hex(std::span<const uint8_t> bytes);
+
+enum class ChecksumStatus { kVerified, kAbsent };
+
 class SafetensorsFile {
  public:
   // Maps and fully validates `path`; throws Error naming the file and the problem.
@@ -65,6 +85,11 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   uint64_t file_size() const { return file_.size(); }
   uint64_t data_offset() const { return data_offset_; }
+  // Checks the header and every tensor's bytes against the `checksums` metadata (reading the
+  // whole data section once). Throws Error naming the tensor (or the header) whose bytes changed,
+  // or a malformed/incomplete `checksums` entry; kAbsent when the file has none.
+  // With a pool, tensors are hashed on its threads.
+  ChecksumStatus verify_checksums(ThreadPool* pool = nullptr) const;
 
  private:
   MappedFile file_;
@@ -94,6 +119,10 @@ class SafetensorsWriter {
   void add_generated(std::string name, DType dtype, std::vector<int64_t> shape,
                      std::function<void(std::span<uint8_t>)> fill);
   size_t size() const { return entries_.size(); }
+  // Adds the `checksums` metadata entry (see kChecksumsKey), computed while the data is written.
+  // Without it, a `checksums` entry set (or copied from another file) is dropped, so a file never
+  // carries checksums of other bytes.
+  void set_checksums(bool on) { checksums_ = on; }
   void write(const std::filesystem::path& path) const;
   // Like write(), for metadata that is only known once every tensor has been produced (e.g.
   // statistics computed by the fill callbacks): `header_reserve` bytes are set aside for it and
@@ -116,6 +145,7 @@ class SafetensorsWriter {
   std::vector<Entry> entries_;
   std::vector<std::unique_ptr<std::vector<uint8_t>>> owned_;
   std::map<std::string, std::string> metadata_;
+  bool checksums_ = false;
 };
 
 }  // namespace bitdelta

@@ -20,6 +20,33 @@ const std::vector<std::string>& synth_shapes() {
   return shapes;
 }
 
+fs::path shared_assets_dir(const std::string& relative) {
+  std::vector<fs::path> looked;
+  if (const char* env = std::getenv("BITDELTA_SHARED_ASSETS")) {
+    if (fs::exists(fs::path(env) / relative)) return env;
+    fail("BITDELTA_SHARED_ASSETS={} holds no {}; point it at the shared assets folder", env,
+         relative);
+  }
+  std::error_code ec;
+  const fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    for (fs::path dir = exe.parent_path(); !dir.empty(); dir = dir.parent_path()) {
+      looked.push_back(dir / "shared" / "assets");
+      if (fs::exists(looked.back() / relative)) return looked.back();
+      if (dir == dir.root_path()) break;
+    }
+  }
+#ifdef BITDELTA_SHARED_ASSETS_DIR
+  looked.emplace_back(BITDELTA_SHARED_ASSETS_DIR);
+  if (fs::exists(looked.back() / relative)) return looked.back();
+#endif
+  std::vector<std::string> names;
+  for (const auto& p : looked) names.push_back(p.string());
+  fail("cannot find the shared assets ({} is needed); looked in {}; set BITDELTA_SHARED_ASSETS "
+       "to the folder that holds them",
+       relative, fmt::join(names, ", "));
+}
+
 ModelConfig synth_config(const std::string& like) {
   ModelConfig c;
   auto qwen3 = [&](int64_t hidden, int64_t intermediate) {
@@ -187,16 +214,6 @@ void write_byte_tokenizer(const fs::path& dir, const std::vector<SpecialToken>& 
   write_file_atomic(dir / "tokenizer_config.json", config.dump(2) + "\n");
 }
 
-std::optional<fs::path> shared_qwen3_tokenizer() {
-  std::vector<fs::path> roots;
-  if (const char* env = std::getenv("BITDELTA_SHARED_ASSETS")) roots.emplace_back(env);
-  roots.emplace_back("../shared/assets");
-  for (const auto& root : roots) {
-    fs::path dir = root / "tokenizers" / "qwen3";
-    if (fs::exists(dir / "tokenizer.json")) return dir;
-  }
-  return std::nullopt;
-}
 
 void copy_tokenizer(const fs::path& from, const fs::path& to) {
   bool any = false;
@@ -222,6 +239,12 @@ SynthResult synth_model(const SynthOptions& options, const fs::path& out_dir) {
   c.torch_dtype = options.dtype == DType::kBF16  ? "bfloat16"
                   : options.dtype == DType::kF16 ? "float16"
                                                  : "float32";
+  // Found (or refused) before anything is written.
+  std::optional<fs::path> tokenizer_dir = options.tokenizer_dir;
+  if (!tokenizer_dir && !options.generated_tokenizer && c.family == ModelFamily::kQwen3 &&
+      options.like != "tiny") {
+    tokenizer_dir = shared_assets_dir("tokenizers/qwen3/tokenizer.json") / "tokenizers" / "qwen3";
+  }
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec) fail("cannot create output folder '{}': {}", out_dir.string(), ec.message());
@@ -250,10 +273,6 @@ SynthResult synth_model(const SynthOptions& options, const fs::path& out_dir) {
   ordered_json generation = {{"bos_token_id", c.bos_token_id}, {"eos_token_id", c.eos_token_id}};
   write_file_atomic(out_dir / "generation_config.json", generation.dump(2) + "\n");
 
-  std::optional<fs::path> tokenizer_dir = options.tokenizer_dir;
-  if (!tokenizer_dir && c.family == ModelFamily::kQwen3 && options.like != "tiny") {
-    tokenizer_dir = shared_qwen3_tokenizer();
-  }
   if (tokenizer_dir) {
     copy_tokenizer(*tokenizer_dir, out_dir);
     result.tokenizer_source = tokenizer_dir->string();

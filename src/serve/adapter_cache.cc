@@ -37,7 +37,7 @@ bool AdapterCache::compatible(const std::string& sha256, const std::filesystem::
   }
   bool ok = true;
   try {
-    check(*Adapter::open(blob));
+    check(*Adapter::open(blob, &pool_));
   } catch (const Error&) {
     ok = false;
   }
@@ -59,7 +59,7 @@ std::shared_ptr<Adapter> AdapterCache::get(const std::string& sha256,
   }
   misses_.inc();
   const auto start = std::chrono::steady_clock::now();
-  std::shared_ptr<Adapter> adapter = Adapter::open(blob);
+  std::shared_ptr<Adapter> adapter = Adapter::open(blob, &pool_);
   {
     std::lock_guard lock(bind_mutex_);
     adapter->bind(model_, fingerprints_, pool_);

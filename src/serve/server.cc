@@ -554,14 +554,14 @@ struct Server::Impl {
                                        {"finish_reason", e->finish_reason}}
                                 : json{{"index", 0}, {"text", *text}, {"logprobs", nullptr},
                                        {"finish_reason", e->finish_reason}};
-              const std::string body = json{{"id", id},
-                                            {"object", object},
-                                            {"created", created},
-                                            {"model", name},
-                                            {"choices", json::array({choice})},
-                                            {"usage", usage(*e)}}
-                                           .dump();
-              sink.write(body.data(), body.size());
+              const std::string answer = json{{"id", id},
+                                              {"object", object},
+                                              {"created", created},
+                                              {"model", name},
+                                              {"choices", json::array({choice})},
+                                              {"usage", usage(*e)}}
+                                             .dump();
+              sink.write(answer.data(), answer.size());
               sink.done();
               return true;
             }

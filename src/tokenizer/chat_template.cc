@@ -262,7 +262,9 @@ ChatTemplate ChatTemplate::from_source(std::string_view s) {
     if (contains(s, "Only user and assistant roles are supported") &&
         !contains(s, "[AVAILABLE_TOOLS]") && !contains(s, "system_message")) {
       ChatTemplate t(ChatFormat::kMistral);
-      if (contains(s, "eos_token + ' '")) t.answer_suffix_ = " ";
+      // Not `= " "`: GCC 12 inlines that into a memcpy it then flags with a false -Wrestrict
+      // (GCC bug 105651).
+      if (contains(s, "eos_token + ' '")) t.answer_suffix_ = std::string(1, ' ');
       return t;
     }
     return refuse("a Mistral template newer than v0.2, with system prompts or tools");

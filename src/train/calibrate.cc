@@ -278,6 +278,7 @@ class Calibrator {
     std::map<std::string, const Trainable*> scale_of;
     for (const Trainable& t : trainables_) scale_of[t.scale_name] = &t;
     SafetensorsWriter w;
+    w.set_checksums(true);
     for (const TensorInfo& info : file.tensors()) {
       auto it = scale_of.find(info.name);
       if (it != scale_of.end()) {

@@ -45,8 +45,29 @@ TEST(Cli, HelpListsEveryCommandAndEachCommandHasHelp) {
   }
   auto none = run_cli("");
   EXPECT_NE(none.exit_code, 0);
-  auto unknown = run_cli("frobnicate");
+  // A mistyped command is named, with the ones that exist.
+  auto unknown = run_cli("frobnicate --x 1");
   EXPECT_NE(unknown.exit_code, 0);
+  EXPECT_NE(unknown.err.find("'frobnicate' is not a command of bitdelta"), std::string::npos)
+      << unknown.err;
+  EXPECT_NE(unknown.err.find("generate"), std::string::npos) << unknown.err;
+  auto nested = run_cli("-v store nosuch");
+  EXPECT_NE(nested.exit_code, 0);
+  EXPECT_NE(nested.err.find("'nosuch' is not a command of bitdelta store; the commands are: add"),
+            std::string::npos)
+      << nested.err;
+  EXPECT_EQ(run_cli("store --help").exit_code, 0);
+  // Out-of-range numbers: the bound as written, not a 309-digit double.
+  for (const char* bad : {"generate --model . -n -5", "generate --model . -n abc",
+                          "eval --base . --data x --seq-len 0"}) {
+    auto r = run_cli(bad);
+    EXPECT_NE(r.exit_code, 0) << bad;
+    EXPECT_LT(r.err.size(), 200u) << bad << ": " << r.err;
+    EXPECT_TRUE(r.err.find("must be ≥ 0") != std::string::npos ||
+                r.err.find("must be > 0") != std::string::npos ||
+                r.err.find("is not a number") != std::string::npos)
+        << bad << ": " << r.err;
+  }
 }
 
 TEST(Cli, ImportInfoAndTokenizeStories260K) {
@@ -116,6 +137,16 @@ TEST(Cli, GenerateLogitsAndSynth) {
   auto sampled2 = run_cli("generate --model " + quoted(model) +
                           " --prompt-ids 1 -n 30 -t 0.8 --top-k 40 --seed 3 --print-ids");
   EXPECT_EQ(sampled1.out, sampled2.out);
+  // More tokens than the context holds: said before generating, and clamped.
+  auto long_run = run_cli("generate --model " + quoted(model) +
+                          " --prompt-ids 1 -n 2000 --ignore-eos --print-ids");
+  ASSERT_EQ(long_run.exit_code, 0) << long_run.err;
+  EXPECT_EQ(long_run.err.rfind("note: --max-tokens 2000 does not fit: the context holds 512 "
+                               "positions and the prompt takes 1, so at most 511",
+                               0),
+            0u)
+      << long_run.err;
+  EXPECT_NE(long_run.err.find("decode: 510 tokens"), std::string::npos) << long_run.err;
   auto bad = run_cli("generate --model " + quoted(model) + " --prompt-ids 1,9999 -n 3");
   EXPECT_EQ(bad.exit_code, 1);
   EXPECT_NE(bad.err.find("out of range"), std::string::npos) << bad.err;
@@ -140,6 +171,19 @@ TEST(Cli, GenerateLogitsAndSynth) {
   EXPECT_EQ(chat.exit_code, 0) << chat.err;
   auto unknown = run_cli("synth --like gpt-5 --out " + quoted(dir / "x"));
   EXPECT_NE(unknown.exit_code, 0);
+}
+
+// synth --like qwen3-* fails loudly, writing nothing, when the real Qwen3 tokenizer its --help
+// promises cannot be found (tests/model has the positive case).
+TEST(Cli, SynthWithoutTheSharedAssetsFailsLoudly) {
+  ScratchDir dir;
+  auto missing = testing::run_command("cd / && BITDELTA_SHARED_ASSETS=" + quoted(dir.path()) +
+                                      " '" + testing::cli_path() +
+                                      "' synth --like qwen3-0.6b --out " + quoted(dir / "m"));
+  EXPECT_EQ(missing.exit_code, 1);
+  EXPECT_NE(missing.err.find("holds no tokenizers/qwen3/tokenizer.json"), std::string::npos)
+      << missing.err;
+  EXPECT_FALSE(std::filesystem::exists(dir / "m" / "model.safetensors"));
 }
 
 TEST(Cli, TokenizeWithOnlyTokenizerFiles) {

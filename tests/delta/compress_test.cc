@@ -179,6 +179,23 @@ TEST_F(Compress, MergeWritesAWorkingFolder) {
   for (size_t i = 0; i < m.size(); ++i) ASSERT_NEAR(std::fabs(m[i] - w[i]), alpha, 1e-6);
   EXPECT_TRUE(std::filesystem::exists(out / "merged" / "tokenizer.json"));
   EXPECT_THROW(merge_adapter(base(), out / "a.bdelta", base(), pool_), Error);
+
+  // An existing folder is never overwritten silently: the CLI refuses it unless --force, which
+  // also clears another layout's shards (they would shadow the merged weights).
+  const std::string cmd = "merge --base '" + base().string() + "' --adapter '" +
+                          (out / "a.bdelta").string() + "' --out '" + (out / "merged").string() + "'";
+  const auto before = std::filesystem::last_write_time(out / "merged" / "model.safetensors");
+  auto refused = testing::run_cli(cmd);
+  EXPECT_EQ(refused.exit_code, 1);
+  EXPECT_NE(refused.err.find("already exists and is not an empty folder"), std::string::npos)
+      << refused.err;
+  EXPECT_NE(refused.err.find("--force"), std::string::npos) << refused.err;
+  EXPECT_EQ(std::filesystem::last_write_time(out / "merged" / "model.safetensors"), before);
+  testing::write_text(out / "merged" / "model.safetensors.index.json", "{}");
+  auto forced = testing::run_cli(cmd + " --force");
+  EXPECT_EQ(forced.exit_code, 0) << forced.err;
+  EXPECT_FALSE(std::filesystem::exists(out / "merged" / "model.safetensors.index.json"));
+  EXPECT_NO_THROW(WeightFiles::open(out / "merged"));
 }
 
 }  // namespace

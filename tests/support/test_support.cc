@@ -51,6 +51,8 @@ CommandResult run_command(const std::string& command) {
   return r;
 }
 
+std::string cli_path() { return BITDELTA_CLI_PATH; }
+
 CommandResult run_cli(const std::string& args) {
   return run_command(std::string("'") + BITDELTA_CLI_PATH + "' " + args);
 }

@@ -31,6 +31,8 @@ struct CommandResult {
 };
 // Runs the built `bitdelta` CLI with a shell-quoted argument string.
 CommandResult run_cli(const std::string& args);
+// The built `bitdelta` executable, for commands that need a shell around it.
+std::string cli_path();
 // Runs a shell command, capturing stdout and stderr.
 CommandResult run_command(const std::string& command);
 

@@ -151,7 +151,8 @@ TEST_F(Eval, AdapterKeepsMostOfTheFinetuneAndTheCliAgrees) {
                                 quoted(finetuned()) + " --adapter " + quoted(adapter()) +
                                 " --data " + quoted(text()) + " --seq-len 64 --windows 8");
   ASSERT_EQ(table.exit_code, 0) << table.err;
-  for (const char* expected : {"bitdelta", "perplexity", "top-1", "quality retained:"}) {
+  for (const char* expected : {"bitdelta", "perplexity", "top-1", "quality retained:",
+                               "a ratio of gains on this data: above 100% means"}) {
     EXPECT_NE(table.out.find(expected), std::string::npos) << table.out;
   }
 }

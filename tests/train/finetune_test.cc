@@ -161,6 +161,16 @@ TEST_F(FinetuneTest, CommandLineAndBadInput) {
                        " --calibrate-steps 5 --calibrate-batch 2 --calibrate-seq-len 32");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NO_THROW(nlohmann::json::parse(Adapter::open(adapter)->metadata().at("calibration")));
+  // Calibration shows its progress (it can take minutes) and the timing line says what it times.
+  EXPECT_NE(r.err.find("calibrating the scales (5 steps"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("step    5/5  loss"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("compression alone (without calibration)"), std::string::npos) << r.out;
+  r = testing::run_cli("compress --base " + base_.string() + " --finetuned " + ft + " --out " +
+                       (scratch_ / "quiet.bdelta").string() + " --calibrate-data " +
+                       data_.string() + " --calibrate-steps 2 --calibrate-batch 2 "
+                       "--calibrate-seq-len 32 --quiet");
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err.find("step"), std::string::npos) << r.err;
 
   const fs::path other = scratch_ / "other_base";
   testing::make_finetune(base_, other, 9, 0.05f);
