@@ -195,49 +195,46 @@ void Transformer::linear(const Linear& base,
                          const LinearDelta* (*pick)(const AdapterWeights&, int64_t), int64_t layer,
                          const float* x, int64_t T, float* y, ThreadPool& pool) {
   const int64_t K = base.weight.cols, N = base.weight.rows;
-  // One adapter for the whole batch (a single user's prefill or decode): the fused kernel over
-  // everything, with α·S merged into the GEMM panels when there are many tokens.
-  if (groups_.size() == 1 && groups_[0].tokens == T) {
-    const LinearDelta* d = pick(*groups_[0].adapter, layer);
-    matmul_with_signs(x, T, base.weight, base.bias_or_null(), d->signs ? &*d->signs : nullptr, y,
-                      pool);
-    if (d->dense || !d->bias.empty()) {
-      AdapterGroup all{groups_[0].adapter, {{0, T}}, T};
-      apply_exact_delta(*d, x, all, K, N, y, pool);
-    }
-    return;
-  }
-  // Otherwise the base product once for every token, then each distinct adapter adds one pass
-  // over its bits for its own tokens (gathered, all adapters in one split across threads).
+  // The base product once for every token, then each distinct adapter adds one pass over its
+  // bits for its own tokens (gathered, all adapters in one split across threads). Prompt and
+  // generated tokens, alone or beside other users, all take this same path, and both kernels
+  // compute a token's outputs from that token alone: a sequence's numerics do not depend on the
+  // batch (merging α·S into the base panels for a lone prefill, as an earlier version did, gave
+  // a prompt other logits, and near-tied greedy picks another text, whenever it shared a batch).
   matmul(x, T, base.weight, base.bias_or_null(), y, pool);
+  // A group in one run of tokens (one sequence) is passed in place; several runs are gathered
+  // into one block first, so its bits are read once for all of them.
   int64_t gathered = 0;
   for (const AdapterGroup& g : groups_) {
-    const LinearDelta* d = pick(*g.adapter, layer);
-    if (d->signs) gathered += g.tokens;
+    if (pick(*g.adapter, layer)->signs && g.ranges.size() > 1) gathered += g.tokens;
   }
-  if (gathered > 0) {
-    resize(gather_x_, gathered * K);
-    resize(gather_y_, gathered * N);
-    std::vector<SignMatmulJob> jobs;
-    int64_t row = 0;
-    for (const AdapterGroup& g : groups_) {
-      const LinearDelta* d = pick(*g.adapter, layer);
-      if (!d->signs) continue;
-      jobs.push_back({gather_x_.data() + row * K, g.tokens, &*d->signs, gather_y_.data() + row * N});
-      for (auto [b, e] : g.ranges) {
-        std::memcpy(gather_x_.data() + row * K, x + b * K, static_cast<size_t>((e - b) * K) * 4);
-        std::memcpy(gather_y_.data() + row * N, y + b * N, static_cast<size_t>((e - b) * N) * 4);
-        row += e - b;
-      }
+  resize(gather_x_, gathered * K);
+  resize(gather_y_, gathered * N);
+  std::vector<SignMatmulJob>& jobs = sign_jobs_;
+  jobs.clear();
+  int64_t row = 0;
+  for (const AdapterGroup& g : groups_) {
+    const LinearDelta* d = pick(*g.adapter, layer);
+    if (!d->signs) continue;
+    if (g.ranges.size() == 1) {
+      const int64_t b = g.ranges[0].first;
+      jobs.push_back({x + b * K, g.tokens, &*d->signs, y + b * N});
+      continue;
     }
-    sign_matmul_add_many(jobs, pool);
-    row = 0;
-    for (const AdapterGroup& g : groups_) {
-      if (!pick(*g.adapter, layer)->signs) continue;
-      for (auto [b, e] : g.ranges) {
-        std::memcpy(y + b * N, gather_y_.data() + row * N, static_cast<size_t>((e - b) * N) * 4);
-        row += e - b;
-      }
+    jobs.push_back({gather_x_.data() + row * K, g.tokens, &*d->signs, gather_y_.data() + row * N});
+    for (auto [b, e] : g.ranges) {
+      std::memcpy(gather_x_.data() + row * K, x + b * K, static_cast<size_t>((e - b) * K) * 4);
+      std::memcpy(gather_y_.data() + row * N, y + b * N, static_cast<size_t>((e - b) * N) * 4);
+      row += e - b;
+    }
+  }
+  sign_matmul_add_many(jobs, pool);
+  row = 0;
+  for (const AdapterGroup& g : groups_) {
+    if (!pick(*g.adapter, layer)->signs || g.ranges.size() == 1) continue;
+    for (auto [b, e] : g.ranges) {
+      std::memcpy(y + b * N, gather_y_.data() + row * N, static_cast<size_t>((e - b) * N) * 4);
+      row += e - b;
     }
   }
   for (const AdapterGroup& g : groups_) {

@@ -39,7 +39,10 @@ class Transformer {
   KVCache new_cache() const { return KVCache(config_); }
 
   // Runs the batch and fills `logits` with [rows, V]: per sequence in order, its last token's
-  // logits (or all of its tokens' with all_logits). Token ids are checked (Error if out of
+  // logits (or all of its tokens' with all_logits). A sequence's logits are bitwise the same
+  // whatever else is in the batch and however its tokens were split over calls (a prompt
+  // prefilled at once or in chunks, alone or beside other users' prefills and decodes): every
+  // kernel computes a token's outputs from that token's inputs alone, in a fixed order. Token ids are checked (Error if out of
   // range); the caches advance only if the whole pass succeeds. Not reentrant: one forward at a
   // time per Transformer.
   void forward(std::span<const SequenceInput> batch, std::vector<float>* logits,
@@ -78,6 +81,7 @@ class Transformer {
   std::vector<AdapterGroup> groups_;   // adapters present in the batch (base excluded)
   bool any_adapter_ = false;
   std::vector<float> gather_x_, gather_y_, dense_out_;
+  std::vector<SignMatmulJob> sign_jobs_;
 };
 
 }  // namespace bitdelta

@@ -1,12 +1,19 @@
 // Highway kernels for matmul(), compiled once per SIMD target (foreach_target) and dispatched at
 // run time, once per call per thread.
 //
-// Decode (T = 1) is memory-bound: rows are read one after another so the weights stream through
-// memory in a single sequential pass. Batched decode (T ≤ 24) keeps that order in blocks of four
-// rows, over which groups of three tokens pass from L1 while the next blocks are prefetched. Prefill (T > 3) is compute-bound: a panel of 2 vectors' worth
-// of rows is widened to F32 and transposed once ([K][NR], in L2), then a 6-token × NR
-// outer-product micro-kernel accumulates in 12 registers with no horizontal sums — the
-// register-blocking scheme of BLIS/OpenBLAS.
+// Every output is one dot product computed the same way whatever the batch: a vector accumulator
+// over k in steps of the vector width (fused multiply-adds, k ascending), summed across lanes,
+// then the last K % lanes columns in order. So y[t, n] depends on x[t, :] and row n alone — not on
+// how many tokens share the call, where token t sits among them, or how the rows are split across
+// threads — and a sequence's logits do not change with what else is in the batch (greedy output
+// of a request is the same whether it runs alone or beside others; see transformer.h).
+//
+// Since every kernel sums the same way, each token count gets the loop order that suits it:
+// up to three tokens (decode, small batches: memory-bound) read the rows one after another in a
+// single sequential stream; more tokens (batched decode, prefill: compute-bound) take the rows in
+// blocks of four, fetched once per tile of tokens and kept in L1 while groups of three tokens pass
+// over them (12 accumulators). On AVX-512 the latter beats the packed outer-product GEMM it
+// replaced (which summed in another order) by ~10-20%.
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -17,7 +24,6 @@
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/matmul.cc"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
-#include <hwy/aligned_allocator.h>
 #include <hwy/highway.h>
 
 #include "ops/widen-inl.h"
@@ -27,6 +33,16 @@ namespace bitdelta::HWY_NAMESPACE {
 namespace hn = hwy::HWY_NAMESPACE;
 
 using DF = hn::ScalableTag<float>;
+
+// The end of every dot product: the lanes' partial sums, then the columns past the last whole
+// vector in order. One function, so that every kernel finishes a sum the same way.
+template <typename WT>
+HWY_INLINE float finish_dot(hn::Vec<DF> acc, const WT* row, const float* x, int64_t k, int64_t K) {
+  const DF df;
+  float sum = hn::GetLane(hn::SumOfLanes(df, acc));
+  for (; k < K; ++k) sum += widen_scalar(row + k) * x[k];
+  return sum;
+}
 
 // Dot products of one row with C tokens: y[t0 + c, n] for c < C.
 template <int C, typename WT>
@@ -40,11 +56,7 @@ HWY_INLINE void row_dots(const float* x, int64_t K, const WT* row, int64_t n, in
     const auto wv = load_widened(df, row + k);
     for (int c = 0; c < C; ++c) acc[c] = hn::MulAdd(wv, hn::LoadU(df, x + c * K + k), acc[c]);
   }
-  for (int c = 0; c < C; ++c) {
-    float sum = hn::GetLane(hn::SumOfLanes(df, acc[c]));
-    for (int64_t kk = k; kk < K; ++kk) sum += widen_scalar(row + kk) * x[c * K + kk];
-    y[c * N + n] = sum;
-  }
+  for (int c = 0; c < C; ++c) y[c * N + n] = finish_dot(acc[c], row, x + c * K, k, K);
 }
 
 // Four rows × C tokens (C ≤ 3): each weight vector is widened once for C tokens and each
@@ -87,15 +99,14 @@ HWY_INLINE void rows4_dots(const float* x, int64_t K, const WT* w, int64_t n, in
   const float* xs[3] = {x0, x1, x2};
   const hn::Vec<DF> acc[4][3] = {{a00, a01, a02}, {a10, a11, a12}, {a20, a21, a22}, {a30, a31, a32}};
   for (int r = 0; r < 4; ++r) {
-    for (int c = 0; c < C; ++c) {
-      float sum = hn::GetLane(hn::SumOfLanes(df, acc[r][c]));
-      for (int64_t kk = k; kk < K; ++kk) sum += widen_scalar(rows[r] + kk) * xs[c][kk];
-      y[c * N + n + r] = sum;
-    }
+    for (int c = 0; c < C; ++c) y[c * N + n + r] = finish_dot(acc[r][c], rows[r], xs[c], k, K);
   }
 }
 
-// Decode: four accumulators per row hide the FMA latency.
+// One token (decode): rows one after another, so the weights stream through memory in a single
+// sequential pass, which the hardware prefetchers follow at full bandwidth (blocks of four rows
+// read as four strided streams reach about half of it). One accumulator per row, like every
+// kernel here; consecutive rows' independent chains overlap in the out-of-order core.
 template <typename WT>
 void gemv_kernel(const float* x, const WT* w, int64_t K, int64_t n_begin, int64_t n_end,
                  float* y) {
@@ -103,166 +114,28 @@ void gemv_kernel(const float* x, const WT* w, int64_t K, int64_t n_begin, int64_
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
   for (int64_t n = n_begin; n < n_end; ++n) {
     const WT* row = w + n * K;
-    auto a0 = hn::Zero(df), a1 = hn::Zero(df), a2 = hn::Zero(df), a3 = hn::Zero(df);
+    auto acc = hn::Zero(df);
     int64_t k = 0;
-    for (; k + 4 * lanes <= K; k += 4 * lanes) {
-      a0 = hn::MulAdd(load_widened(df, row + k), hn::LoadU(df, x + k), a0);
-      a1 = hn::MulAdd(load_widened(df, row + k + lanes), hn::LoadU(df, x + k + lanes), a1);
-      a2 = hn::MulAdd(load_widened(df, row + k + 2 * lanes), hn::LoadU(df, x + k + 2 * lanes), a2);
-      a3 = hn::MulAdd(load_widened(df, row + k + 3 * lanes), hn::LoadU(df, x + k + 3 * lanes), a3);
-    }
-    for (; k + lanes <= K; k += lanes) {
-      a0 = hn::MulAdd(load_widened(df, row + k), hn::LoadU(df, x + k), a0);
-    }
-    float sum = hn::GetLane(hn::SumOfLanes(df, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
-    for (; k < K; ++k) sum += widen_scalar(row + k) * x[k];
-    y[n] = sum;
+    for (; k + lanes <= K; k += lanes) acc = hn::MulAdd(load_widened(df, row + k), hn::LoadU(df, x + k), acc);
+    y[n] = finish_dot(acc, row, x, k, K);
   }
 }
 
-// Stores one token's NR results (or the first `rows` of them) at dst.
-HWY_INLINE void store_row(hn::Vec<DF> lo, hn::Vec<DF> hi, int64_t rows, float* dst) {
-  const DF df;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
-  if (rows == 2 * lanes) {
-    hn::StoreU(lo, df, dst);
-    hn::StoreU(hi, df, dst + lanes);
-    return;
-  }
-  HWY_ALIGN float tmp[2 * hn::MaxLanes(df)];
-  hn::Store(lo, df, tmp);
-  hn::Store(hi, df, tmp + lanes);
-  for (int64_t j = 0; j < rows; ++j) dst[j] = tmp[j];
-}
-
-// y[t0 .. t0+6, n0 .. n0+rows) from the packed panel [K][NR]: 12 accumulators, written out
-// as named variables because GCC spills an array of vectors to the stack on every iteration.
-HWY_INLINE void outer_kernel6(const float* x, int64_t K, const float* packed, int64_t t0,
-                              int64_t n0, int64_t rows, int64_t N, float* y) {
-  const DF df;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
-  auto c0l = hn::Zero(df), c0h = hn::Zero(df), c1l = hn::Zero(df), c1h = hn::Zero(df);
-  auto c2l = hn::Zero(df), c2h = hn::Zero(df), c3l = hn::Zero(df), c3h = hn::Zero(df);
-  auto c4l = hn::Zero(df), c4h = hn::Zero(df), c5l = hn::Zero(df), c5h = hn::Zero(df);
-  const float* x0 = x + t0 * K;
-  const float* x1 = x0 + K;
-  const float* x2 = x1 + K;
-  const float* x3 = x2 + K;
-  const float* x4 = x3 + K;
-  const float* x5 = x4 + K;
-  const float* p = packed;
-  for (int64_t k = 0; k < K; ++k, p += 2 * lanes) {
-    const auto w0 = hn::Load(df, p);
-    const auto w1 = hn::Load(df, p + lanes);
-    auto b = hn::Set(df, x0[k]);
-    c0l = hn::MulAdd(b, w0, c0l);
-    c0h = hn::MulAdd(b, w1, c0h);
-    b = hn::Set(df, x1[k]);
-    c1l = hn::MulAdd(b, w0, c1l);
-    c1h = hn::MulAdd(b, w1, c1h);
-    b = hn::Set(df, x2[k]);
-    c2l = hn::MulAdd(b, w0, c2l);
-    c2h = hn::MulAdd(b, w1, c2h);
-    b = hn::Set(df, x3[k]);
-    c3l = hn::MulAdd(b, w0, c3l);
-    c3h = hn::MulAdd(b, w1, c3h);
-    b = hn::Set(df, x4[k]);
-    c4l = hn::MulAdd(b, w0, c4l);
-    c4h = hn::MulAdd(b, w1, c4h);
-    b = hn::Set(df, x5[k]);
-    c5l = hn::MulAdd(b, w0, c5l);
-    c5h = hn::MulAdd(b, w1, c5h);
-  }
-  float* d = y + t0 * N + n0;
-  store_row(c0l, c0h, rows, d);
-  store_row(c1l, c1h, rows, d + N);
-  store_row(c2l, c2h, rows, d + 2 * N);
-  store_row(c3l, c3h, rows, d + 3 * N);
-  store_row(c4l, c4h, rows, d + 4 * N);
-  store_row(c5l, c5h, rows, d + 5 * N);
-}
-
-// The same for one token (the < 6 tokens left over at the end).
-HWY_INLINE void outer_kernel1(const float* x, int64_t K, const float* packed, int64_t t,
-                              int64_t n0, int64_t rows, int64_t N, float* y) {
-  const DF df;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
-  auto lo0 = hn::Zero(df), hi0 = hn::Zero(df), lo1 = hn::Zero(df), hi1 = hn::Zero(df);
-  const float* xr = x + t * K;
-  int64_t k = 0;
-  for (; k + 2 <= K; k += 2) {
-    const float* p = packed + k * 2 * lanes;
-    lo0 = hn::MulAdd(hn::Set(df, xr[k]), hn::Load(df, p), lo0);
-    hi0 = hn::MulAdd(hn::Set(df, xr[k]), hn::Load(df, p + lanes), hi0);
-    lo1 = hn::MulAdd(hn::Set(df, xr[k + 1]), hn::Load(df, p + 2 * lanes), lo1);
-    hi1 = hn::MulAdd(hn::Set(df, xr[k + 1]), hn::Load(df, p + 3 * lanes), hi1);
-  }
-  if (k < K) {
-    const float* p = packed + k * 2 * lanes;
-    lo0 = hn::MulAdd(hn::Set(df, xr[k]), hn::Load(df, p), lo0);
-    hi0 = hn::MulAdd(hn::Set(df, xr[k]), hn::Load(df, p + lanes), hi0);
-  }
-  store_row(hn::Add(lo0, lo1), hn::Add(hi0, hi1), rows, y + t * N + n0);
-}
-
-// Prefill: rows [n_begin, n_end) for T > 3 tokens.
-template <typename WT>
-void gemm_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_begin,
-                 int64_t n_end, int64_t N, const SignMatrix* signs, float* y) {
-  const DF df;
-  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
-  const int64_t NR = 2 * lanes;
-  constexpr int64_t MR = 6;
-  thread_local hwy::AlignedFreeUniquePtr<float[]> packed;
-  thread_local int64_t packed_size = 0;
-  if (packed_size < K * NR) {
-    packed = hwy::AllocateAligned<float>(static_cast<size_t>(K * NR));
-    packed_size = K * NR;
-  }
-  std::vector<float> row(static_cast<size_t>(K));
-  for (int64_t n0 = n_begin; n0 < n_end; n0 += NR) {
-    const int64_t rows = std::min(NR, n_end - n0);
-    for (int64_t j = 0; j < NR; ++j) {
-      if (j < rows) {
-        const WT* src = w + (n0 + j) * K;
-        int64_t k = 0;
-        for (; k + lanes <= K; k += lanes) hn::StoreU(load_widened(df, src + k), df, row.data() + k);
-        for (; k < K; ++k) row[k] = widen_scalar(src + k);
-        if (signs != nullptr) add_scaled_signs_row(*signs, n0 + j, row.data());
-        for (k = 0; k < K; ++k) packed[k * NR + j] = row[k];
-      } else {
-        for (int64_t k = 0; k < K; ++k) packed[k * NR + j] = 0.0f;
-      }
-    }
-    int64_t t = 0;
-    for (; t + MR <= T; t += MR) outer_kernel6(x, K, packed.get(), t, n0, rows, N, y);
-    for (; t < T; ++t) outer_kernel1(x, K, packed.get(), t, n0, rows, N, y);
-  }
-}
+// Tokens per tile: the tile's activations (tile × K floats) stay in L2 while the weights of a
+// thread's rows stream past once per tile.
+constexpr int64_t kTokenTile = 24;
 
 template <typename WT>
 void rows_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_begin,
-                 int64_t n_end, int64_t N, const SignMatrix* signs, float* y) {
+                 int64_t n_end, int64_t N, float* y) {
   if (T == 1) {
     gemv_kernel(x, w, K, n_begin, n_end, y);
-  } else if (T <= kMatmulMaxRowDotTokens) {
-    // Blocks of four rows are fetched from memory once and stay in L1 while groups of up to
-    // three tokens pass over them.
-    int64_t n = n_begin;
-    for (; n + 4 <= n_end; n += 4) {
-      // The block is computed from L1 over several passes, long enough to fetch the next one
-      // from DRAM meanwhile (the hardware prefetchers, seeing four strided streams, lag).
-      if (n + 12 <= n_end) {
-        const char* next = reinterpret_cast<const char*>(w + (n + 8) * K);
-        const int64_t bytes = 4 * K * static_cast<int64_t>(sizeof(WT));
-        for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(next + off);
-      }
-      int64_t t = 0;
-      for (; t + 3 <= T; t += 3) rows4_dots<3>(x + t * K, K, w, n, N, y + t * N);
-      if (T - t == 2) rows4_dots<2>(x + t * K, K, w, n, N, y + t * N);
-      if (T - t == 1) rows4_dots<1>(x + t * K, K, w, n, N, y + t * N);
-    }
-    for (; n < n_end; ++n) {
+    return;
+  }
+  // A few tokens: still one sequential stream of rows (measured: ~1.4x the blocks of four for
+  // 2-3 tokens, from DRAM). From 4 tokens on, blocks of four rows reuse each activation load.
+  if (T <= 3) {
+    for (int64_t n = n_begin; n < n_end; ++n) {
       const WT* row = w + n * K;
       int64_t t = 0;
       for (; t + 4 <= T; t += 4) row_dots<4>(x + t * K, K, row, n, N, y + t * N);
@@ -273,22 +146,51 @@ void rows_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_be
         default: break;
       }
     }
-  } else {
-    gemm_kernel(x, T, w, K, n_begin, n_end, N, signs, y);
+    return;
+  }
+  for (int64_t t0 = 0; t0 < T; t0 += kTokenTile) {
+    const int64_t tt = std::min(kTokenTile, T - t0);
+    const float* xt = x + t0 * K;
+    float* yt = y + t0 * N;
+    int64_t n = n_begin;
+    for (; n + 4 <= n_end; n += 4) {
+      // The block is computed from L1 over several passes, long enough to fetch the next one
+      // from DRAM meanwhile (the hardware prefetchers, seeing four strided streams, lag).
+      if (n + 12 <= n_end) {
+        const char* next = reinterpret_cast<const char*>(w + (n + 8) * K);
+        const int64_t bytes = 4 * K * static_cast<int64_t>(sizeof(WT));
+        for (int64_t off = 0; off < bytes; off += 64) __builtin_prefetch(next + off);
+      }
+      int64_t t = 0;
+      for (; t + 3 <= tt; t += 3) rows4_dots<3>(xt + t * K, K, w, n, N, yt + t * N);
+      if (tt - t == 2) rows4_dots<2>(xt + t * K, K, w, n, N, yt + t * N);
+      if (tt - t == 1) rows4_dots<1>(xt + t * K, K, w, n, N, yt + t * N);
+    }
+    for (; n < n_end; ++n) {
+      const WT* row = w + n * K;
+      int64_t t = 0;
+      for (; t + 4 <= tt; t += 4) row_dots<4>(xt + t * K, K, row, n, N, yt + t * N);
+      switch (tt - t) {
+        case 3: row_dots<3>(xt + t * K, K, row, n, N, yt + t * N); break;
+        case 2: row_dots<2>(xt + t * K, K, row, n, N, yt + t * N); break;
+        case 1: row_dots<1>(xt + t * K, K, row, n, N, yt + t * N); break;
+        default: break;
+      }
+    }
   }
 }
 
 void Matmul(const float* x, int64_t T, DType dtype, const uint8_t* data, int64_t N, int64_t K,
-            int64_t n_begin, int64_t n_end, const SignMatrix* signs, float* y) {
+            int64_t n_begin, int64_t n_end, float* y) {
   switch (dtype) {
     case DType::kF32:
-      rows_kernel(x, T, reinterpret_cast<const float*>(data), K, n_begin, n_end, N, signs, y);
+      rows_kernel(x, T, reinterpret_cast<const float*>(data), K, n_begin, n_end, N, y);
       return;
     case DType::kBF16:
-      rows_kernel(x, T, reinterpret_cast<const hwy::bfloat16_t*>(data), K, n_begin, n_end, N, signs, y);
+      rows_kernel(x, T, reinterpret_cast<const hwy::bfloat16_t*>(data), K, n_begin, n_end, N, y);
       return;
     case DType::kF16:
-      rows_kernel(x, T, reinterpret_cast<const hwy::float16_t*>(data), K, n_begin, n_end, N, signs, y);
+      rows_kernel(x, T, reinterpret_cast<const hwy::float16_t*>(data), K, n_begin, n_end, N, y);
       return;
     default:
       BD_CHECK(false, "matmul: unsupported weight dtype {}", dtype_name(dtype));
@@ -308,32 +210,19 @@ constexpr int64_t kMinMacsPerThread = 1 << 17;
 
 void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias, float* y,
             ThreadPool& pool) {
-  matmul_with_signs(x, tokens, w, bias, nullptr, y, pool);
-}
-
-void matmul_with_signs(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,
-                       const SignMatrix* signs, float* y, ThreadPool& pool) {
   if (tokens <= 0 || w.rows == 0) return;
-  if (signs != nullptr) {
-    BD_CHECK(signs->rows == w.rows && signs->cols == w.cols, "sign matrix shape mismatch");
-  }
-  // Packing happens only on the GEMM path; below it the bits get a pass of their own.
-  const SignMatrix* merged = tokens > kMatmulMaxRowDotTokens ? signs : nullptr;
-  // Chunks of whole 16-row panels keep the row split aligned with the kernels' blocking (2
-  // vectors of 8 floats on AVX2).
+  // Chunks of whole 16-row panels keep the row split aligned with the kernels' blocks of four.
   const int64_t panels = (w.rows + 15) / 16;
   pool.parallel_for(panels, [&](int64_t p_begin, int64_t p_end) {
     const int64_t n_begin = p_begin * 16;
     const int64_t n_end = std::min(w.rows, p_end * 16);
-    HWY_DYNAMIC_DISPATCH(Matmul)(x, tokens, w.dtype, w.data, w.rows, w.cols, n_begin, n_end,
-                                 merged, y);
+    HWY_DYNAMIC_DISPATCH(Matmul)(x, tokens, w.dtype, w.data, w.rows, w.cols, n_begin, n_end, y);
     if (bias != nullptr) {
       for (int64_t t = 0; t < tokens; ++t) {
         for (int64_t n = n_begin; n < n_end; ++n) y[t * w.rows + n] += bias[n];
       }
     }
   }, /*grain=*/std::max<int64_t>(4, kMinMacsPerThread / std::max<int64_t>(1, 16 * w.cols * tokens)));
-  if (signs != nullptr && merged == nullptr) sign_matmul_add(x, tokens, *signs, y, pool);
 }
 
 void matmul_reference(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,

@@ -11,11 +11,6 @@
 
 namespace bitdelta {
 
-// Up to this many tokens matmul() reads the weights row by row (memory-bound: decode and
-// batched decode); beyond it, it widens them into panels for a compute-bound GEMM, whose packing
-// cost only pays off over many tokens.
-inline constexpr int64_t kMatmulMaxRowDotTokens = 24;
-
 struct WeightMatrix {
   DType dtype = DType::kF32;
   const uint8_t* data = nullptr;  // rows × cols elements, row-major
@@ -26,15 +21,11 @@ struct WeightMatrix {
 
 // y[t, n] = Σ_k x[t, k] · W[n, k] + bias[n]   (x: [T, K], y: [T, N], bias: [N] or null).
 // SIMD through Highway (best target chosen at run time), rows split across the pool's threads.
+// Batch-invariant: y[t, n] is bitwise the same for any T, any place of token t in x, and any
+// number of threads (each output is one dot product summed in a fixed order), so a sequence's
+// numerics never depend on the other sequences it is batched with or on how its prompt is chunked.
 void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias, float* y,
             ThreadPool& pool);
-
-// The fused BitDelta linear: y = x · (W + α ⊙ S)ᵀ + bias, without ever forming W + α ⊙ S.
-// Up to 24 tokens: the base product, then one pass over the sign bits (sign_matmul_add). More
-// tokens: α ⊙ S is added to each panel of W while it is widened for the GEMM, so the adapter
-// costs no extra multiply-adds. `signs` may be null (plain matmul).
-void matmul_with_signs(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,
-                       const SignMatrix* signs, float* y, ThreadPool& pool);
 
 // Plain scalar reference of the same (double accumulation), for tests.
 void matmul_reference(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,

@@ -102,20 +102,18 @@ void signs_one_token(const float* x, const uint8_t* bits, int64_t row_bytes, int
     y[n + 3] += (per_row ? scales[n + 3] : scales[0]) * s3;
   }
   for (; n < n_end; ++n) {
+    // One chain, as in the blocks of four and in signs_few_tokens: a row's sum is added up in
+    // the same order whichever loop (thread split, token count) computes it.
     const uint8_t* r = bits + n * row_bytes;
-    auto a0 = hn::Zero(d), a1 = hn::Zero(d);
+    auto a0 = hn::Zero(d);
     for (int64_t b = b_begin; b < full_bytes; ++b) {
       const uint32_t* m = kSignMasks.mask[r[b]];
       for (int64_t sub = 0; sub < 8; sub += lanes) {
-        if ((sub / lanes) % 2 == 0) {
-          a0 = hn::Add(a0, flip(hn::LoadU(d, x + 8 * b + sub), m + sub));
-        } else {
-          a1 = hn::Add(a1, flip(hn::LoadU(d, x + 8 * b + sub), m + sub));
-        }
+        a0 = hn::Add(a0, flip(hn::LoadU(d, x + 8 * b + sub), m + sub));
       }
     }
     y[n] += (per_row ? scales[n] : scales[0]) *
-            (hn::GetLane(hn::SumOfLanes(d, hn::Add(a0, a1))) + tail_sum(r, x, K));
+            (hn::GetLane(hn::SumOfLanes(d, a0)) + tail_sum(r, x, K));
   }
 }
 
@@ -322,15 +320,19 @@ void SignLutRows(int64_t T, const uint8_t* bits, int64_t row_bytes, int64_t N, i
   HWY_ALIGN uint8_t idx[32][HWY_MAX_BYTES];
   HWY_ALIGN int16_t part[2][HWY_MAX_BYTES / 2];
   HWY_ALIGN float acc[kLutTokens][16];
-  for (int64_t n = n_begin; n + 16 <= n_end; n += 16) {
-    // A tile is 16 · row_bytes contiguous bytes read as 16 strided streams, which the hardware
-    // prefetchers follow poorly: fetch the next tile ahead while this one is computed.
-    if (n + 32 <= n_end) {
-      const uint8_t* next = bits + (n + 16) * row_bytes;
-      for (int64_t off = 0; off < 16 * row_bytes; off += 64) __builtin_prefetch(next + off);
-    }
-    for (int64_t t0 = 0; t0 < T; t0 += kLutTokens) {
-      const int64_t tb = std::min(kLutTokens, T - t0);
+  // Token groups outside, row tiles inside: a group's tables (64 bytes per byte of a row, per
+  // token: 24 KiB per token for K = 3072) stay in L2 while every tile of rows passes, and only the
+  // bits, 1/64 of their size per token, are read again for the next group. (Rows outside kept a
+  // long prompt's tables, megabytes, streaming from L3 once per tile.)
+  for (int64_t t0 = 0; t0 < T; t0 += kLutTokens) {
+    const int64_t tb = std::min(kLutTokens, T - t0);
+    for (int64_t n = n_begin; n + 16 <= n_end; n += 16) {
+      // A tile is 16 · row_bytes contiguous bytes read as 16 strided streams, which the hardware
+      // prefetchers follow poorly: fetch the next tile ahead while this one is computed.
+      if (n + 32 <= n_end) {
+        const uint8_t* next = bits + (n + 16) * row_bytes;
+        for (int64_t off = 0; off < 16 * row_bytes; off += 64) __builtin_prefetch(next + off);
+      }
       for (int64_t t = 0; t < tb; ++t) {
         for (int r = 0; r < 16; ++r) acc[t][r] = 0.0f;
       }

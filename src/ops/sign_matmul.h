@@ -32,9 +32,10 @@ struct SignMatrix {
 // lookup tables over int8-quantized activations (one scale per 128 activations, T-MAC style);
 // the error of that part is at most scale_n · sign_matmul_quantization_bound(x_t, K) for each
 // output, well under the BF16 rounding of the base weights. What is left (odd shapes, the SCALAR
-// target) is exact. The result for a token never depends on the other tokens or jobs. Highway
-// SIMD with run-time dispatch; rows split across the pool's threads. Prefill merges α·S into
-// the base panel instead (see matmul_with_signs).
+// target) is exact. The result for a token is bitwise independent of the other tokens and jobs
+// and of the thread count (batch-invariant, like matmul), so prompts and generated tokens of
+// every sequence take this pass alike. Highway SIMD with run-time dispatch; rows split across
+// the pool's threads.
 void sign_matmul_add(const float* x, int64_t tokens, const SignMatrix& s, float* y,
                      ThreadPool& pool);
 

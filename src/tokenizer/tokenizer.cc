@@ -218,7 +218,12 @@ IncrementalDecoder::IncrementalDecoder(const Tokenizer& tokenizer, bool skip_spe
     : tokenizer_(&tokenizer),
       skip_special_(skip_special),
       byte_level_(tokenizer.impl().decoder.is_byte_level_only()) {
-  for (int32_t id : context) push(id);  // the prompt's own text is not part of the output
+  // The prompt's own text is not part of the output. Its special tokens (BOS and the like) are
+  // not text a user wrote: after a BOS-only prompt the output starts a text of its own, as
+  // decode(ids, skip_special) has it.
+  for (int32_t id : context) {
+    if (!tokenizer.is_special(id)) push(id);
+  }
 }
 
 namespace {

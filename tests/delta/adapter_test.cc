@@ -101,8 +101,9 @@ TEST_F(Adapters, FusedLogitsEqualTheMergedModel) {
   }
 }
 
-// A model wide enough (hidden 256, intermediate 512) that its decode takes the table pass over
-// int8-quantized activations for q/k/v/gate/up/down: its logits stay within a small, measured
+// A model wide enough (hidden 512, intermediate 1024: the table pass covers whole 512-column
+// chunks on AVX-512, 256 on AVX2) that its decode takes the table pass over int8-quantized
+// activations for q/k/v/gate/up/down: its logits stay within a small, measured
 // distance of the (F32) merged model's, far below the adapter's own effect, and its greedy text
 // is the merged model's; with --exact-deltas they equal the merged model's within float
 // tolerance.
@@ -111,8 +112,8 @@ TEST(WideAdapters, TablePassDecodeMatchesTheMergedModel) {
   ThreadPool pool(2);
   SynthOptions so;
   so.like = "tiny";
-  so.hidden_size = 256;
-  so.intermediate_size = 512;
+  so.hidden_size = 512;
+  so.intermediate_size = 1024;
   so.dtype = DType::kF32;  // so that the merged model holds W + α·S unrounded
   synth_model(so, dir.path() / "base");
   testing::make_finetune(dir.path() / "base", dir.path() / "ft", 7, 0.3f);
@@ -172,6 +173,122 @@ TEST(WideAdapters, TablePassDecodeMatchesTheMergedModel) {
     return out;
   };
   EXPECT_EQ(greedy(*model, &adapter->weights()), greedy(*merged, nullptr));
+}
+
+// A sequence's logits are bitwise the same whatever it is batched with and however its prompt is
+// split into chunks — with an adapter (the int8 table pass, on a model wide enough to take it on
+// AVX-512 too), with --exact-deltas, and on the base. Before, a prompt prefilled alone took the
+// merged-panel GEMM and the same prompt beside other users the table pass (and the base GEMM summed
+// in another order than the decode kernels), so near-tied greedy picks changed with the batch.
+TEST(WideAdapters, LogitsDoNotDependOnTheBatchOrOnPromptChunking) {
+  ScratchDir dir;
+  ThreadPool pool(2);
+  SynthOptions so;
+  so.like = "tiny";
+  so.hidden_size = 512;
+  so.intermediate_size = 1024;
+  synth_model(so, dir.path() / "base");
+  for (int user : {1, 2}) {
+    const auto ft = dir.path() / ("ft" + std::to_string(user));
+    testing::make_finetune(dir.path() / "base", ft, 30 + user, 0.3f);
+    CompressOptions options;
+    options.granularity = user == 1 ? ScaleGranularity::kRow : ScaleGranularity::kTensor;
+    options.adapter_id = AdapterId::parse("general/wide" + std::to_string(user) + "/v1");
+    compress_adapter(dir.path() / "base", ft, dir.path() / (std::to_string(user) + ".bdelta"),
+                     options, pool);
+  }
+  auto model = Transformer::load(dir.path() / "base");
+  BaseFingerprints fp(model->files());
+  auto a1 = Adapter::open(dir.path() / "1.bdelta");
+  auto a2 = Adapter::open(dir.path() / "2.bdelta");
+  a1->bind(*model, fp, pool);
+  a2->bind(*model, fp, pool);
+  const AdapterWeights* w1 = &a1->weights();
+  const AdapterWeights* w2 = &a2->weights();
+
+  std::mt19937 rng(5);
+  auto ids = [&](size_t n) {
+    std::vector<int32_t> v(n);
+    for (auto& id : v) id = static_cast<int32_t>(rng() % 256);
+    return v;
+  };
+  // The sequence under test: a 40-token prompt, then 6 tokens fed one at a time.
+  const std::vector<int32_t> prompt = ids(40), next = ids(6);
+  // Companions: another user's, a base and the same user's sequence.
+  const std::vector<int32_t> other = ids(30), plain = ids(40), same_user = ids(30);
+
+  // One schedule: steps of batches; the tested sequence's entries ask for all logits, and its
+  // rows are collected from each step's output.
+  struct Entry {
+    int who;  // 0: tested, 1: other user, 2: base, 3: same user
+    int64_t count;
+  };
+  const auto run = [&](const AdapterWeights* adapter,
+                       const std::vector<std::vector<Entry>>& steps) {
+    const AdapterWeights* who_adapter[] = {adapter, w2, nullptr, w1};
+    const std::vector<int32_t>* who_ids[] = {nullptr, &other, &plain, &same_user};
+    std::vector<int32_t> tested = prompt;
+    tested.insert(tested.end(), next.begin(), next.end());
+    who_ids[0] = &tested;
+    std::vector<KVCache> caches;
+    for (int i = 0; i < 4; ++i) caches.push_back(model->new_cache());
+    size_t used[4] = {0, 0, 0, 0};
+    std::vector<float> collected, out;
+    const int64_t V = model->config().vocab_size;
+    for (const auto& step : steps) {
+      std::vector<SequenceInput> batch;
+      int64_t row = 0, tested_row = -1, tested_rows = 0;
+      for (const Entry& e : step) {
+        std::span<const int32_t> span(who_ids[e.who]->data() + used[e.who],
+                                      static_cast<size_t>(e.count));
+        used[e.who] += static_cast<size_t>(e.count);
+        const bool all = e.who == 0;
+        batch.push_back({&caches[e.who], span, all, who_adapter[e.who]});
+        if (all) {
+          tested_row = row;
+          tested_rows = e.count;
+        }
+        row += all ? e.count : 1;
+      }
+      model->forward(batch, &out, pool);
+      if (tested_row >= 0) {
+        collected.insert(collected.end(), out.begin() + tested_row * V,
+                         out.begin() + (tested_row + tested_rows) * V);
+      }
+    }
+    return collected;
+  };
+  std::vector<std::vector<Entry>> alone = {{{0, 40}}};
+  std::vector<std::vector<Entry>> chunked = {{{0, 7}}, {{0, 13}}, {{0, 20}}};
+  std::vector<std::vector<Entry>> mixed = {{{1, 9}, {0, 7}, {2, 3}, {3, 5}},
+                                           {{3, 1}, {0, 13}, {1, 1}},
+                                           {{2, 25}, {0, 20}, {3, 1}}};
+  for (int i = 0; i < 6; ++i) {
+    alone.push_back({{0, 1}});
+    chunked.push_back({{0, 1}});
+    if (i % 2 == 0) {
+      mixed.push_back({{1, 1}, {0, 1}, {3, 1}, {2, 1}});
+    } else {
+      mixed.push_back({{0, 1}, {2, 1}});
+    }
+  }
+  for (bool exact : {false, true}) {
+    set_exact_sign_pass(exact);
+    for (const AdapterWeights* adapter : {w1, static_cast<const AdapterWeights*>(nullptr)}) {
+      const auto reference = run(adapter, alone);
+      ASSERT_EQ(reference.size(), 46u * static_cast<size_t>(model->config().vocab_size));
+      for (const auto* schedule : {&chunked, &mixed}) {
+        const auto got = run(adapter, *schedule);
+        ASSERT_EQ(got.size(), reference.size());
+        size_t differ = 0;
+        for (size_t i = 0; i < got.size(); ++i) differ += std::memcmp(&got[i], &reference[i], 4) != 0;
+        EXPECT_EQ(differ, 0u) << (schedule == &mixed ? "mixed batch" : "chunked prompt")
+                              << (adapter != nullptr ? ", adapter" : ", base")
+                              << (exact ? ", exact deltas" : ", table pass");
+      }
+    }
+  }
+  set_exact_sign_pass(false);
 }
 
 // One forward with a base sequence and two users' sequences (one prefilling, two decoding)

@@ -6,6 +6,7 @@
 #include <hwy/targets.h>
 
 #include <cmath>
+#include <cstring>
 #include <cstdio>
 #include <random>
 
@@ -25,6 +26,42 @@ class MatmulAllTargets : public ::testing::Test {
  protected:
   void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
 };
+
+// Batch invariance: each token's outputs are bitwise the same computed alone (decode), among a
+// few tokens (batched decode) or many (prefill), at any position, on 1 or 2 threads — on every
+// target and weight dtype. The transformer's batch invariance rests on this.
+TEST_F(MatmulAllTargets, EachTokensOutputIsIndependentOfTheBatch) {
+  std::mt19937 rng(7);
+  ThreadPool pool(2), one(1);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+      for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{37, 71}, {64, 512}, {21, 1030}}) {
+        auto w = random_weights(dtype, N * K, rng);
+        const WeightMatrix m{dtype, w.data(), N, K};
+        std::vector<float> bias(static_cast<size_t>(N));
+        for (auto& b : bias) b = dist(rng);
+        const int64_t T = 53;  // several token tiles and a ragged end
+        std::vector<float> x(static_cast<size_t>(T * K));
+        for (auto& v : x) v = dist(rng);
+        std::vector<float> ref(static_cast<size_t>(T * N));
+        for (int64_t t = 0; t < T; ++t) {
+          matmul(x.data() + t * K, 1, m, bias.data(), ref.data() + t * N, t % 2 ? one : pool);
+        }
+        for (int64_t count : {2, 3, 4, 5, 7, 24, 25, 53}) {
+          for (int64_t first : {int64_t{0}, T - count}) {
+            std::vector<float> y(static_cast<size_t>(count * N));
+            matmul(x.data() + first * K, count, m, bias.data(), y.data(), count % 2 ? one : pool);
+            ASSERT_EQ(0, std::memcmp(y.data(), ref.data() + first * N, y.size() * 4))
+                << hwy::TargetName(target) << " " << dtype_name(dtype) << " N=" << N << " K=" << K
+                << " tokens " << first << ".." << first + count;
+          }
+        }
+      }
+    }
+  }
+}
 
 TEST_F(MatmulAllTargets, MatchesScalarReferenceOnOddShapes) {
   std::mt19937 rng(42);

@@ -6,6 +6,7 @@
 #include <hwy/targets.h>
 
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
@@ -115,7 +116,32 @@ TEST_F(SignKernels, TablePassErrorIsSmallOnTypicalActivations) {
 // cannot change anyone's greedy output).
 TEST_F(SignKernels, TokenResultIndependentOfBatch) {
   std::mt19937 rng(29);
-  ThreadPool pool(2);
+  ThreadPool pool(2), one(1);
+  // Every target, both passes, whole table tiles and odd shapes, 1 and 2 threads.
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    for (bool exact : {false, true}) {
+      set_exact_sign_pass(exact);
+      for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{48, 1024}, {35, 777}, {17, 9}}) {
+        for (int64_t T : {2, 3, 5, 9}) {
+          RandomSigns sm(N, K, T % 2 == 0, rng);
+          auto xs = random_vector(static_cast<size_t>(T * K), rng);
+          auto y0 = random_vector(static_cast<size_t>(T * N), rng);
+          std::vector<float> all = y0;
+          sign_matmul_add(xs.data(), T, sm.matrix, all.data(), pool);
+          for (int64_t t = 0; t < T; ++t) {
+            std::vector<float> alone(y0.begin() + t * N, y0.begin() + (t + 1) * N);
+            sign_matmul_add(xs.data() + t * K, 1, sm.matrix, alone.data(), t % 2 ? one : pool);
+            ASSERT_EQ(0, std::memcmp(alone.data(), all.data() + t * N, N * 4))
+                << hwy::TargetName(target) << (exact ? " exact" : " table") << " N=" << N
+                << " K=" << K << " T=" << T << " t=" << t;
+          }
+        }
+      }
+    }
+  }
+  set_exact_sign_pass(false);
+  hwy::SetSupportedTargetsForTest(0);
   const int64_t N = 80, K = 1000, T = 10;
   RandomSigns a(N, K, true, rng), b(N, K, false, rng);
   auto x = random_vector(static_cast<size_t>(T * K), rng);
@@ -131,8 +157,8 @@ TEST_F(SignKernels, TokenResultIndependentOfBatch) {
   }
 }
 
-// matmul_with_signs equals a plain matmul against the dense W + α ⊙ S, for decode-sized and
-// prefill-sized token counts (the two code paths), every weight dtype and target.
+// The fused linear (matmul, then sign_matmul_add) equals a plain matmul against the dense
+// W + α ⊙ S, for decode-sized and prefill-sized token counts, every weight dtype and target.
 TEST_F(SignKernels, FusedLinearEqualsDenseMergedWeights) {
   std::mt19937 rng(10);
   ThreadPool pool(2);
@@ -154,8 +180,9 @@ TEST_F(SignKernels, FusedLinearEqualsDenseMergedWeights) {
         matmul_reference(x.data(), T,
                          WeightMatrix{DType::kF32, reinterpret_cast<uint8_t*>(merged.data()), N, K},
                          bias.data(), expected.data());
-        matmul_with_signs(x.data(), T, WeightMatrix{dtype, w_bytes.data(), N, K}, bias.data(),
-                          &s.matrix, actual.data(), pool);
+        matmul(x.data(), T, WeightMatrix{dtype, w_bytes.data(), N, K}, bias.data(),
+               actual.data(), pool);
+        sign_matmul_add(x.data(), T, s.matrix, actual.data(), pool);
         for (size_t i = 0; i < expected.size(); ++i) {
           ASSERT_NEAR(actual[i], expected[i], 2e-4 * std::sqrt(double(K)))
               << hwy::TargetName(target) << " " << dtype_name(dtype) << " T=" << T << " at " << i;
