@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cli/commands.h"
+#include "ops/sign_matmul.h"
 #include "train/eval.h"
 #include "util/error.h"
 
@@ -56,7 +57,7 @@ CLI::App* register_eval(CLI::App& app, Runner& runner) {
     std::string base, finetuned, adapter, data, token_range;
     int64_t max_chars = 0;
     EvalOptions eval;
-    bool json = false;
+    bool json = false, exact_deltas = false;
     int threads = 0;
   };
   auto o = std::make_shared<Options>();
@@ -79,9 +80,11 @@ CLI::App* register_eval(CLI::App& app, Runner& runner) {
       ->capture_default_str()
       ->check(positive());
   cmd->add_flag("--json", o->json, "Print one JSON object instead of a table");
+  add_exact_deltas_flag(cmd, o->exact_deltas);
   cmd->add_option("--threads", o->threads, "Worker threads (default: all cores)");
   runner = [=] {
     if (o->threads > 0) set_default_threads(o->threads);
+    set_exact_sign_pass(o->exact_deltas);  // default: the adapter scored exactly as it is served
     EvalInputs inputs;
     inputs.base = o->base;
     if (!o->finetuned.empty()) inputs.finetuned = o->finetuned;
