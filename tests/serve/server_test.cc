@@ -505,6 +505,12 @@ TEST(ServerProcessTest, SameRequestGetsTheSameTextWhateverTheBatch) {
   std::vector<std::string> alone;
   for (const auto& k : kinds) alone.push_back(complete(k, false));
   EXPECT_NE(alone[0], alone[1]) << "different adapters should answer differently";
+  // On this byte-level tokenizer too, prompt + text is what generate prints (the decode of all
+  // ids; the server may stop earlier, at <|endoftext|>, which generate does not stop at).
+  auto cli = testing::run_cli("generate --model " + (dir / "wide").string() + " --adapter " +
+                              (dir / "u1.bdelta").string() + " --prompt 'Hello there' -n 160");
+  ASSERT_EQ(cli.exit_code, 0) << cli.err;
+  EXPECT_EQ(cli.out.rfind("Hello there" + alone[4], 0), 0u) << cli.out << "\nvs\n" << alone[4];
   // 8 identical requests of the first kind, 2 of each other kind, all at once; twice.
   std::vector<size_t> burst(8, 0);
   for (size_t k = 1; k < kinds.size(); ++k) burst.insert(burst.end(), {k, k});
