@@ -12,6 +12,7 @@
 // so there should be no second copy).
 #include <fmt/format.h>
 #include <hwy/highway.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -22,13 +23,11 @@
 #include <string>
 #include <vector>
 
-#include <unistd.h>
-
 #include "bench_util.h"
-#include "random_adapter.h"
 #include "delta/adapter.h"
 #include "model/synth.h"
 #include "model/transformer.h"
+#include "random_adapter.h"
 #include "util/error.h"
 #include "util/thread_pool.h"
 
@@ -166,18 +165,21 @@ int main(int argc, char** argv) {
                rss / 1048576.0, static_cast<double>(rss) / weight_file_bytes,
                rss_before / 1048576.0);
 
-    const fs::path adapter_dir = fs::temp_directory_path() / fmt::format("bitdelta-bench-adapter-{}", ::getpid());
+    const fs::path adapter_dir =
+        fs::temp_directory_path() / fmt::format("bitdelta-bench-adapter-{}", ::getpid());
     fs::create_directories(adapter_dir);
     std::shared_ptr<Adapter> adapter;
     {
       BaseFingerprints fp(model->files());
-      bench::write_random_adapter(*model, fp, adapter_dir / "user.bdelta", 1, default_thread_pool());
+      bench::write_random_adapter(*model, fp, adapter_dir / "user.bdelta", 1,
+                                  default_thread_pool());
       adapter = Adapter::open(adapter_dir / "user.bdelta");
       adapter->bind(*model, fp, default_thread_pool());
     }
-    fmt::print("\n| threads | prefill tok/s | with an adapter | decode tok/s | with an adapter | "
-               "bandwidth GB/s | decode limit tok/s | decode / limit |\n"
-               "|---|---|---|---|---|---|---|---|\n");
+    fmt::print(
+        "\n| threads | prefill tok/s | with an adapter | decode tok/s | with an adapter | "
+        "bandwidth GB/s | decode limit tok/s | decode / limit |\n"
+        "|---|---|---|---|---|---|---|---|\n");
     for (int threads : thread_counts) {
       ThreadPool pool(threads);
       const double bandwidth = streaming_read_bandwidth(pool);
@@ -206,12 +208,12 @@ int main(int argc, char** argv) {
         best_decode[with] = std::min(best_decode[with], bench::seconds_since(start));
       }
       const double decode_tps = new_tokens / best_decode[0];
-      fmt::print("| {} | {:.1f} | {:.1f} ({:.2f}x) | {:.2f} | {:.2f} ({:.2f}x) | {:.1f} | {:.2f} | "
-                 "{:.0f}% |\n",
-                 threads, prompt_len / best_prefill[0], prompt_len / best_prefill[1],
-                 best_prefill[0] / best_prefill[1], decode_tps, new_tokens / best_decode[1],
-                 best_decode[0] / best_decode[1], bandwidth / 1e9, limit,
-                 100.0 * decode_tps / limit);
+      fmt::print(
+          "| {} | {:.1f} | {:.1f} ({:.2f}x) | {:.2f} | {:.2f} ({:.2f}x) | {:.1f} | {:.2f} | "
+          "{:.0f}% |\n",
+          threads, prompt_len / best_prefill[0], prompt_len / best_prefill[1],
+          best_prefill[0] / best_prefill[1], decode_tps, new_tokens / best_decode[1],
+          best_decode[0] / best_decode[1], bandwidth / 1e9, limit, 100.0 * decode_tps / limit);
     }
     adapter.reset();
     fs::remove_all(adapter_dir);

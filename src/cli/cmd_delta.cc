@@ -104,8 +104,9 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
         c.init = parse_scale_init(o->calibrate_init);
         const bool show = !o->json && !o->quiet;
         if (show) {
-          fmt::print(stderr, "compressed in {:.2f} s; calibrating the scales ({} steps of {} x {} "
-                             "tokens, {} loss)\n",
+          fmt::print(stderr,
+                     "compressed in {:.2f} s; calibrating the scales ({} steps of {} x {} "
+                     "tokens, {} loss)\n",
                      seconds, c.steps, c.batch, c.seq_len, o->calibrate_loss);
         }
         CalibrationResult cr = calibrate_adapter(
@@ -148,9 +149,10 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
       fmt::print("  {} = 1/{:.1f} of the fine-tuned weights ({}), 1/{:.1f} of a BF16 delta\n",
                  human_bytes(r.file_bytes), ratio(r.finetuned_bytes, r.file_bytes), human_bytes(r.finetuned_bytes),
                  ratio(r.bf16_delta_bytes, r.file_bytes));
-      fmt::print("  compression alone (without calibration): {:.2f} s, {:.2f} GB/s of fine-tuned "
-                 "weights\n",
-                 seconds, r.finetuned_bytes / seconds / 1e9);
+      fmt::print(
+          "  compression alone (without calibration): {:.2f} s, {:.2f} GB/s of fine-tuned "
+          "weights\n",
+          seconds, r.finetuned_bytes / seconds / 1e9);
     }
     return 0;
   };
@@ -208,7 +210,9 @@ CLI::App* register_inspect(CLI::App& app, Runner& runner) {
       if (k != "quality") meta[k] = v;
     }
     const uint64_t file_bytes = adapter->file_bytes();
-    ordered_json out = {{"file", *path}, {"file_bytes", file_bytes}, {"metadata", meta},
+    ordered_json out = {{"file", *path},
+                        {"file_bytes", file_bytes},
+                        {"metadata", meta},
                         {"checksums", adapter->checksums_verified() ? "verified" : "absent"}};
     if (quality.contains("finetuned_bytes")) {
       out["ratio_vs_finetuned"] = ratio(quality["finetuned_bytes"].get<uint64_t>(), file_bytes);
@@ -266,7 +270,8 @@ CLI::App* register_merge(CLI::App& app, Runner& runner) {
   cmd->add_option("--adapter", o->adapter, "Adapter (.bdelta) made against that base")
       ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_option("--out", o->out, "Output folder (created if missing; must be empty unless --force)")
+  cmd->add_option("--out", o->out,
+                  "Output folder (created if missing; must be empty unless --force)")
       ->required();
   cmd->add_flag("--force", o->force, "Replace the model files in an existing --out folder");
   runner = [=] {

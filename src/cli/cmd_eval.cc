@@ -35,9 +35,10 @@ void print_table(const EvalReport& r) {
                    ? fmt::format("{:.1f}% of the fine-tune's NLL gain", 100 * *r.quality_retained)
                    : std::string("n/a (the fine-tune scores the same as the base)"));
     if (r.quality_retained) {
-      fmt::print("  = (NLL base - NLL bitdelta) / (NLL base - NLL fine-tune), a ratio of gains on "
-                 "this data: above 100% means base + adapter\n    predicts it better than the "
-                 "fine-tune itself; KL and top-1 above say how closely it follows the fine-tune\n");
+      fmt::print(
+          "  = (NLL base - NLL bitdelta) / (NLL base - NLL fine-tune), a ratio of gains on "
+          "this data: above 100% means base + adapter\n    predicts it better than the "
+          "fine-tune itself; KL and top-1 above say how closely it follows the fine-tune\n");
     }
   }
 }

@@ -132,9 +132,10 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
     const int64_t context = model->config().max_position_embeddings;
     const int64_t prompt_tokens = static_cast<int64_t>(prompt_ids.size());
     if (prompt_tokens >= context) {
-      fail("the prompt has {} tokens; this model's context holds {} positions, which leaves no "
-           "room to generate: shorten the prompt",
-           prompt_tokens, context);
+      fail(
+          "the prompt has {} tokens; this model's context holds {} positions, which leaves no "
+          "room to generate: shorten the prompt",
+          prompt_tokens, context);
     }
     int64_t max_tokens = o->max_tokens;
     if (prompt_tokens + max_tokens > context) {

@@ -1,12 +1,12 @@
 // Each subcommand registers its options on the CLI11 app and returns the function that runs it.
 #pragma once
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <cstdint>
-#include <stdexcept>
 #include <functional>
+#include <stdexcept>
 #include <string>
 
 #include "train/data.h"

@@ -1,5 +1,7 @@
 // bitdelta: one subcommand per user task. Errors from the library arrive as bitdelta::Error and
 // leave here as a one-line message and a non-zero exit code.
+#include <fmt/format.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <exception>
@@ -7,8 +9,6 @@
 #include <optional>
 #include <string>
 #include <vector>
-
-#include <fmt/format.h>
 
 #include "cli/commands.h"
 #include "util/error.h"

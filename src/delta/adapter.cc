@@ -1,8 +1,9 @@
 #include "delta/adapter.h"
 
+#include <fmt/format.h>
+
 #include <cmath>
 #include <cstring>
-#include <fmt/format.h>
 
 #include "io/hf_layout.h"
 #include "util/error.h"
@@ -34,10 +35,19 @@ std::shared_ptr<Adapter> Adapter::open(const fs::path& path, ThreadPool* pool) {
   if (meta.count("format") == 0 || meta.at("format") != "bitdelta") {
     fail("{}: not a BitDelta adapter (its safetensors metadata has no format=bitdelta)", what);
   }
+  // Damage anywhere (a metadata value included) is reported as damage, before any field is read.
+  adapter->checksums_verified_ = adapter->file_.verify_checksums(pool) == ChecksumStatus::kVerified;
   if (get("format_version") != "1") {
     fail("{}: adapter format_version {} is not supported; this build reads format_version 1 "
          "(upgrade bitdelta, or re-create the adapter)",
          what, get("format_version"));
+  }
+  if (!adapter->checksums_verified_) {
+    spdlog::warn(
+        "{}: this adapter carries no checksums (written before bitdelta added them), so "
+        "damage to its data cannot be detected; re-create it with this version to "
+        "add them",
+        what);
   }
   const std::string& fingerprint = get("base_fingerprint");
   if (fingerprint.size() != 64 ||
@@ -45,15 +55,6 @@ std::shared_ptr<Adapter> Adapter::open(const fs::path& path, ThreadPool* pool) {
     fail("{}: base_fingerprint must be 64 lowercase hex digits", what);
   }
   adapter->id_ = AdapterId::parse(get("adapter_id"));
-  adapter->checksums_verified_ =
-      adapter->file_.verify_checksums(pool) == ChecksumStatus::kVerified;
-  if (!adapter->checksums_verified_) {
-    spdlog::warn("{}: this adapter carries no checksums (written before bitdelta added them), so "
-                 "damage to its data cannot be detected; re-create it with this version to "
-                 "add them",
-                 what);
-  }
-
   std::map<std::string, Entry> entries;
   for (const TensorInfo& t : adapter->file_.tensors()) {
     const std::string& n = t.name;

@@ -14,11 +14,11 @@ MergeResult merge_adapter(const fs::path& base_dir, const fs::path& adapter_path
   if (fs::exists(out_dir) && fs::equivalent(out_dir, base_dir)) {
     fail("--out must not be the base folder: merging would overwrite the base");
   }
-  if (fs::exists(out_dir) && !overwrite &&
-      (!fs::is_directory(out_dir) || !fs::is_empty(out_dir))) {
-    fail("'{}' already exists and is not an empty folder; choose another --out, or give --force "
-         "to replace the model files in it",
-         out_dir.string());
+  if (fs::exists(out_dir) && !overwrite && (!fs::is_directory(out_dir) || !fs::is_empty(out_dir))) {
+    fail(
+        "'{}' already exists and is not an empty folder; choose another --out, or give --force "
+        "to replace the model files in it",
+        out_dir.string());
   }
   const WeightFiles base = WeightFiles::open(base_dir);
   std::shared_ptr<Adapter> adapter = Adapter::open(adapter_path);
@@ -73,14 +73,6 @@ MergeResult merge_adapter(const fs::path& base_dir, const fs::path& adapter_path
                         "tokenizer_config.json", "chat_template.jinja", "vocab.json",
                         "merges.txt"}) {
     if (fs::exists(base_dir / f)) write_file_atomic(out_dir / f, read_file(base_dir / f));
-  }
-  // With --force over another model's folder: its shards would be loaded instead of ours.
-  for (const auto& entry : fs::directory_iterator(out_dir)) {
-    const std::string name = entry.path().filename().string();
-    if (name == "model.safetensors.index.json" ||
-        (name.starts_with("model-") && name.ends_with(".safetensors"))) {
-      fs::remove(entry.path());
-    }
   }
   result.bytes = fs::file_size(out_dir / "model.safetensors");
   return result;

@@ -15,8 +15,9 @@ struct MergeResult {
 
 // Writes out_dir/model.safetensors (the base's dtypes) and copies config.json, generation and
 // tokenizer files. Refuses an adapter made for another base, and an out_dir that already holds
-// files unless `overwrite` (then the merged files replace what is there, and weight files of
-// another layout — a sharded index and its shards — are removed once the new weights are whole).
+// files unless `overwrite` (then the merged files replace those of the same names, each
+// atomically; nothing else in the folder is touched — loaders take model.safetensors before any
+// sharded index).
 MergeResult merge_adapter(const std::filesystem::path& base_dir,
                           const std::filesystem::path& adapter_path,
                           const std::filesystem::path& out_dir, ThreadPool& pool,

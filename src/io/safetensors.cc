@@ -1,13 +1,15 @@
 #include "io/safetensors.h"
 
+#include <fmt/format.h>
+#include <xxhash.h>
+
 #include <algorithm>
 #include <array>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <tuple>
 #include <unordered_set>
-#include <fmt/format.h>
-#include <xxhash.h>
 
 #include "util/error.h"
 #include "util/files.h"
@@ -205,10 +207,13 @@ std::string checksum_header_text(const std::map<std::string, std::string>& metad
     if (key == kChecksumsKey) continue;
     text += fmt::format("m {} {} {} {}\n", key.size(), key, value.size(), value);
   }
+  // Data order; empty tensors can share an offset, so ties go by end, then name: the writer's
+  // list and the reader's parsed header then give the same text.
   std::vector<const TensorInfo*> order;
   for (const TensorInfo& t : tensors) order.push_back(&t);
-  std::stable_sort(order.begin(), order.end(),
-                   [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
+  std::sort(order.begin(), order.end(), [](const TensorInfo* a, const TensorInfo* b) {
+    return std::tie(a->begin, a->end, a->name) < std::tie(b->begin, b->end, b->name);
+  });
   for (const TensorInfo* t : order) {
     text += fmt::format("t {} {} {} {} {} {}\n", t->name.size(), t->name, dtype_name(t->dtype),
                         fmt::join(t->shape, "x"), t->begin, t->end);
@@ -234,19 +239,21 @@ ChecksumStatus SafetensorsFile::verify_checksums(ThreadPool* pool) const {
          what, sums["algorithm"].dump(), kChecksumAlgorithm);
   }
   const std::string header_text = checksum_header_text(metadata_, tensors_);
-  const std::string header_sum = xxh3_hex(
-      {reinterpret_cast<const uint8_t*>(header_text.data()), header_text.size()});
+  const std::string header_sum =
+      xxh3_hex({reinterpret_cast<const uint8_t*>(header_text.data()), header_text.size()});
   if (sums["header"] != header_sum) {
-    fail("{}: the header (metadata or tensor table) does not match its checksum: the file was "
-         "changed or damaged after it was written",
-         what);
+    fail(
+        "{}: the header (metadata or tensor table) does not match its checksum: the file was "
+        "changed or damaged after it was written",
+        what);
   }
   const json& tensors = sums["tensors"];
   if (tensors.size() != tensors_.size()) corrupt("does not list every tensor");
   std::vector<const std::string*> expected;
   for (const TensorInfo& t : tensors_) {
     auto sum = tensors.find(t.name);
-    if (sum == tensors.end() || !sum->is_string()) corrupt(fmt::format("lacks tensor '{}'", t.name));
+    if (sum == tensors.end() || !sum->is_string())
+      corrupt(fmt::format("lacks tensor '{}'", t.name));
     expected.push_back(&sum->get_ref<const std::string&>());
   }
   // The first tensor (in file order) whose bytes differ, found on any thread.
@@ -265,9 +272,10 @@ ChecksumStatus SafetensorsFile::verify_checksums(ThreadPool* pool) const {
   }
   for (size_t i = 0; i < bad.size(); ++i) {
     if (bad[i]) {
-      fail("{}: the data of tensor '{}' does not match its checksum: the file was changed or "
-           "damaged after it was written",
-           what, tensors_[i].name);
+      fail(
+          "{}: the data of tensor '{}' does not match its checksum: the file was changed or "
+          "damaged after it was written",
+          what, tensors_[i].name);
     }
   }
   return ChecksumStatus::kVerified;
@@ -341,9 +349,10 @@ void SafetensorsWriter::write(
   std::map<std::string, std::string> metadata = metadata_;
   metadata.erase(kChecksumsKey);
   if (checksums_) {
-    // Room for the entry written once the data has been hashed.
+    // Room for the entry written once the data has been hashed: each name escaped twice (a JSON
+    // string inside a JSON string), plus 16 hex digits and punctuation.
     header_reserve += 256;
-    for (const auto& e : entries_) header_reserve += e.name.size() + 32;
+    for (const auto& e : entries_) header_reserve += 2 * json(e.name).dump().size() + 40;
   }
   std::string text = header_json(metadata);
   // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
@@ -379,15 +388,14 @@ void SafetensorsWriter::write(
     if (late_metadata) {
       for (auto& [key, value] : late_metadata()) metadata[key] = std::move(value);
     }
+    metadata.erase(kChecksumsKey);  // never another file's (or a callback's) checksums
     if (checksums_) {
-      metadata.erase(kChecksumsKey);
       const std::string header_text = checksum_header_text(metadata, table);
-      metadata[kChecksumsKey] =
-          json{{"algorithm", kChecksumAlgorithm},
-               {"header", xxh3_hex({reinterpret_cast<const uint8_t*>(header_text.data()),
-                                    header_text.size()})},
-               {"tensors", sums}}
-              .dump();
+      metadata[kChecksumsKey] = json{
+          {"algorithm", kChecksumAlgorithm},
+          {"header",
+           xxh3_hex({reinterpret_cast<const uint8_t*>(header_text.data()), header_text.size()})},
+          {"tensors", sums}}.dump();
     }
     std::string final_text = header_json(metadata);
     BD_CHECK(final_text.size() <= header_size, "late metadata ({} bytes) exceeds the reserve",

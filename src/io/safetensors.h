@@ -60,8 +60,8 @@ inline constexpr const char* kChecksumsKey = "checksums";
 inline constexpr const char* kChecksumAlgorithm = "xxh3-64";
 
 // The bytes the "header" checksum covers: metadata entries in key order (except `checksums`) as
-// "m <key length> <key> <value length> <value>\n", then tensors in data order as
-// "t <name length> <name> <dtype> <d0>x<d1>... <begin> <end>\n".
+// "m <key length> <key> <value length> <value>\n", then tensors in data order (by begin, end,
+// name) as "t <name length> <name> <dtype> <d0>x<d1>... <begin> <end>\n".
 std::string checksum_header_text(const std::map<std::string, std::string>& metadata,
                                  const std::vector<TensorInfo>& tensors);
 // XXH3-64 of `bytes` as 16 lowercase hex digits.

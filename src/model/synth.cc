@@ -42,9 +42,10 @@ fs::path shared_assets_dir(const std::string& relative) {
 #endif
   std::vector<std::string> names;
   for (const auto& p : looked) names.push_back(p.string());
-  fail("cannot find the shared assets ({} is needed); looked in {}; set BITDELTA_SHARED_ASSETS "
-       "to the folder that holds them",
-       relative, fmt::join(names, ", "));
+  fail(
+      "cannot find the shared assets ({} is needed); looked in {}; set BITDELTA_SHARED_ASSETS "
+      "to the folder that holds them",
+      relative, fmt::join(names, ", "));
 }
 
 ModelConfig synth_config(const std::string& like) {
@@ -213,7 +214,6 @@ void write_byte_tokenizer(const fs::path& dir, const std::vector<SpecialToken>& 
                          {"tokenizer_class", "PreTrainedTokenizerFast"}};
   write_file_atomic(dir / "tokenizer_config.json", config.dump(2) + "\n");
 }
-
 
 void copy_tokenizer(const fs::path& from, const fs::path& to) {
   bool any = false;

@@ -42,9 +42,9 @@ class Transformer {
   // logits (or all of its tokens' with all_logits). A sequence's logits are bitwise the same
   // whatever else is in the batch and however its tokens were split over calls (a prompt
   // prefilled at once or in chunks, alone or beside other users' prefills and decodes): every
-  // kernel computes a token's outputs from that token's inputs alone, in a fixed order. Token ids are checked (Error if out of
-  // range); the caches advance only if the whole pass succeeds. Not reentrant: one forward at a
-  // time per Transformer.
+  // kernel computes a token's outputs from that token's inputs alone, in a fixed order. Token ids
+  // are checked (Error if out of range); the caches advance only if the whole pass succeeds. Not
+  // reentrant: one forward at a time per Transformer.
   void forward(std::span<const SequenceInput> batch, std::vector<float>* logits,
                ThreadPool& pool);
 

@@ -60,8 +60,8 @@ HWY_INLINE void row_dots(const float* x, int64_t K, const WT* row, int64_t n, in
 }
 
 // Four rows × C tokens (C ≤ 3): each weight vector is widened once for C tokens and each
-// activation vector loaded once for four rows; 4·C accumulators, as named variables (see
-// outer_kernel6).
+// activation vector loaded once for four rows; 4·C accumulators, as named variables (GCC
+// spills an array of vectors to the stack on every iteration).
 template <int C, typename WT>
 HWY_INLINE void rows4_dots(const float* x, int64_t K, const WT* w, int64_t n, int64_t N,
                            float* y) {
@@ -116,7 +116,8 @@ void gemv_kernel(const float* x, const WT* w, int64_t K, int64_t n_begin, int64_
     const WT* row = w + n * K;
     auto acc = hn::Zero(df);
     int64_t k = 0;
-    for (; k + lanes <= K; k += lanes) acc = hn::MulAdd(load_widened(df, row + k), hn::LoadU(df, x + k), acc);
+    for (; k + lanes <= K; k += lanes)
+      acc = hn::MulAdd(load_widened(df, row + k), hn::LoadU(df, x + k), acc);
     y[n] = finish_dot(acc, row, x, k, K);
   }
 }
@@ -126,8 +127,8 @@ void gemv_kernel(const float* x, const WT* w, int64_t K, int64_t n_begin, int64_
 constexpr int64_t kTokenTile = 24;
 
 template <typename WT>
-void rows_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_begin,
-                 int64_t n_end, int64_t N, float* y) {
+void rows_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_begin, int64_t n_end,
+                 int64_t N, float* y) {
   if (T == 1) {
     gemv_kernel(x, w, K, n_begin, n_end, y);
     return;
@@ -136,14 +137,10 @@ void rows_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_be
   // 2-3 tokens, from DRAM). From 4 tokens on, blocks of four rows reuse each activation load.
   if (T <= 3) {
     for (int64_t n = n_begin; n < n_end; ++n) {
-      const WT* row = w + n * K;
-      int64_t t = 0;
-      for (; t + 4 <= T; t += 4) row_dots<4>(x + t * K, K, row, n, N, y + t * N);
-      switch (T - t) {
-        case 3: row_dots<3>(x + t * K, K, row, n, N, y + t * N); break;
-        case 2: row_dots<2>(x + t * K, K, row, n, N, y + t * N); break;
-        case 1: row_dots<1>(x + t * K, K, row, n, N, y + t * N); break;
-        default: break;
+      if (T == 3) {
+        row_dots<3>(x, K, w + n * K, n, N, y);
+      } else {
+        row_dots<2>(x, K, w + n * K, n, N, y);
       }
     }
     return;
@@ -171,9 +168,15 @@ void rows_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_be
       int64_t t = 0;
       for (; t + 4 <= tt; t += 4) row_dots<4>(xt + t * K, K, row, n, N, yt + t * N);
       switch (tt - t) {
-        case 3: row_dots<3>(xt + t * K, K, row, n, N, yt + t * N); break;
-        case 2: row_dots<2>(xt + t * K, K, row, n, N, yt + t * N); break;
-        case 1: row_dots<1>(xt + t * K, K, row, n, N, yt + t * N); break;
+        case 3:
+          row_dots<3>(xt + t * K, K, row, n, N, yt + t * N);
+          break;
+        case 2:
+          row_dots<2>(xt + t * K, K, row, n, N, yt + t * N);
+          break;
+        case 1:
+          row_dots<1>(xt + t * K, K, row, n, N, yt + t * N);
+          break;
         default: break;
       }
     }
@@ -213,16 +216,20 @@ void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* 
   if (tokens <= 0 || w.rows == 0) return;
   // Chunks of whole 16-row panels keep the row split aligned with the kernels' blocks of four.
   const int64_t panels = (w.rows + 15) / 16;
-  pool.parallel_for(panels, [&](int64_t p_begin, int64_t p_end) {
-    const int64_t n_begin = p_begin * 16;
-    const int64_t n_end = std::min(w.rows, p_end * 16);
-    HWY_DYNAMIC_DISPATCH(Matmul)(x, tokens, w.dtype, w.data, w.rows, w.cols, n_begin, n_end, y);
-    if (bias != nullptr) {
-      for (int64_t t = 0; t < tokens; ++t) {
-        for (int64_t n = n_begin; n < n_end; ++n) y[t * w.rows + n] += bias[n];
-      }
-    }
-  }, /*grain=*/std::max<int64_t>(4, kMinMacsPerThread / std::max<int64_t>(1, 16 * w.cols * tokens)));
+  pool.parallel_for(
+      panels,
+      [&](int64_t p_begin, int64_t p_end) {
+        const int64_t n_begin = p_begin * 16;
+        const int64_t n_end = std::min(w.rows, p_end * 16);
+        HWY_DYNAMIC_DISPATCH(Matmul)(x, tokens, w.dtype, w.data, w.rows, w.cols, n_begin, n_end, y);
+        if (bias != nullptr) {
+          for (int64_t t = 0; t < tokens; ++t) {
+            for (int64_t n = n_begin; n < n_end; ++n) y[t * w.rows + n] += bias[n];
+          }
+        }
+      },
+      /*grain=*/
+      std::max<int64_t>(4, kMinMacsPerThread / std::max<int64_t>(1, 16 * w.cols * tokens)));
 }
 
 void matmul_reference(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,

@@ -150,7 +150,8 @@ void signs_few_tokens(const float* x, const uint8_t* bits, int64_t row_bytes, in
   }
 }
 
-// dst[k] += ±a for one row of signs (the GEMM path merges α·S into its panels this way).
+// dst[k] += ±a for one row of signs (an embedding row's delta; merge and calibration build
+// W + α·S with it).
 void AddScaledSignsRow(const uint8_t* bits, int64_t K, float a, float* dst) {
   const D8 d;
   const DU8 du;

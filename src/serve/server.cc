@@ -169,9 +169,10 @@ struct Server::Impl {
       port = -1;
     }
     if (port < 0) {
-      fail("cannot listen on {}:{}: the port is in use (another server?) or the host is not an "
-           "address of this machine; pick another --port, or 0 for any free port",
-           o.host, o.port);
+      fail(
+          "cannot listen on {}:{}: the port is in use (another server?) or the host is not an "
+          "address of this machine; pick another --port, or 0 for any free port",
+          o.host, o.port);
     }
     if (listen_fd >= 0) ::listen(listen_fd, 1024);
   }
@@ -554,13 +555,13 @@ struct Server::Impl {
                                        {"finish_reason", e->finish_reason}}
                                 : json{{"index", 0}, {"text", *text}, {"logprobs", nullptr},
                                        {"finish_reason", e->finish_reason}};
-              const std::string answer = json{{"id", id},
-                                              {"object", object},
-                                              {"created", created},
-                                              {"model", name},
-                                              {"choices", json::array({choice})},
-                                              {"usage", usage(*e)}}
-                                             .dump();
+              const std::string answer = json{
+                  {"id", id},
+                  {"object", object},
+                  {"created", created},
+                  {"model", name},
+                  {"choices", json::array({choice})},
+                  {"usage", usage(*e)}}.dump();
               sink.write(answer.data(), answer.size());
               sink.done();
               return true;

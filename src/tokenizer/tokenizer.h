@@ -87,8 +87,8 @@ class Tokenizer {
 // `context` (e.g. a completion's prompt) is decoded first and its text discarded, so the pushed
 // ids decode as the continuation of that text: decode(context) + everything pushed ==
 // decode(context ++ ids) whenever decode(context) ends on a whole character. Special tokens in
-// the context (BOS) are skipped: they are not text, so a BOS-only context is no context. Without it,
-// decoder rules for the start of a text apply to the first pushed id (sentencepiece drops the
+// the context (BOS) are skipped: they are not text, so a BOS-only context is no context. Without
+// it, decoder rules for the start of a text apply to the first pushed id (sentencepiece drops the
 // space of "▁time"), which is right for a chat reply and wrong for a completion.
 class IncrementalDecoder {
  public:

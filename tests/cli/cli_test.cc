@@ -17,16 +17,19 @@ std::string quoted(const std::filesystem::path& p) { return fmt::format("'{}'", 
 
 // generate --prompt P prints P and then its continuation; that must be what decoding the prompt's
 // ids followed by the generated ids gives (tokenize --decode, the non-streaming decoder).
-void expect_prompt_plus_text_is_decode(const std::filesystem::path& model, const std::string& prompt) {
+void expect_prompt_plus_text_is_decode(const std::filesystem::path& model,
+                                       const std::string& prompt) {
   const std::string m = quoted(model);
-  auto text = run_cli("generate --model " + m + " --no-bos --ignore-eos -n 12 --prompt '" + prompt + "'");
-  auto gen = run_cli("generate --model " + m + " --no-bos --ignore-eos -n 12 --print-ids --prompt '" +
-                     prompt + "'");
+  auto text =
+      run_cli("generate --model " + m + " --no-bos --ignore-eos -n 12 --prompt '" + prompt + "'");
+  auto gen = run_cli("generate --model " + m +
+                     " --no-bos --ignore-eos -n 12 --print-ids --prompt '" + prompt + "'");
   auto ids = run_cli("tokenize --model " + m + " --text '" + prompt + "'");
   ASSERT_EQ(text.exit_code, 0) << text.err;
   ASSERT_EQ(gen.exit_code, 0) << gen.err;
   ASSERT_EQ(ids.exit_code, 0) << ids.err;
-  std::string all = ids.out.substr(0, ids.out.find('\n')) + " " + gen.out.substr(0, gen.out.find('\n'));
+  std::string all =
+      ids.out.substr(0, ids.out.find('\n')) + " " + gen.out.substr(0, gen.out.find('\n'));
   auto decoded = run_cli("tokenize --model " + m + " --decode --text '" + all + "'");
   ASSERT_EQ(decoded.exit_code, 0) << decoded.err;
   EXPECT_EQ(text.out, decoded.out) << "prompt '" << prompt << "', ids " << all;

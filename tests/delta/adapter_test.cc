@@ -260,9 +260,8 @@ TEST(WideAdapters, LogitsDoNotDependOnTheBatchOrOnPromptChunking) {
   };
   std::vector<std::vector<Entry>> alone = {{{0, 40}}};
   std::vector<std::vector<Entry>> chunked = {{{0, 7}}, {{0, 13}}, {{0, 20}}};
-  std::vector<std::vector<Entry>> mixed = {{{1, 9}, {0, 7}, {2, 3}, {3, 5}},
-                                           {{3, 1}, {0, 13}, {1, 1}},
-                                           {{2, 25}, {0, 20}, {3, 1}}};
+  std::vector<std::vector<Entry>> mixed = {
+      {{1, 9}, {0, 7}, {2, 3}, {3, 5}}, {{3, 1}, {0, 13}, {1, 1}}, {{2, 25}, {0, 20}, {3, 1}}};
   for (int i = 0; i < 6; ++i) {
     alone.push_back({{0, 1}});
     chunked.push_back({{0, 1}});
@@ -281,7 +280,8 @@ TEST(WideAdapters, LogitsDoNotDependOnTheBatchOrOnPromptChunking) {
         const auto got = run(adapter, *schedule);
         ASSERT_EQ(got.size(), reference.size());
         size_t differ = 0;
-        for (size_t i = 0; i < got.size(); ++i) differ += std::memcmp(&got[i], &reference[i], 4) != 0;
+        for (size_t i = 0; i < got.size(); ++i)
+          differ += std::memcmp(&got[i], &reference[i], 4) != 0;
         EXPECT_EQ(differ, 0u) << (schedule == &mixed ? "mixed batch" : "chunked prompt")
                               << (adapter != nullptr ? ", adapter" : ", base")
                               << (exact ? ", exact deltas" : ", table pass");

@@ -181,9 +181,10 @@ TEST_F(Compress, MergeWritesAWorkingFolder) {
   EXPECT_THROW(merge_adapter(base(), out / "a.bdelta", base(), pool_), Error);
 
   // An existing folder is never overwritten silently: the CLI refuses it unless --force, which
-  // also clears another layout's shards (they would shadow the merged weights).
+  // replaces the merged files and leaves the user's other files alone.
   const std::string cmd = "merge --base '" + base().string() + "' --adapter '" +
-                          (out / "a.bdelta").string() + "' --out '" + (out / "merged").string() + "'";
+                          (out / "a.bdelta").string() + "' --out '" + (out / "merged").string() +
+                          "'";
   const auto before = std::filesystem::last_write_time(out / "merged" / "model.safetensors");
   auto refused = testing::run_cli(cmd);
   EXPECT_EQ(refused.exit_code, 1);
@@ -191,10 +192,11 @@ TEST_F(Compress, MergeWritesAWorkingFolder) {
       << refused.err;
   EXPECT_NE(refused.err.find("--force"), std::string::npos) << refused.err;
   EXPECT_EQ(std::filesystem::last_write_time(out / "merged" / "model.safetensors"), before);
-  testing::write_text(out / "merged" / "model.safetensors.index.json", "{}");
+  testing::write_text(out / "merged" / "notes.txt", "mine");
+  std::filesystem::remove(out / "merged" / "model.safetensors");
   auto forced = testing::run_cli(cmd + " --force");
   EXPECT_EQ(forced.exit_code, 0) << forced.err;
-  EXPECT_FALSE(std::filesystem::exists(out / "merged" / "model.safetensors.index.json"));
+  EXPECT_EQ(testing::read_text(out / "merged" / "notes.txt"), "mine");
   EXPECT_NO_THROW(WeightFiles::open(out / "merged"));
 }
 

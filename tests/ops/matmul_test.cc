@@ -6,8 +6,8 @@
 #include <hwy/targets.h>
 
 #include <cmath>
-#include <cstring>
 #include <cstdio>
+#include <cstring>
 #include <random>
 
 namespace bitdelta {
@@ -37,7 +37,9 @@ TEST_F(MatmulAllTargets, EachTokensOutputIsIndependentOfTheBatch) {
   for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
     hwy::SetSupportedTargetsForTest(target);
     for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
-      for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{37, 71}, {64, 512}, {21, 1030}}) {
+      // (256 × 1024 is wide enough that the pool splits its rows between two threads.)
+      for (auto [N, K] :
+           std::vector<std::pair<int64_t, int64_t>>{{37, 71}, {64, 512}, {21, 1030}, {256, 1024}}) {
         auto w = random_weights(dtype, N * K, rng);
         const WeightMatrix m{dtype, w.data(), N, K};
         std::vector<float> bias(static_cast<size_t>(N));

@@ -122,7 +122,9 @@ TEST_F(SignKernels, TokenResultIndependentOfBatch) {
     hwy::SetSupportedTargetsForTest(target);
     for (bool exact : {false, true}) {
       set_exact_sign_pass(exact);
-      for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{{48, 1024}, {35, 777}, {17, 9}}) {
+      // (512 × 1024 is big enough that the pool splits its row tiles between two threads.)
+      for (auto [N, K] :
+           std::vector<std::pair<int64_t, int64_t>>{{48, 1024}, {35, 777}, {17, 9}, {512, 1024}}) {
         for (int64_t T : {2, 3, 5, 9}) {
           RandomSigns sm(N, K, T % 2 == 0, rng);
           auto xs = random_vector(static_cast<size_t>(T * K), rng);
@@ -180,8 +182,8 @@ TEST_F(SignKernels, FusedLinearEqualsDenseMergedWeights) {
         matmul_reference(x.data(), T,
                          WeightMatrix{DType::kF32, reinterpret_cast<uint8_t*>(merged.data()), N, K},
                          bias.data(), expected.data());
-        matmul(x.data(), T, WeightMatrix{dtype, w_bytes.data(), N, K}, bias.data(),
-               actual.data(), pool);
+        matmul(x.data(), T, WeightMatrix{dtype, w_bytes.data(), N, K}, bias.data(), actual.data(),
+               pool);
         sign_matmul_add(x.data(), T, s.matrix, actual.data(), pool);
         for (size_t i = 0; i < expected.size(); ++i) {
           ASSERT_NEAR(actual[i], expected[i], 2e-4 * std::sqrt(double(K)))

@@ -2,10 +2,9 @@
 // Base and users' adapters answer differently and exactly as `bitdelta generate --adapter`;
 // streams; OpenAI-shaped errors; tenant isolation on every endpoint; uploads validated with no
 // trace on failure; concurrent streams of different users; SIGTERM drains.
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <httplib.h>
-#include <nlohmann/json.hpp>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -13,6 +12,7 @@
 #include <unistd.h>
 
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "model/synth.h"
@@ -161,15 +161,18 @@ TEST_F(ServerTest, BaseAndAdaptersAnswerLikeGenerate) {
 // token "▁time" must still decode to " time"), streaming or not, and agree with generate.
 TEST_F(ServerTest, CompletionTextContinuesThePrompt) {
   for (const std::string prompt : {"Once upon a", "Lily went to the"}) {
-    const json body = {{"model", "base"}, {"prompt", prompt}, {"max_tokens", 12},
-                       {"temperature", 0}, {"stop", json::array()}};
+    const json body = {{"model", "base"},
+                       {"prompt", prompt},
+                       {"max_tokens", 12},
+                       {"temperature", 0},
+                       {"stop", json::array()}};
     const std::string text = post("/v1/completions", body, "admin-key", 200)["choices"][0]["text"];
     ASSERT_FALSE(text.empty());
     EXPECT_EQ(text[0], ' ') << text;
     json streaming = body;
     streaming["stream"] = true;
-    auto res = client().Post("/v1/completions", auth("admin-key"), streaming.dump(),
-                             "application/json");
+    auto res =
+        client().Post("/v1/completions", auth("admin-key"), streaming.dump(), "application/json");
     ASSERT_TRUE(res);
     std::string streamed;
     std::istringstream lines(res->body);
@@ -479,16 +482,18 @@ TEST(ServerProcessTest, SameRequestGetsTheSameTextWhateverTheBatch) {
   };
   const std::string long_prompt =
       "The quick brown fox jumps over the lazy dog, and then it runs far away into the woods.";
-  const std::vector<Request> kinds = {{"general/u1/v1", long_prompt},
-                                      {"general/u2/v1", long_prompt},
-                                      {"general/u3/v1", "Once upon a time in a land far away, there"},
-                                      {"wide", "Hello there"},
-                                      {"general/u1/v1", "Hello there", 0.0}};
+  const std::vector<Request> kinds = {
+      {"general/u1/v1", long_prompt},
+      {"general/u2/v1", long_prompt},
+      {"general/u3/v1", "Once upon a time in a land far away, there"},
+      {"wide", "Hello there"},
+      {"general/u1/v1", "Hello there", 0.0}};
   const auto complete = [&](const Request& r, bool stream) {
     httplib::Client c("127.0.0.1", server.port());
     c.set_read_timeout(120, 0);
-    const json body = {{"model", r.model}, {"prompt", r.prompt}, {"max_tokens", 160},
-                       {"temperature", r.temperature}, {"seed", 7}, {"stop", json::array()},
+    const json body = {{"model", r.model},  {"prompt", r.prompt},
+                       {"max_tokens", 160}, {"temperature", r.temperature},
+                       {"seed", 7},         {"stop", json::array()},
                        {"stream", stream}};
     auto res = c.Post("/v1/completions", body.dump(), "application/json");
     if (!res || res->status != 200) return std::string("error: ") + (res ? res->body : "no answer");
@@ -522,8 +527,8 @@ TEST(ServerProcessTest, SameRequestGetsTheSameTextWhateverTheBatch) {
     }
     for (auto& t : threads) t.join();
     for (size_t i = 0; i < burst.size(); ++i) {
-      EXPECT_EQ(got[i], alone[burst[i]]) << "round " << round << ", request " << i << " ("
-                                         << kinds[burst[i]].model << ")";
+      EXPECT_EQ(got[i], alone[burst[i]])
+          << "round " << round << ", request " << i << " (" << kinds[burst[i]].model << ")";
     }
   }
 }

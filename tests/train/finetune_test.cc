@@ -167,7 +167,8 @@ TEST_F(FinetuneTest, CommandLineAndBadInput) {
   EXPECT_NE(r.out.find("compression alone (without calibration)"), std::string::npos) << r.out;
   r = testing::run_cli("compress --base " + base_.string() + " --finetuned " + ft + " --out " +
                        (scratch_ / "quiet.bdelta").string() + " --calibrate-data " +
-                       data_.string() + " --calibrate-steps 2 --calibrate-batch 2 "
+                       data_.string() +
+                       " --calibrate-steps 2 --calibrate-batch 2 "
                        "--calibrate-seq-len 32 --quiet");
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(r.err.find("step"), std::string::npos) << r.err;
