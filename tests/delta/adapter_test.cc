@@ -110,12 +110,8 @@ TEST_F(Adapters, FusedLogitsEqualTheMergedModel) {
 TEST(WideAdapters, TablePassDecodeMatchesTheMergedModel) {
   ScratchDir dir;
   ThreadPool pool(2);
-  SynthOptions so;
-  so.like = "tiny";
-  so.hidden_size = 512;
-  so.intermediate_size = 1024;
-  so.dtype = DType::kF32;  // so that the merged model holds W + α·S unrounded
-  synth_model(so, dir.path() / "base");
+  // F32, so that the merged model holds W + α·S unrounded.
+  testing::make_wide_base(dir.path() / "base", DType::kF32);
   testing::make_finetune(dir.path() / "base", dir.path() / "ft", 7, 0.3f);
   CompressOptions options;
   options.granularity = ScaleGranularity::kRow;
@@ -183,11 +179,7 @@ TEST(WideAdapters, TablePassDecodeMatchesTheMergedModel) {
 TEST(WideAdapters, LogitsDoNotDependOnTheBatchOrOnPromptChunking) {
   ScratchDir dir;
   ThreadPool pool(2);
-  SynthOptions so;
-  so.like = "tiny";
-  so.hidden_size = 512;
-  so.intermediate_size = 1024;
-  synth_model(so, dir.path() / "base");
+  testing::make_wide_base(dir.path() / "base");
   for (int user : {1, 2}) {
     const auto ft = dir.path() / ("ft" + std::to_string(user));
     testing::make_finetune(dir.path() / "base", ft, 30 + user, 0.3f);

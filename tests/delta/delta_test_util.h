@@ -11,6 +11,7 @@
 
 #include "io/llama2c_import.h"
 #include "io/safetensors.h"
+#include "model/synth.h"
 #include "support/test_support.h"
 #include "util/files.h"
 
@@ -20,6 +21,18 @@ namespace bitdelta::testing {
 inline void make_base(const std::filesystem::path& dir) {
   import_llama2c(shared_asset("models/stories260K/stories260K.bin"),
                  shared_asset("models/stories260K/tok512.bin"), dir);
+}
+
+// A tiny Qwen3 widened to hidden 512 and intermediate 1024: wide enough that adapters take the
+// int8 table pass on every q/k/v/o/gate/up/down matrix (it covers whole 512-column chunks on
+// AVX-512, 256 on AVX2), still small enough for a test.
+inline void make_wide_base(const std::filesystem::path& dir, DType dtype = DType::kBF16) {
+  SynthOptions so;
+  so.like = "tiny";
+  so.hidden_size = 512;
+  so.intermediate_size = 1024;
+  so.dtype = dtype;
+  synth_model(so, dir);
 }
 
 // A synthetic fine-tune: every tensor whose name passes `changes` gets Gaussian noise of

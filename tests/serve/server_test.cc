@@ -15,7 +15,6 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "model/synth.h"
 #include "store/store_test_util.h"
 #include "support/test_support.h"
 #include "util/files.h"
@@ -451,11 +450,7 @@ TEST(ServerProcessTest, SameRequestGetsTheSameTextWhateverTheBatch) {
   testing::ScratchDir dir;
   {
     ThreadPool pool(2);
-    SynthOptions so;
-    so.like = "tiny";
-    so.hidden_size = 512;
-    so.intermediate_size = 1024;
-    synth_model(so, dir / "wide");
+    testing::make_wide_base(dir / "wide");
     for (int user = 1; user <= 3; ++user) {
       const auto ft = dir / ("ft" + std::to_string(user));
       testing::make_finetune(dir / "wide", ft, 40 + user, 0.3f);
