@@ -10,8 +10,8 @@ packages=(
   # libraries
   nlohmann-json3-dev libfmt-dev libspdlog-dev libcli11-dev libpcre2-dev libutf8proc-dev
   libsodium-dev libssl-dev libhwy-dev
-  # checksums of adapter data (XXH3)
-  libxxhash-dev
+  # checksums of adapter data (XXH3); Keccak-256 for EIP-55 address checksums
+  libxxhash-dev libcrypto++-dev
   # training's GEMMs (forward and backward with transposes)
   libopenblas-dev
   # serving: the adapter registry and the HTTP server (curl for the demo's requests)
@@ -19,6 +19,8 @@ packages=(
   # tests, benchmarks (oneDNN only for the prefill GEMM comparison, bench/gemm_bench) and the
   # experiment script's table formatting
   libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev python3
+  # the test that checks the shipped JSON Schemas against the record validators
+  python3-jsonschema
 )
 
 # Node.js and npm for the official openai client test of the server (tests/serve/openai_client);

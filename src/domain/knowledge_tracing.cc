@@ -5,9 +5,11 @@
 #include <charconv>
 #include <cmath>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <numeric>
 
 #include "util/error.h"
+#include "util/files.h"
 
 namespace bitdelta {
 
@@ -394,6 +396,28 @@ std::vector<LearnerHistory> read_assistments_csv(const std::filesystem::path& pa
   }
   if (learners.empty()) fail("{}: no learners in the file", what);
   return learners;
+}
+
+int64_t write_assistments_as_records(const std::vector<LearnerHistory>& learners,
+                                     const std::string& learner_prefix,
+                                     const std::filesystem::path& out) {
+  std::string text;
+  int64_t n = 0;
+  for (size_t i = 0; i < learners.size(); ++i) {
+    const std::string learner = learner_prefix + std::to_string(i);
+    for (size_t k = 0; k < learners[i].size(); ++k) {
+      const Attempt& a = learners[i][k];
+      text += nlohmann::json{{"learner", learner},
+                             {"time", static_cast<int64_t>(k)},
+                             {"skill", std::to_string(a.skill)},
+                             {"correct", a.correct == 1}}
+                  .dump();
+      text += '\n';
+      ++n;
+    }
+  }
+  write_file_atomic(out, text);
+  return n;
 }
 
 }  // namespace bitdelta

@@ -125,4 +125,11 @@ class KnowledgeTracer {
 // Throws Error naming the file and line on malformed input.
 std::vector<LearnerHistory> read_assistments_csv(const std::filesystem::path& path);
 
+// Writes `learners` as education interaction records (JSONL, docs/domains.md): learner
+// "<prefix><index>", skill "<skill id>", correct, and time = the attempt's index in seconds (the
+// source has only the order). Atomic. Returns the number of records.
+int64_t write_assistments_as_records(const std::vector<LearnerHistory>& learners,
+                                     const std::string& learner_prefix,
+                                     const std::filesystem::path& out);
+
 }  // namespace bitdelta

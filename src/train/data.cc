@@ -59,28 +59,6 @@ std::string string_field(const nlohmann::json& j, const char* key, const std::st
   return it->get<std::string>();
 }
 
-std::vector<ChatMessage> parse_messages(const nlohmann::json& list, const std::string& at) {
-  if (!list.is_array() || list.empty()) {
-    fail("{}: \"messages\" must be a non-empty array of {{\"role\", \"content\"}} objects", at);
-  }
-  std::vector<ChatMessage> messages;
-  for (size_t i = 0; i < list.size(); ++i) {
-    const std::string what = fmt::format("message {}", i);
-    if (!list[i].is_object())
-      fail("{}: {} must be an object with \"role\" and \"content\"", at, what);
-    ChatMessage m{string_field(list[i], "role", at, what.c_str()),
-                  string_field(list[i], "content", at, what.c_str()), ""};
-    if (m.role != "system" && m.role != "user" && m.role != "assistant") {
-      fail("{}: {} has role \"{}\"; roles must be system, user or assistant", at, what, m.role);
-    }
-    if (list[i].contains("reasoning_content")) {
-      m.reasoning_content = string_field(list[i], "reasoning_content", at, what.c_str());
-    }
-    messages.push_back(std::move(m));
-  }
-  return messages;
-}
-
 // Renders the conversation one assistant turn at a time: the text up to and including the
 // generation prompt is context, the rest of the turn (answer and end-of-turn) is the target.
 // Each rendering must extend the previous one, or the segments would not add up to the whole.
@@ -174,6 +152,28 @@ Batch empty_batch(int64_t batch, int64_t seq_len, int32_t pad) {
 
 }  // namespace
 
+std::vector<ChatMessage> parse_chat_messages(const nlohmann::json& list, const std::string& at) {
+  if (!list.is_array() || list.empty()) {
+    fail("{}: \"messages\" must be a non-empty array of {{\"role\", \"content\"}} objects", at);
+  }
+  std::vector<ChatMessage> messages;
+  for (size_t i = 0; i < list.size(); ++i) {
+    const std::string what = fmt::format("message {}", i);
+    if (!list[i].is_object())
+      fail("{}: {} must be an object with \"role\" and \"content\"", at, what);
+    ChatMessage m{string_field(list[i], "role", at, what.c_str()),
+                  string_field(list[i], "content", at, what.c_str()), ""};
+    if (m.role != "system" && m.role != "user" && m.role != "assistant") {
+      fail("{}: {} has role \"{}\"; roles must be system, user or assistant", at, what, m.role);
+    }
+    if (list[i].contains("reasoning_content")) {
+      m.reasoning_content = string_field(list[i], "reasoning_content", at, what.c_str());
+    }
+    messages.push_back(std::move(m));
+  }
+  return messages;
+}
+
 int64_t Batch::target_count() const {
   return std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t >= 0; });
 }
@@ -259,7 +259,7 @@ TrainingData TrainingData::load(const std::filesystem::path& path, const Tokeniz
     if (!j.is_object()) fail("{}: expected a JSON object, found {}", at, j.type_name());
     Example ex;
     if (j.contains("messages")) {
-      const std::vector<ChatMessage> messages = parse_messages(j["messages"], at);
+      const std::vector<ChatMessage> messages = parse_chat_messages(j["messages"], at);
       if (chat == nullptr) {
         fail(
             "{}: \"messages\" needs a chat template and this model has none; use "

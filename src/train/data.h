@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -38,6 +39,11 @@ struct DataOptions {
   double range_begin = 0, range_end = 1;
   std::optional<int64_t> max_chars;  // use only the first N characters (bytes) of a text file
 };
+
+// A JSON `messages` array ([{"role": "system"|"user"|"assistant", "content", optional
+// "reasoning_content"}, ...]) as chat messages; Error prefixed with `at` ("file.jsonl:12") that
+// says what is wrong.
+std::vector<ChatMessage> parse_chat_messages(const nlohmann::json& list, const std::string& at);
 
 // Parses "A:B" fractions (0 <= A < B <= 1) for --token-range; Error with a clear message.
 void parse_token_range(const std::string& text, DataOptions* options);

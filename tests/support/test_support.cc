@@ -29,6 +29,10 @@ fs::path shared_asset(const std::string& relative) {
 
 fs::path test_data(const std::string& relative) { return fs::path(BITDELTA_TEST_DATA_DIR) / relative; }
 
+fs::path source_path(const std::string& relative) {
+  return fs::path(BITDELTA_TEST_DATA_DIR).parent_path().parent_path() / relative;
+}
+
 ScratchDir::ScratchDir() {
   std::random_device rd;
   path_ = fs::temp_directory_path() / ("bitdelta-test-" + std::to_string(rd()) + std::to_string(rd()));

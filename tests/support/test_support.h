@@ -11,6 +11,8 @@ namespace bitdelta::testing {
 std::filesystem::path shared_asset(const std::string& relative);
 // tests/data in the source tree (committed fixtures).
 std::filesystem::path test_data(const std::string& relative);
+// A file of the source tree (e.g. "docs/schemas/education.schema.json").
+std::filesystem::path source_path(const std::string& relative);
 
 // A fresh folder under the system temp dir, removed when the object dies.
 class ScratchDir {
