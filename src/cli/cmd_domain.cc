@@ -5,68 +5,152 @@
 #include <set>
 
 #include "cli/commands.h"
+#include "domain/defi.h"
 #include "domain/education.h"
+#include "domain/gaming.h"
+#include "domain/general.h"
 #include "domain/knowledge_tracing.h"
 #include "domain/records.h"
 #include "util/error.h"
 
 namespace bitdelta::cli {
 
+namespace {
+
+// The only user of a file, or an Error asking for --user.
+template <typename Record, typename Key>
+std::string only_user(const std::vector<Record>& records, Key key, const std::string& file) {
+  std::set<std::string> users;
+  for (const auto& r : records) users.insert(key(r));
+  if (users.size() != 1) fail("{} holds {} users; name one with --user", file, users.size());
+  return *users.begin();
+}
+
+void print_education(const EducationAnalytics& a) {
+  fmt::print("learner {}: {} attempts over {} skills\n\n", a.learner, a.attempts, a.mastery.size());
+  fmt::print("{:<32} {:>8}  {}\n", "skill", "mastery", "level");
+  for (const auto& [skill, m] : a.mastery) {
+    fmt::print("{:<32} {:>8.3f}  {}\n", skill, m, a.mastery_levels.at(skill));
+  }
+  fmt::print("\nprerequisite gaps: {}\n", a.prerequisite_gaps.empty() ? "none" : "");
+  for (const auto& g : a.prerequisite_gaps) {
+    fmt::print("  {} (mastery {:.3f}) under failed {}\n", g.skill, g.mastery,
+               fmt::join(g.failed_dependents, ", "));
+  }
+  const LearningStyle& s = a.learning_style;
+  fmt::print(
+      "learning style: {} (hints {:.0f}% of attempts, retries {:.0f}%, median response {})\n",
+      s.label, 100 * s.hint_rate, 100 * s.retry_rate,
+      s.median_response_time_s ? fmt::format("{:.1f} s", *s.median_response_time_s)
+                               : std::string("not recorded"));
+  fmt::print("scaffolding: {} (mean mastery {:.3f} of the skills in the last attempts)\n",
+             a.scaffolding_level, a.recent_mastery);
+}
+
+void print_gaming(const GamingAnalytics& g) {
+  fmt::print("NPC {}: {} interactions; traits: {}\n", g.npc, g.interactions,
+             fmt::join(g.trait_labels, ", "));
+  fmt::print(
+      "personality: warmth {:+.2f}, talkativeness {:.2f}, curiosity {:.2f}, assertiveness "
+      "{:.2f}, volatility {:.2f}\n",
+      g.personality.at("warmth"), g.personality.at("talkativeness"), g.personality.at("curiosity"),
+      g.personality.at("assertiveness"), g.personality.at("volatility"));
+  fmt::print("\n{:<24} {:>12} {:>9} {:>9}\n", "player", "interactions", "strength", "affinity");
+  for (const auto& r : g.relationships) {
+    fmt::print("{:<24} {:>12} {:>9.3f} {:>+9.3f}\n", r.player, r.interactions, r.strength,
+               r.affinity);
+  }
+  fmt::print("\nmost important memories:\n");
+  for (const auto& m : g.memory_importance) {
+    fmt::print("  {:.3f}  {}: \"{}\"\n", m.importance, m.player, m.utterance);
+  }
+}
+
+void print_defi(const DefiAnalytics& d) {
+  fmt::print("wallet {}: {} transactions, average position ${:.2f}\n", d.address, d.transactions,
+             d.avg_position_size);
+  fmt::print("risk tolerance: {:.2f} ({})", d.risk_tolerance, d.risk_label);
+  for (const auto& [name, v] : d.risk_components) fmt::print("; {} {:.2f}", name, v);
+  fmt::print("\npreferred strategies:");
+  for (const auto& [label, share] : d.preferred_strategies) {
+    fmt::print(" {} ({:.0f}%)", label, 100 * share);
+  }
+  fmt::print("{}\nfavourite pools: {}\n", d.preferred_strategies.empty() ? " none" : "",
+             d.favorite_pools.empty() ? std::string("none")
+                                      : fmt::format("{}", fmt::join(d.favorite_pools, ", ")));
+}
+
+}  // namespace
+
 CLI::App* register_analyze(CLI::App& app, Runner& runner) {
   auto* cmd = app.add_subcommand(
       "analyze",
       "Validate a domain's interaction records (JSONL, docs/domains.md) and print one user's "
-      "analytics. education: BKT mastery per skill (parameters fitted by EM over every learner in "
-      "the file), mastery levels, prerequisite gaps, learning style, scaffolding level");
+      "analytics, the metadata of their personal adapter. education: BKT mastery per skill "
+      "(fitted by EM over every learner in the file), mastery levels, prerequisite gaps, learning "
+      "style, scaffolding level; gaming (the user is the NPC): behavioural traits, relationships "
+      "with players (time-decayed), memory importance, personality; defi (the user is the wallet "
+      "address): risk tolerance, preferred strategies, average position size, favourite pools; "
+      "general: the conversations");
   struct Options {
     std::string domain, data, user;
     bool json = false;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("--domain", o->domain, "Domain of the records (analytics exist for education)")
+  cmd->add_option("--domain", o->domain, "Domain of the records")
       ->required()
-      ->check(CLI::IsMember({"education"}));
+      ->check(CLI::IsMember({"education", "gaming", "defi", "general"}));
   cmd->add_option("--data", o->data, "Interaction records, one JSON object per line")
       ->required()
       ->check(CLI::ExistingFile);
-  cmd->add_option("--user", o->user, "The learner to analyze (default: the only one in the file)");
+  cmd->add_option("--user", o->user,
+                  "Whose analytics: the learner, NPC, wallet address or user (default: the only "
+                  "one in the file)");
   cmd->add_flag("--json", o->json, "Print the analytics as one JSON object (the adapter metadata)");
   runner = [=] {
-    const auto records = read_education_records(o->data);
-    std::string learner = o->user;
-    if (learner.empty()) {
-      std::set<std::string> learners;
-      for (const auto& r : records) learners.insert(r.learner);
-      if (learners.size() != 1) {
-        fail("{} holds {} learners; name one with --user", o->data, learners.size());
+    nlohmann::json out;
+    if (o->domain == "education") {
+      const auto records = read_education_records(o->data);
+      const std::string user =
+          o->user.empty()
+              ? only_user(
+                    records, [](const EducationRecord& r) { return r.learner; }, o->data)
+              : o->user;
+      const EducationAnalytics a = EducationModel::fit(records).analyze(records, user);
+      if (!o->json) print_education(a);
+      out = a.to_json();
+    } else if (o->domain == "gaming") {
+      const auto records = read_gaming_records(o->data);
+      const std::string user =
+          o->user.empty() ? only_user(
+                                records, [](const GamingRecord& r) { return r.npc; }, o->data)
+                          : o->user;
+      const GamingAnalytics g = analyze_gaming(records, user);
+      if (!o->json) print_gaming(g);
+      out = g.to_json();
+    } else if (o->domain == "defi") {
+      const auto records = read_defi_records(o->data);
+      const std::string user =
+          o->user.empty() ? only_user(
+                                records, [](const DefiRecord& r) { return r.address; }, o->data)
+                          : o->user;
+      const DefiAnalytics d = analyze_defi(records, user);
+      if (!o->json) print_defi(d);
+      out = d.to_json();
+    } else {
+      const auto records = read_general_records(o->data);
+      const std::string user =
+          o->user.empty() ? only_user(
+                                records, [](const GeneralRecord& r) { return r.user; }, o->data)
+                          : o->user;
+      const GeneralAnalytics g = analyze_general(records, user);
+      if (!o->json) {
+        fmt::print("user {}: {} conversations, {} user turns, {} assistant turns\n", g.user,
+                   g.conversations, g.user_turns, g.assistant_turns);
       }
-      learner = *learners.begin();
+      out = g.to_json();
     }
-    const EducationModel model = EducationModel::fit(records);
-    const EducationAnalytics a = model.analyze(records, learner);
-    if (o->json) {
-      fmt::print("{}\n", a.to_json().dump(2));
-      return 0;
-    }
-    fmt::print("learner {}: {} attempts over {} skills\n\n", a.learner, a.attempts,
-               a.mastery.size());
-    fmt::print("{:<32} {:>8}  {}\n", "skill", "mastery", "level");
-    for (const auto& [skill, m] : a.mastery) {
-      fmt::print("{:<32} {:>8.3f}  {}\n", skill, m, a.mastery_levels.at(skill));
-    }
-    fmt::print("\nprerequisite gaps: {}\n", a.prerequisite_gaps.empty() ? "none" : "");
-    for (const auto& g : a.prerequisite_gaps) {
-      fmt::print("  {} (mastery {:.3f}) under failed {}\n", g.skill, g.mastery,
-                 fmt::join(g.failed_dependents, ", "));
-    }
-    const LearningStyle& s = a.learning_style;
-    fmt::print(
-        "learning style: {} (hints {:.0f}% of attempts, retries {:.0f}%, median response {})\n",
-        s.label, 100 * s.hint_rate, 100 * s.retry_rate,
-        s.median_response_time_s ? fmt::format("{:.1f} s", *s.median_response_time_s)
-                                 : std::string("not recorded"));
-    fmt::print("scaffolding: {} (mean mastery {:.3f} of the skills in the last attempts)\n",
-               a.scaffolding_level, a.recent_mastery);
+    if (o->json) fmt::print("{}\n", out.dump(2));
     return 0;
   };
   return cmd;

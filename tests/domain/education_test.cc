@@ -226,7 +226,7 @@ TEST(Education, AssistmentsImportAndAnalyzeCli) {
   auto ambiguous =
       testing::run_cli("analyze --domain education --data '" + (dir / "a.jsonl").string() + "'");
   EXPECT_EQ(ambiguous.exit_code, 1);
-  EXPECT_NE(ambiguous.err.find("holds 2 learners; name one with --user"), std::string::npos)
+  EXPECT_NE(ambiguous.err.find("holds 2 users; name one with --user"), std::string::npos)
       << ambiguous.err;
 }
 
