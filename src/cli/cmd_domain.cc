@@ -115,7 +115,7 @@ CLI::App* register_analyze(CLI::App& app, Runner& runner) {
           o->user.empty()
               ? only_user(
                     records, [](const EducationRecord& r) { return r.learner; }, o->data)
-              : o->user;
+              : canonical_user_id(o->user);
       const EducationAnalytics a = EducationModel::fit(records).analyze(records, user);
       if (!o->json) print_education(a);
       out = a.to_json();
@@ -124,7 +124,7 @@ CLI::App* register_analyze(CLI::App& app, Runner& runner) {
       const std::string user =
           o->user.empty() ? only_user(
                                 records, [](const GamingRecord& r) { return r.npc; }, o->data)
-                          : o->user;
+                          : canonical_user_id(o->user);
       const GamingAnalytics g = analyze_gaming(records, user);
       if (!o->json) print_gaming(g);
       out = g.to_json();
@@ -133,7 +133,7 @@ CLI::App* register_analyze(CLI::App& app, Runner& runner) {
       const std::string user =
           o->user.empty() ? only_user(
                                 records, [](const DefiRecord& r) { return r.address; }, o->data)
-                          : o->user;
+                          : canonical_user_id(o->user);
       const DefiAnalytics d = analyze_defi(records, user);
       if (!o->json) print_defi(d);
       out = d.to_json();
@@ -142,7 +142,7 @@ CLI::App* register_analyze(CLI::App& app, Runner& runner) {
       const std::string user =
           o->user.empty() ? only_user(
                                 records, [](const GeneralRecord& r) { return r.user; }, o->data)
-                          : o->user;
+                          : canonical_user_id(o->user);
       const GeneralAnalytics g = analyze_general(records, user);
       if (!o->json) {
         fmt::print("user {}: {} conversations, {} user turns, {} assistant turns\n", g.user,
@@ -173,8 +173,8 @@ CLI::App* register_import_assistments(CLI::App& app, Runner& runner) {
                   "Learner ids are this prefix + the learner's index")
       ->capture_default_str();
   runner = [=] {
-    validate_user_id(o->prefix + "0");  // the ids the records will carry
     const auto learners = read_assistments_csv(o->in);
+    validate_user_id(o->prefix + std::to_string(learners.size() - 1));  // the longest id written
     const int64_t n = write_assistments_as_records(learners, o->prefix, o->out);
     fmt::print("wrote {} records of {} learners to {}\n", n, learners.size(), o->out);
     return 0;

@@ -27,7 +27,7 @@ bool is_stable(const std::string& token) { return kStablecoins.count(upper(token
 
 // Swing trading: a token bought by a swap and sold by a later one 1 to 14 days after.
 constexpr double kSwingMinSeconds = 86400.0, kSwingMaxSeconds = 14 * 86400.0;
-constexpr double kPreferredShare = 0.10;
+constexpr int64_t kPreferredShareDenominator = 10;  // preferred: ≥ 1/10 of the transactions
 
 }  // namespace
 
@@ -98,8 +98,9 @@ std::vector<std::string> label_strategies(const std::vector<const DefiRecord*>& 
       labels[i] = "LP provision";
     } else if (a == "supply" || a == "withdraw" || a == "borrow" || a == "repay") {
       labels[i] = "lending";
-    } else if ((a == "swap" || a == "deposit") && is_stable(r.tokens.back()) &&
-               !(r.tokens.size() > 1 && is_stable(r.tokens.front()))) {
+    } else if ((a == "swap" && r.tokens.size() >= 2 && is_stable(r.tokens.back()) &&
+                !is_stable(r.tokens.front())) ||
+               (a == "deposit" && is_stable(r.tokens.back()))) {
       labels[i] = "stablecoin parking";
     } else if (swing[i]) {
       labels[i] = "swing trading";
@@ -156,10 +157,14 @@ DefiAnalytics analyze_defi(const std::vector<DefiRecord>& records, const std::st
                                            : "aggressive";
 
   const std::vector<std::string> labels = label_strategies(h);
-  for (const auto& l : labels) d.strategy_shares[l] += 1.0 / n;
-  for (const auto& [label, share] : d.strategy_shares) {
-    if (label != "other" && share >= kPreferredShare)
+  std::map<std::string, int64_t> counts;  // counted, not summed shares: 10 of 100 is 10%
+  for (const auto& l : labels) counts[l] += 1;
+  for (const auto& [label, count] : counts) {
+    const double share = static_cast<double>(count) / n;
+    d.strategy_shares[label] = share;
+    if (label != "other" && count * kPreferredShareDenominator >= d.transactions) {
       d.preferred_strategies.emplace_back(label, share);
+    }
   }
   std::stable_sort(d.preferred_strategies.begin(), d.preferred_strategies.end(),
                    [](const auto& a, const auto& b) { return a.second > b.second; });

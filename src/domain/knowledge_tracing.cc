@@ -102,9 +102,12 @@ void expect(const BktParams& p, std::span<const uint8_t> o, Counts& c, std::vect
 BktFit fit_bkt(std::span<const std::vector<uint8_t>> sequences, const BktFitOptions& options) {
   BktFit fit;
   for (const auto& s : sequences) fit.attempts += static_cast<int64_t>(s.size());
+  BD_CHECK(options.max_guess >= kMinProb && options.max_slip >= kMinProb);
   fit.params = kDefaultBkt;
-  if (!options.fit_forget) fit.params.forget = 0;
   if (fit.attempts < options.min_attempts) return fit;
+  // EM cannot move a probability off exactly 0, and from the 1e-4 floor only slowly: start
+  // forgetting where it can be fitted.
+  if (options.fit_forget) fit.params.forget = 0.05;
   std::vector<double> alpha, scale;
   double previous = -INFINITY;
   for (int it = 0; it < options.max_iterations; ++it) {
@@ -143,6 +146,7 @@ BktTrace trace_bkt(const BktParams& p, std::span<const uint8_t> outcomes) {
 
 double roc_auc(std::span<const double> scores, std::span<const uint8_t> labels) {
   BD_CHECK(scores.size() == labels.size());
+  for (double s : scores) BD_CHECK(std::isfinite(s), "roc_auc: a score is not finite");
   std::vector<size_t> order(scores.size());
   std::iota(order.begin(), order.end(), size_t{0});
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return scores[a] < scores[b]; });
@@ -231,7 +235,7 @@ KnowledgeTracer KnowledgeTracer::fit(std::span<const LearnerHistory> learners,
         hess[k][j] = hess[j][k];
       }
     }
-    // Solve hess · step = grad (Gaussian elimination with partial pivoting; D is 6).
+    // Solve hess · step = grad (Gaussian elimination with partial pivoting; D is small).
     std::array<double, D> step = grad;
     for (int col = 0; col < D; ++col) {
       int pivot = col;

@@ -44,7 +44,8 @@ struct BktFitOptions {
 
 struct BktFit {
   BktParams params;
-  double log_likelihood = 0;  // of the training attempts, natural log
+  double log_likelihood = 0;  // of the training attempts (natural log) under the parameters of the
+                              // last E-step, i.e. before the final M-step
   int iterations = 0;
   int64_t attempts = 0;
   bool fitted = false;        // false: too few attempts, defaults used
@@ -84,7 +85,8 @@ double roc_auc(std::span<const double> scores, std::span<const uint8_t> labels);
 //   x₆  the previous attempt at this skill: 1 correct, 0 wrong, ½ none
 //   x₇  ln(1 + the current run of correct answers at this skill)
 //   x₈  logit of an exponentially weighted success rate, r ← 0.7 r + 0.3 o (starts at a)
-//   x₉  logit of the skill's population success rate (its easiness; d_k = −x₉ its difficulty)
+//   x₉  logit of the skill's smoothed success rate in the training population, (c + 1) / (n + 2)
+//       (its easiness; d_k = −x₉ its difficulty)
 //   x₁₀ x₂ / (1 + n_k): the learner's general ability weighs most at a new skill
 //   x₁₁ θ, an Elo ability against skill difficulties: θ ← θ + 0.5 / (1 + 0.02 (n − 1)) ·
 //       (o − σ(θ − d_k)) after each attempt, from θ = 0

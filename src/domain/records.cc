@@ -2,7 +2,6 @@
 
 #include <cryptopp/keccak.h>
 
-#include <charconv>
 #include <cmath>
 #include <ctime>
 #include <fstream>
@@ -48,7 +47,9 @@ void RecordFields::fail_field(std::string_view field, std::string_view problem) 
 
 const json* RecordFields::find(const char* field) const {
   auto it = r_.value.find(field);
-  if (it == r_.value.end() || it->is_null()) return nullptr;
+  if (it == r_.value.end()) return nullptr;
+  // As the JSON Schemas have it: an optional field is left out, never null.
+  if (it->is_null()) fail_field(field, "is null; leave an optional field out instead");
   return &*it;
 }
 
@@ -138,7 +139,18 @@ std::string RecordFields::user(const char* field) const {
   } catch (const Error& e) {
     fail_field(field, e.what());
   }
-  return id;
+  return canonical_user_id(id);
+}
+
+std::string canonical_user_id(std::string_view id) {
+  std::string out(id);
+  if (out.starts_with("did:lux:")) {
+    const size_t at = out.rfind(':') + 3;  // after "0x"
+    for (size_t i = at; i < out.size(); ++i) {
+      out[i] = static_cast<char>(std::tolower(static_cast<unsigned char>(out[i])));
+    }
+  }
+  return out;
 }
 
 std::vector<ChatMessage> RecordFields::messages() const {
@@ -155,8 +167,10 @@ double parse_rfc3339(std::string_view text) {
   auto digits = [&](size_t at, size_t n) {
     if (at + n > text.size()) bad();
     int v = 0;
-    auto [end, ec] = std::from_chars(text.data() + at, text.data() + at + n, v);
-    if (ec != std::errc() || end != text.data() + at + n) bad();
+    for (size_t k = at; k < at + n; ++k) {
+      if (!std::isdigit(static_cast<unsigned char>(text[k]))) bad();
+      v = 10 * v + (text[k] - '0');
+    }
     return v;
   };
   if (text.size() < 20 || text[4] != '-' || text[7] != '-' ||
@@ -171,10 +185,18 @@ double parse_rfc3339(std::string_view text) {
   tm.tm_hour = digits(11, 2);
   tm.tm_min = digits(14, 2);
   tm.tm_sec = digits(17, 2);
-  if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 || tm.tm_mday > 31 || tm.tm_hour > 23 ||
+  const int year = tm.tm_year + 1900;
+  const bool leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+  static constexpr int kDays[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+  if (tm.tm_mon < 0 || tm.tm_mon > 11 || tm.tm_mday < 1 ||
+      tm.tm_mday > kDays[tm.tm_mon] + (tm.tm_mon == 1 && leap) || tm.tm_hour > 23 ||
       tm.tm_min > 59 || tm.tm_sec > 60) {
     bad();
   }
+  // A leap second (23:59:60 UTC) counts as :59, as POSIX time has no place for it; checked
+  // against the offset below.
+  const bool leap_second = tm.tm_sec == 60;
+  if (leap_second) tm.tm_sec = 59;
   size_t i = 19;
   double fraction = 0;
   if (i < text.size() && text[i] == '.') {
@@ -200,8 +222,10 @@ double parse_rfc3339(std::string_view text) {
   }
   if (i != text.size()) bad();
   const time_t t = timegm(&tm);
-  if (t == static_cast<time_t>(-1)) bad();
-  return static_cast<double>(t) + fraction - offset;
+  const double seconds = static_cast<double>(t) + fraction - offset;
+  if (leap_second && std::fmod(seconds - fraction + 1, 86400.0) != 0) bad();  // only at 23:59 UTC
+  if (seconds < 0) fail("'{}' is before 1970; times are seconds since 1970", text);
+  return seconds;
 }
 
 std::string eip55_checksum(std::string_view address) {
@@ -220,7 +244,7 @@ std::string eip55_checksum(std::string_view address) {
 }
 
 void validate_evm_address(std::string_view address) {
-  if (address.size() != 42 || address[0] != '0' || (address[1] != 'x' && address[1] != 'X')) {
+  if (address.size() != 42 || !address.starts_with("0x")) {
     fail("'{}' is not an EVM address (0x followed by 40 hex digits)", address);
   }
   bool lower = false, upper = false;

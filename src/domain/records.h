@@ -33,6 +33,7 @@ class RecordFields {
   std::string where() const;
   [[noreturn]] void fail_field(std::string_view field, std::string_view problem) const;
 
+  // Optional fields may be left out but not null.
   std::string string(const char* field) const;  // required, non-empty
   std::optional<std::string> optional_string(const char* field) const;
   bool boolean(const char* field) const;  // required
@@ -43,7 +44,7 @@ class RecordFields {
   // Seconds since 1970 (UTC): an integer, or an RFC 3339 / ISO 8601 date-time string
   // ("2026-11-30T12:00:00Z", fractional seconds and ±hh:mm offsets allowed).
   double time(const char* field) const;
-  // The user id (see validate_user_id).
+  // The user id (see validate_user_id), in canonical form (canonical_user_id).
   std::string user(const char* field) const;
   // "messages", when present: a conversation (parse_chat_messages).
   std::vector<ChatMessage> messages() const;
@@ -58,6 +59,10 @@ class RecordFields {
 // validate_evm_address does), or any id the adapter-id rules allow ([A-Za-z0-9._:@-]{1,128}).
 // Throws Error saying which rule failed.
 void validate_user_id(std::string_view id);
+
+// The form records keep: a Lux DID's address in lowercase hex (one wallet, one user, however the
+// DID was written); other ids as they are.
+std::string canonical_user_id(std::string_view id);
 
 // EVM addresses: 0x + 40 hex digits; all-lowercase or all-uppercase hex is accepted as is,
 // mixed case must match its EIP-55 checksum (Keccak-256 of the lowercase hex). Throws Error.

@@ -84,6 +84,16 @@ TEST(Gaming, AnalyticsByHand) {
   }
   EXPECT_NE(error_of([&] { analyze_gaming(records, "nobody"); }).find("no records"),
             std::string::npos);
+  // A DID written with and without its EIP-55 capitals is one NPC.
+  testing::write_text(
+      dir / "did.jsonl",
+      R"({"npc": "did:lux:122:0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed", "player": "ann", "time": 0, "utterance": "x", "reply": "y"}
+{"npc": "did:lux:122:0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed", "player": "ann", "time": 1, "utterance": "x", "reply": "y"}
+)");
+  EXPECT_EQ(analyze_gaming(read_gaming_records(dir / "did.jsonl"),
+                           "did:lux:122:0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed")
+                .interactions,
+            2);
   testing::write_text(
       dir / "bad.jsonl",
       R"({"npc": "smith", "player": "ann", "time": 0, "utterance": "x", "reply": "y", "affinity_change": 2})");
@@ -172,6 +182,26 @@ TEST(Defi, AnalyticsByHand) {
               std::string::npos)
         << error_of([&] { read_defi_records(dir / "bad.jsonl"); });
   }
+}
+
+// "At least 10%" counts transactions: 10 of 100 is preferred (summing 1/100 ten times gives
+// 0.0999…, which a float comparison would drop), 9 of 100 is not.
+TEST(Defi, PreferredStrategiesAtExactlyTenPercent) {
+  testing::ScratchDir dir;
+  std::string text;
+  for (int i = 0; i < 100; ++i) {
+    const std::string action = i < 10   ? R"("supply", "tokens": ["USDC"])"
+                               : i < 19 ? R"("add_liquidity", "tokens": ["ETH", "USDC"])"
+                                        : R"("stake", "tokens": ["ETH"])";
+    text += defi_line(R"("time": )" + std::to_string(i) + R"(, "action": )" + action +
+                      R"(, "amount_usd": 10)");
+  }
+  testing::write_text(dir / "d.jsonl", text);
+  const auto records = read_defi_records(dir / "d.jsonl");
+  const DefiAnalytics d = analyze_defi(records, records[0].address);
+  ASSERT_EQ(d.preferred_strategies.size(), 1u);
+  EXPECT_EQ(d.preferred_strategies[0].first, "lending");
+  EXPECT_DOUBLE_EQ(d.strategy_shares.at("LP provision"), 0.09);
 }
 
 TEST(General, CountsAndBadRecords) {

@@ -55,13 +55,29 @@ TEST(Records, UserIdsAndEvmAddresses) {
             std::string::npos);
   EXPECT_NE(error_of([] { validate_user_id("has space"); }).find("cannot be a user id"),
             std::string::npos);
+  EXPECT_NE(error_of([] {
+              validate_evm_address("0X5aaeb6053f3e94c9b9a09f33669435e7ef1beaed");
+            }).find("0x followed by 40 hex digits"),
+            std::string::npos);
+  // One wallet, one user: a DID's address is kept in lowercase.
+  EXPECT_EQ(canonical_user_id("did:lux:122:0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed"),
+            "did:lux:122:0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed");
+  EXPECT_EQ(canonical_user_id("Ann.B"), "Ann.B");
 }
 
 TEST(Records, Rfc3339Times) {
   EXPECT_DOUBLE_EQ(parse_rfc3339("2026-11-30T12:00:00Z"), 1796040000.0);
   EXPECT_DOUBLE_EQ(parse_rfc3339("2026-11-30T12:00:00.5+02:00"), 1796032800.5);
+  // A leap second counts as :59; the calendar is checked; signs never pass for digits.
+  EXPECT_DOUBLE_EQ(parse_rfc3339("2016-12-31T23:59:60Z"), parse_rfc3339("2016-12-31T23:59:59Z"));
+  EXPECT_DOUBLE_EQ(parse_rfc3339("2024-02-29T00:00:00Z") + 86400,
+                   parse_rfc3339("2024-03-01T00:00:00Z"));
+  EXPECT_NE(error_of([] { parse_rfc3339("1969-12-31T23:59:59Z"); }).find("before 1970"),
+            std::string::npos);
   for (const char* bad :
-       {"2026-11-30", "2026-13-01T00:00:00Z", "2026-11-30T12:00:00", "2026-11-30T12:00:00Zjunk"}) {
+       {"2026-11-30", "2026-13-01T00:00:00Z", "2026-11-30T12:00:00", "2026-11-30T12:00:00Zjunk",
+        "2026-02-29T00:00:00Z", "2026-04-31T00:00:00Z", "2026-01-01T-1:00:00Z",
+        "2026-01-01T00:00:00+-1:00", "2026-01-01T12:34:60Z"}) {
     EXPECT_NE(error_of([&] { parse_rfc3339(bad); }).find("not an RFC 3339"), std::string::npos)
         << bad;
   }
@@ -84,6 +100,8 @@ TEST(Education, BadRecordsNameFileLineAndField) {
        ":2: field \"prerequisites\" lists the record's own skill"},
       {R"({"learner": "ann", "time": 2, "skill": "a", "correct": true, "messages": [{"role": "bot", "content": "x"}]})",
        ":2: message 0 has role \"bot\""},
+      {R"({"learner": "ann", "time": 2, "skill": "a", "correct": true, "hint_used": null})",
+       ":2: field \"hint_used\" is null; leave an optional field out instead"},
       {R"([1, 2])", ":2: expected a JSON object"},
       {R"({"learner": )", ":2: not valid JSON"}};
   for (const auto& [line, message] : bad) {
