@@ -59,31 +59,27 @@ std::string string_field(const nlohmann::json& j, const char* key, const std::st
   return it->get<std::string>();
 }
 
+// The incremental rendering failed: the template renders earlier turns differently from the
+// last one (Qwen3 drops their think blocks).
+struct NotIncremental {
+  size_t upto;
+};
+
 // Renders the conversation one assistant turn at a time: the text up to and including the
 // generation prompt is context, the rest of the turn (answer and end-of-turn) is the target.
-// Each rendering must extend the previous one, or the segments would not add up to the whole.
-Example chat_example(const std::vector<ChatMessage>& messages, const ChatTemplate& chat,
-                     const Tokenizer& tokenizer, const std::string& at) {
+// Each rendering must extend the previous one, or the segments would not add up to the whole
+// (throws NotIncremental).
+Example incremental_chat_example(const std::vector<ChatMessage>& messages, const ChatTemplate& chat,
+                                 const Tokenizer& tokenizer, const std::string& at) {
   Example ex;
   std::string rendered;
   auto extend = [&](const std::string& text, bool target, size_t upto) {
-    if (!text.starts_with(rendered)) {
-      fail(
-          "{}: the {} chat template does not render incrementally (the rendering of messages "
-          "0..{} does not start with the rendering of the messages before it), so the "
-          "assistant turns cannot be masked; split the conversation into one example per "
-          "assistant reply",
-          at, chat.name(), upto);
-    }
+    if (!text.starts_with(rendered)) throw NotIncremental{upto};
     append(ex, tokenizer.encode(std::string_view(text).substr(rendered.size())), target);
     rendered = text;
   };
-  bool any_assistant = false;
   for (size_t i = 0; i < messages.size(); ++i) {
     if (messages[i].role != "assistant") continue;
-    if (i == 0)
-      fail("{}: the conversation starts with an assistant message; put a user message first", at);
-    any_assistant = true;
     const std::vector<ChatMessage> before(messages.begin(),
                                           messages.begin() + static_cast<std::ptrdiff_t>(i));
     const std::vector<ChatMessage> through(messages.begin(),
@@ -97,9 +93,65 @@ Example chat_example(const std::vector<ChatMessage>& messages, const ChatTemplat
       fail("{}: {}", at, message);
     }
   }
+  return ex;
+}
+
+// The examples of one conversation: one with every assistant turn a target where the template
+// renders incrementally; otherwise one example per assistant turn, each rendered as the model
+// sees that turn at inference time (the conversation up to it, the turn itself last), with only
+// that turn as the target.
+std::vector<Example> chat_examples(const std::vector<ChatMessage>& messages,
+                                   const ChatTemplate& chat, const Tokenizer& tokenizer,
+                                   const std::string& at) {
+  bool any_assistant = false;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i].role != "assistant") continue;
+    if (i == 0)
+      fail("{}: the conversation starts with an assistant message; put a user message first", at);
+    any_assistant = true;
+  }
   if (!any_assistant)
     fail("{}: the conversation has no assistant message, so nothing to learn", at);
-  return ex;
+  try {
+    return {incremental_chat_example(messages, chat, tokenizer, at)};
+  } catch (const NotIncremental&) {
+  }
+  std::vector<Example> out;
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i].role != "assistant") continue;
+    const std::vector<ChatMessage> through(messages.begin(),
+                                           messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+    try {
+      const std::string context =
+          chat.render(std::vector<ChatMessage>(messages.begin(),
+                                               messages.begin() + static_cast<std::ptrdiff_t>(i)),
+                      {.add_generation_prompt = true});
+      const std::string whole = chat.render(through, {.add_generation_prompt = false});
+      if (!whole.starts_with(context)) throw NotIncremental{i};
+      Example turn;
+      append(turn, tokenizer.encode(context), false);
+      append(turn, tokenizer.encode(std::string_view(whole).substr(context.size())), true);
+      out.push_back(std::move(turn));
+    } catch (const NotIncremental& e) {
+      fail(
+          "{}: the {} chat template does not render the conversation up to message {} as an "
+          "extension of the messages before it plus a generation prompt, so that reply cannot "
+          "be masked; split the conversation",
+          at, chat.name(), e.upto);
+    } catch (const Error& e) {
+      const std::string message = e.what();
+      if (message.starts_with(at)) throw;
+      fail("{}: {}", at, message);
+    }
+  }
+  return out;
+}
+
+void check_example(const Example& ex, const std::string& at) {
+  if (ex.tokens.size() < 2 ||
+      std::accumulate(ex.loss_mask.begin() + 1, ex.loss_mask.end(), 0) == 0) {
+    fail("{}: the example has no tokens to learn from (empty response?)", at);
+  }
 }
 
 Example prompt_response_example(const std::string& prompt, const std::string& response,
@@ -266,14 +318,19 @@ TrainingData TrainingData::load(const std::filesystem::path& path, const Tokeniz
             "{{\"prompt\", \"response\"}} lines or a plain text file",
             at);
       }
-      ex = chat_example(messages, *chat, tokenizer, at);
+      for (Example& e : chat_examples(messages, *chat, tokenizer, at)) {
+        check_example(e, at);
+        data.examples_.push_back(std::move(e));
+      }
+      continue;
     } else if (j.contains("prompt")) {
       const char* reply =
           j.contains("completion") && !j.contains("response") ? "completion" : "response";
       const std::string prompt = string_field(j, "prompt", at, "the example");
       const std::string response = string_field(j, reply, at, "the example");
-      ex = chat != nullptr ? chat_example({{"user", prompt, ""}, {"assistant", response, ""}},
-                                          *chat, tokenizer, at)
+      ex = chat != nullptr ? chat_examples({{"user", prompt, ""}, {"assistant", response, ""}},
+                                           *chat, tokenizer, at)
+                                 .front()
                            : prompt_response_example(prompt, response, tokenizer);
     } else {
       std::vector<std::string> keys;
@@ -283,10 +340,7 @@ TrainingData TrainingData::load(const std::filesystem::path& path, const Tokeniz
           "keys [{}]",
           at, fmt::join(keys, ", "));
     }
-    if (ex.tokens.size() < 2 ||
-        std::accumulate(ex.loss_mask.begin() + 1, ex.loss_mask.end(), 0) == 0) {
-      fail("{}: the example has no tokens to learn from (empty response?)", at);
-    }
+    check_example(ex, at);
     data.examples_.push_back(std::move(ex));
   }
   if (data.examples_.empty()) fail("{}: no examples (the file has no JSON lines)", path.string());

@@ -1,5 +1,6 @@
 // Training and evaluation data: plain text (one token stream, cut into windows) and JSONL of
-// chat conversations or prompt/response pairs (one example per line, loss only on the reply).
+// chat conversations or prompt/response pairs (one example per line, or per assistant turn where
+// the chat template needs it; loss only on the replies).
 //   B sequences per batch, S tokens per sequence
 #pragma once
 
@@ -52,7 +53,9 @@ class TrainingData {
  public:
   // Text files (any extension but .jsonl) are tokenized whole (BOS first when the tokenizer adds
   // one) into one stream. .jsonl files hold one JSON object per line: {"messages": [{"role",
-  // "content"}, ...]} (rendered with `chat`, loss on every assistant message) or {"prompt",
+  // "content"}, ...]} (rendered with `chat`, loss on every assistant message; where the template
+  // renders earlier turns differently from the last, as Qwen3's drops their think blocks, each
+  // assistant turn becomes an example of its own, rendered as at inference time) or {"prompt",
   // "response"} (also "completion" for "response"; rendered as a user + assistant turn when
   // `chat` is given, else concatenated as plain text with BOS/EOS, loss on the response and EOS).
   // `chat` may be null. Errors name the file, the line and what is wrong.

@@ -287,12 +287,25 @@ TEST_F(ChatData, EveryAssistantTurnOfAConversationIsMasked) {
             "<|im_start|>user\nA?<|im_end|>\n<|im_start|>assistant\n<|im_start|>user\nB?"
             "<|im_end|>\n<|im_start|>assistant\n");
 
-  // Qwen3 drops the think block of earlier turns, so its renderings do not extend each other.
+  // Qwen3 renders a finished turn without the think block the last turn carries, so its
+  // renderings do not extend each other: each assistant turn becomes an example of its own,
+  // rendered as the model sees it when it writes that turn — earlier turns as history, the
+  // target the turn itself with its (empty) think block.
   const ChatTemplate qwen3 = ChatTemplate::of(ChatFormat::kQwen3);
-  std::string message = error_of([&] { TrainingData::load(path, *qwen_, &qwen3); });
-  EXPECT_NE(message.find("chat.jsonl:1: the Qwen3 chat template does not render incrementally"),
-            std::string::npos)
-      << message;
+  TrainingData per_turn = TrainingData::load(path, *qwen_, &qwen3);
+  ASSERT_EQ(per_turn.examples().size(), 2u);
+  auto [t0, c0] = split(per_turn.examples()[0]);
+  EXPECT_EQ(c0, "<|im_start|>user\nA?<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(t0, "<think>\n\n</think>\n\nOne.<|im_end|>\n");
+  auto [t1, c1] = split(per_turn.examples()[1]);
+  EXPECT_EQ(c1,
+            "<|im_start|>user\nA?<|im_end|>\n<|im_start|>assistant\nOne.<|im_end|>\n"
+            "<|im_start|>user\nB?<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_EQ(t1, "<think>\n\n</think>\n\nTwo.<|im_end|>\n");
+  // Each target is exactly what the template renders for that turn after the generation prompt.
+  const std::vector<ChatMessage> two = {
+      {"user", "A?", ""}, {"assistant", "One.", ""}, {"user", "B?", ""}, {"assistant", "Two.", ""}};
+  EXPECT_EQ(c1 + t1, qwen3.render(two, {.add_generation_prompt = false}));
 }
 
 TEST_F(ChatData, BadLinesAreNamed) {
