@@ -7,6 +7,7 @@
 #include "cli/commands.h"
 #include "domain/defi.h"
 #include "domain/education.h"
+#include "domain/examples.h"
 #include "domain/gaming.h"
 #include "domain/general.h"
 #include "domain/knowledge_tracing.h"
@@ -16,6 +17,16 @@
 namespace bitdelta::cli {
 
 namespace {
+
+// --domain and --data: which domain's interaction records, and where.
+void add_records_options(CLI::App* cmd, std::string& domain, std::string& data) {
+  cmd->add_option("--domain", domain, "Domain of the records")
+      ->required()
+      ->check(CLI::IsMember({"education", "gaming", "defi", "general"}));
+  cmd->add_option("--data", data, "Interaction records, one JSON object per line")
+      ->required()
+      ->check(CLI::ExistingFile);
+}
 
 // The only user of a file, or an Error asking for --user.
 template <typename Record, typename Key>
@@ -97,12 +108,7 @@ CLI::App* register_analyze(CLI::App& app, Runner& runner) {
     bool json = false;
   };
   auto o = std::make_shared<Options>();
-  cmd->add_option("--domain", o->domain, "Domain of the records")
-      ->required()
-      ->check(CLI::IsMember({"education", "gaming", "defi", "general"}));
-  cmd->add_option("--data", o->data, "Interaction records, one JSON object per line")
-      ->required()
-      ->check(CLI::ExistingFile);
+  add_records_options(cmd, o->domain, o->data);
   cmd->add_option("--user", o->user,
                   "Whose analytics: the learner, NPC, wallet address or user (default: the only "
                   "one in the file)");
@@ -151,6 +157,56 @@ CLI::App* register_analyze(CLI::App& app, Runner& runner) {
       out = g.to_json();
     }
     if (o->json) fmt::print("{}\n", out.dump(2));
+    return 0;
+  };
+  return cmd;
+}
+
+CLI::App* register_examples(CLI::App& app, Runner& runner) {
+  auto* cmd = app.add_subcommand(
+      "examples",
+      "Build a user's personal training data from a domain's interaction records: their own "
+      "conversations (gaming: each utterance and the NPC's reply), each after a system prompt "
+      "stating their analytics, oldest first; the most recent share is held out for evaluation. "
+      "Writes finetune/eval JSONL ({\"messages\": [...]} per line)");
+  struct Options {
+    std::string domain, data, user, train, heldout;
+    double share = 0.1;
+    bool json = false;
+  };
+  auto o = std::make_shared<Options>();
+  add_records_options(cmd, o->domain, o->data);
+  cmd->add_option("--user", o->user, "Whose data: the learner, NPC, wallet address or user")
+      ->required();
+  cmd->add_option("--train", o->train, "Output: the training conversations (JSONL, atomic)")
+      ->required();
+  cmd->add_option("--heldout", o->heldout, "Output: the held-out conversations (JSONL, atomic)")
+      ->required();
+  cmd->add_option("--heldout-share", o->share,
+                  "Share of the most recent conversations held out (at least one)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.01, 0.5));
+  cmd->add_flag("--json", o->json, "Print the summary (counts, system prompt, analytics) as JSON");
+  runner = [=] {
+    const PersonalExamples e = build_personal_examples(o->domain, o->data, o->user, o->share);
+    write_conversations_jsonl(e.train, o->train);
+    write_conversations_jsonl(e.heldout, o->heldout);
+    if (o->json) {
+      fmt::print("{}\n", nlohmann::json{{"domain", e.domain},
+                                        {"user", e.user},
+                                        {"interactions", e.interactions},
+                                        {"conversations", e.conversations},
+                                        {"train", e.train.size()},
+                                        {"heldout", e.heldout.size()},
+                                        {"system_prompt", e.system_prompt},
+                                        {"analytics", e.analytics}}
+                             .dump(2));
+      return 0;
+    }
+    fmt::print("{} {}: {} interactions, {} conversations: {} to train on ({}), {} held out ({})\n",
+               e.domain, e.user, e.interactions, e.conversations, e.train.size(), o->train,
+               e.heldout.size(), o->heldout);
+    fmt::print("system prompt: {}\n", e.system_prompt);
     return 0;
   };
   return cmd;

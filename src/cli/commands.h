@@ -81,6 +81,7 @@ CLI::App* register_calibrate(CLI::App& app, Runner& runner);
 CLI::App* register_store(CLI::App& app, Runner& runner);
 CLI::App* register_serve(CLI::App& app, Runner& runner);
 CLI::App* register_analyze(CLI::App& app, Runner& runner);
+CLI::App* register_examples(CLI::App& app, Runner& runner);
 CLI::App* register_import_assistments(CLI::App& app, Runner& runner);
 
 }  // namespace bitdelta::cli

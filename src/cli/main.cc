@@ -78,6 +78,7 @@ int main(int argc, char** argv) {
   add(bitdelta::cli::register_store);
   add(bitdelta::cli::register_serve);
   add(bitdelta::cli::register_analyze);
+  add(bitdelta::cli::register_examples);
   add(bitdelta::cli::register_import_assistments);
 
   // CLI11 answers a mistyped command with "A subcommand is required": name it instead.

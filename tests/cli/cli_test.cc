@@ -40,7 +40,7 @@ TEST(Cli, HelpListsEveryCommandAndEachCommandHasHelp) {
   EXPECT_EQ(top.exit_code, 0);
   for (const char* command : {"import-llama2c", "info", "tokenize", "generate", "logits", "synth",
                               "compress", "inspect", "merge", "eval", "finetune", "calibrate",
-                              "store", "serve", "analyze", "import-assistments"}) {
+                              "store", "serve", "analyze", "examples", "import-assistments"}) {
     EXPECT_NE(top.out.find(command), std::string::npos) << command;
     auto help = run_cli(std::string(command) + " --help");
     EXPECT_EQ(help.exit_code, 0) << command;

@@ -14,14 +14,7 @@
 namespace bitdelta {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string error_of(const std::function<void()>& f) { return testing::error_message(f); }
 
 constexpr double kWeek = 7 * 24 * 3600.0;
 

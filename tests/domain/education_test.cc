@@ -13,14 +13,7 @@
 namespace bitdelta {
 namespace {
 
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+std::string error_of(const std::function<void()>& f) { return testing::error_message(f); }
 
 TEST(Records, UserIdsAndEvmAddresses) {
   // EIP-55's own examples are valid; the same digits with one letter's case flipped are not.

@@ -9,6 +9,7 @@
 #include <random>
 #include <sstream>
 
+#include "util/error.h"
 #include "util/files.h"
 
 namespace bitdelta::testing {
@@ -59,6 +60,15 @@ std::string cli_path() { return BITDELTA_CLI_PATH; }
 
 CommandResult run_cli(const std::string& args) {
   return run_command(std::string("'") + BITDELTA_CLI_PATH + "' " + args);
+}
+
+std::string error_message(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 void write_text(const fs::path& path, const std::string& text) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <filesystem>
+#include <functional>
 #include <string>
 
 namespace bitdelta::testing {
@@ -39,6 +40,9 @@ std::string cli_path();
 CommandResult run_command(const std::string& command);
 
 void write_text(const std::filesystem::path& path, const std::string& text);
+
+// The message of the bitdelta::Error that `f` throws, or "" when it throws none.
+std::string error_message(const std::function<void()>& f);
 std::string read_text(const std::filesystem::path& path);
 
 }  // namespace bitdelta::testing
