@@ -112,7 +112,7 @@ std::vector<std::string> label_strategies(const std::vector<const DefiRecord*>& 
 DefiAnalytics analyze_defi(const std::vector<DefiRecord>& records, const std::string& address) {
   std::vector<const DefiRecord*> h;
   for (const auto& r : records) {
-    if (upper(r.address) == upper(address)) h.push_back(&r);
+    if (same_evm_address(r.address, address)) h.push_back(&r);
   }
   if (h.empty()) fail("address '{}' has no records", address);
   std::stable_sort(h.begin(), h.end(),

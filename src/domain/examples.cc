@@ -1,7 +1,6 @@
 #include "domain/examples.h"
 
 #include <algorithm>
-#include <cctype>
 #include <cmath>
 
 #include "domain/defi.h"
@@ -25,11 +24,6 @@ struct Timed {
 };
 
 std::string fixed(double v, int digits) { return fmt::format("{:.{}f}", v, digits); }
-
-std::string lowercase(std::string s) {
-  for (char& c : s) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-  return s;
-}
 
 std::string education_prompt(const json& a) {
   std::vector<std::pair<double, std::string>> skills;
@@ -132,41 +126,38 @@ PersonalExamples build_personal_examples(const std::string& domain,
   out.domain = domain;
   out.user = canonical_user_id(user_id);
   std::vector<Timed> timed;
+  // One of the user's records: an interaction, and a conversation to learn from if it has one.
+  const auto take = [&](double time, std::vector<ChatMessage> messages) {
+    ++out.interactions;
+    if (!messages.empty()) timed.push_back({time, std::move(messages)});
+  };
   if (domain == "education") {
     const auto records = read_education_records(data);
     out.analytics = EducationModel::fit(records).analyze(records, out.user).to_json();
     for (const auto& r : records) {
-      if (r.learner != out.user) continue;
-      ++out.interactions;
-      if (!r.messages.empty()) timed.push_back({r.time, r.messages});
+      if (r.learner == out.user) take(r.time, r.messages);
     }
   } else if (domain == "gaming") {
     const auto records = read_gaming_records(data);
     out.analytics = analyze_gaming(records, out.user).to_json();
     for (const auto& r : records) {
       if (r.npc != out.user) continue;
-      ++out.interactions;
-      timed.push_back({r.time, !r.messages.empty()
-                                   ? r.messages
-                                   : std::vector<ChatMessage>{{"user", r.utterance, ""},
-                                                              {"assistant", r.reply, ""}}});
+      take(r.time, !r.messages.empty() ? r.messages
+                                       : std::vector<ChatMessage>{{"user", r.utterance, ""},
+                                                                  {"assistant", r.reply, ""}});
     }
   } else if (domain == "defi") {
     const auto records = read_defi_records(data);
     const DefiAnalytics d = analyze_defi(records, out.user);
     out.analytics = d.to_json();
     for (const auto& r : records) {
-      if (lowercase(r.address) != lowercase(d.address)) continue;  // one wallet, any letter case
-      ++out.interactions;
-      if (!r.messages.empty()) timed.push_back({r.time, r.messages});
+      if (same_evm_address(r.address, d.address)) take(r.time, r.messages);
     }
   } else if (domain == "general") {
     const auto records = read_general_records(data);
     out.analytics = analyze_general(records, out.user).to_json();
     for (const auto& r : records) {
-      if (r.user != out.user) continue;
-      ++out.interactions;
-      timed.push_back({r.time, r.messages});
+      if (r.user == out.user) take(r.time, r.messages);
     }
   } else {
     fail("unknown domain '{}': education, gaming, defi or general", domain);

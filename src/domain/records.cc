@@ -2,6 +2,7 @@
 
 #include <cryptopp/keccak.h>
 
+#include <algorithm>
 #include <cmath>
 #include <ctime>
 #include <fstream>
@@ -241,6 +242,14 @@ std::string eip55_checksum(std::string_view address) {
         nibble >= 8 ? static_cast<char>(std::toupper(static_cast<unsigned char>(hex[i]))) : hex[i];
   }
   return out;
+}
+
+bool same_evm_address(std::string_view a, std::string_view b) {
+  return a.size() == b.size() &&
+         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
 }
 
 void validate_evm_address(std::string_view address) {

@@ -67,6 +67,8 @@ std::string canonical_user_id(std::string_view id);
 // EVM addresses: 0x + 40 hex digits; all-lowercase or all-uppercase hex is accepted as is,
 // mixed case must match its EIP-55 checksum (Keccak-256 of the lowercase hex). Throws Error.
 void validate_evm_address(std::string_view address);
+// Whether two EVM addresses name the same account (hex digits compared in any letter case).
+bool same_evm_address(std::string_view a, std::string_view b);
 // The EIP-55 checksummed form of a valid address.
 std::string eip55_checksum(std::string_view address);
 

@@ -65,6 +65,13 @@ struct NotIncremental {
   size_t upto;
 };
 
+// Rethrows a template's error as this example's: prefixed with its file and line once.
+[[noreturn]] void fail_at(const Error& e, const std::string& at) {
+  const std::string message = e.what();
+  if (message.starts_with(at)) throw e;
+  fail("{}: {}", at, message);
+}
+
 // Renders the conversation one assistant turn at a time: the text up to and including the
 // generation prompt is context, the rest of the turn (answer and end-of-turn) is the target.
 // Each rendering must extend the previous one, or the segments would not add up to the whole
@@ -88,9 +95,7 @@ Example incremental_chat_example(const std::vector<ChatMessage>& messages, const
       extend(chat.render(before, {.add_generation_prompt = true}), false, i - 1);
       extend(chat.render(through, {.add_generation_prompt = false}), true, i);
     } catch (const Error& e) {
-      const std::string message = e.what();
-      if (message.starts_with(at)) throw;
-      fail("{}: {}", at, message);
+      fail_at(e, at);
     }
   }
   return ex;
@@ -139,9 +144,7 @@ std::vector<Example> chat_examples(const std::vector<ChatMessage>& messages,
           "be masked; split the conversation",
           at, chat.name(), e.upto);
     } catch (const Error& e) {
-      const std::string message = e.what();
-      if (message.starts_with(at)) throw;
-      fail("{}: {}", at, message);
+      fail_at(e, at);
     }
   }
   return out;
