@@ -30,6 +30,7 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
         base_name, metadata = "{}";
     bool json = false, quiet = false;
     std::string calibrate_data, calibrate_range, calibrate_loss = "mse", calibrate_init = "compressed";
+    std::string chat_format = "auto";
     CalibrateOptions cal;
   };
   auto o = std::make_shared<Options>();
@@ -53,6 +54,7 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
   cmd->add_option("--metadata", o->metadata, "Domain metadata as a JSON object")->capture_default_str();
   cmd->add_flag("--json", o->json, "Print the summary as JSON (no progress lines)");
   cmd->add_flag("--quiet", o->quiet, "No calibration progress lines");
+  add_chat_format_option(cmd, o->chat_format);
   cmd->add_option("--calibrate-data", o->calibrate_data,
                   "Then calibrate the scales on this text/.jsonl (scale distillation, see "
                   "`bitdelta calibrate`) before writing the adapter")
@@ -81,6 +83,7 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
     if (!o->adapter_id.empty()) options.adapter_id = AdapterId::parse(o->adapter_id);
     options.base_model = o->base_name;
     options.metadata_json = o->metadata;
+    if (o->chat_format != "auto") options.chat_format = o->chat_format;
     auto start = std::chrono::steady_clock::now();
     // With calibration the compressed adapter goes to a temporary file beside --out first, so
     // --out only ever appears complete and calibrated.
@@ -99,6 +102,7 @@ CLI::App* register_compress(CLI::App& app, Runner& runner) {
         c.adapter = raw;
         c.data = o->calibrate_data;
         if (!o->calibrate_range.empty()) parse_token_range(o->calibrate_range, &c.data_options);
+        c.data_options.chat_format = o->chat_format;
         c.out = out;
         c.loss = parse_distill_loss(o->calibrate_loss);
         c.init = parse_scale_init(o->calibrate_init);

@@ -2,14 +2,12 @@
 // personal adapter is conditioned on.
 #include <fmt/format.h>
 
-#include <set>
+#include <type_traits>
+#include <variant>
 
 #include "cli/commands.h"
-#include "domain/defi.h"
-#include "domain/education.h"
+#include "domain/domain.h"
 #include "domain/examples.h"
-#include "domain/gaming.h"
-#include "domain/general.h"
 #include "domain/knowledge_tracing.h"
 #include "domain/records.h"
 #include "util/error.h"
@@ -26,15 +24,6 @@ void add_records_options(CLI::App* cmd, std::string& domain, std::string& data) 
   cmd->add_option("--data", data, "Interaction records, one JSON object per line")
       ->required()
       ->check(CLI::ExistingFile);
-}
-
-// The only user of a file, or an Error asking for --user.
-template <typename Record, typename Key>
-std::string only_user(const std::vector<Record>& records, Key key, const std::string& file) {
-  std::set<std::string> users;
-  for (const auto& r : records) users.insert(key(r));
-  if (users.size() != 1) fail("{} holds {} users; name one with --user", file, users.size());
-  return *users.begin();
 }
 
 void print_education(const EducationAnalytics& a) {
@@ -114,49 +103,23 @@ CLI::App* register_analyze(CLI::App& app, Runner& runner) {
                   "one in the file)");
   cmd->add_flag("--json", o->json, "Print the analytics as one JSON object (the adapter metadata)");
   runner = [=] {
-    nlohmann::json out;
-    if (o->domain == "education") {
-      const auto records = read_education_records(o->data);
-      const std::string user =
-          o->user.empty()
-              ? only_user(
-                    records, [](const EducationRecord& r) { return r.learner; }, o->data)
-              : canonical_user_id(o->user);
-      const EducationAnalytics a = EducationModel::fit(records).analyze(records, user);
-      if (!o->json) print_education(a);
-      out = a.to_json();
-    } else if (o->domain == "gaming") {
-      const auto records = read_gaming_records(o->data);
-      const std::string user =
-          o->user.empty() ? only_user(
-                                records, [](const GamingRecord& r) { return r.npc; }, o->data)
-                          : canonical_user_id(o->user);
-      const GamingAnalytics g = analyze_gaming(records, user);
-      if (!o->json) print_gaming(g);
-      out = g.to_json();
-    } else if (o->domain == "defi") {
-      const auto records = read_defi_records(o->data);
-      const std::string user =
-          o->user.empty() ? only_user(
-                                records, [](const DefiRecord& r) { return r.address; }, o->data)
-                          : canonical_user_id(o->user);
-      const DefiAnalytics d = analyze_defi(records, user);
-      if (!o->json) print_defi(d);
-      out = d.to_json();
-    } else {
-      const auto records = read_general_records(o->data);
-      const std::string user =
-          o->user.empty() ? only_user(
-                                records, [](const GeneralRecord& r) { return r.user; }, o->data)
-                          : canonical_user_id(o->user);
-      const GeneralAnalytics g = analyze_general(records, user);
-      if (!o->json) {
-        fmt::print("user {}: {} conversations, {} user turns, {} assistant turns\n", g.user,
-                   g.conversations, g.user_turns, g.assistant_turns);
-      }
-      out = g.to_json();
+    const DomainUser u = load_domain_user(o->domain, o->data, o->user);
+    if (o->json) {
+      fmt::print("{}\n", u.analytics_json().dump(2));
+      return 0;
     }
-    if (o->json) fmt::print("{}\n", out.dump(2));
+    std::visit(
+        [](const auto& a) {
+          using A = std::decay_t<decltype(a)>;
+          if constexpr (std::is_same_v<A, EducationAnalytics>) print_education(a);
+          if constexpr (std::is_same_v<A, GamingAnalytics>) print_gaming(a);
+          if constexpr (std::is_same_v<A, DefiAnalytics>) print_defi(a);
+          if constexpr (std::is_same_v<A, GeneralAnalytics>) {
+            fmt::print("user {}: {} conversations, {} user turns, {} assistant turns\n", a.user,
+                       a.conversations, a.user_turns, a.assistant_turns);
+          }
+        },
+        u.analytics);
     return 0;
   };
   return cmd;

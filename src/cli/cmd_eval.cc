@@ -55,8 +55,8 @@ CLI::App* register_eval(CLI::App& app, Runner& runner) {
       "are cut into consecutive windows; .jsonl files ({\"messages\"} or {\"prompt\", "
       "\"response\"} per line) are scored on the replies only");
   struct Options {
-    std::string base, finetuned, adapter, data, token_range;
-    int64_t max_chars = 0;
+    std::string base, finetuned, adapter, data;
+    DataArgs data_args;
     EvalOptions eval;
     bool json = false, exact_deltas = false;
     int threads = 0;
@@ -70,7 +70,7 @@ CLI::App* register_eval(CLI::App& app, Runner& runner) {
                   "Evaluation data: a text file, or .jsonl with one conversation or "
                   "prompt/response pair per line")
       ->required();
-  add_data_options(cmd, o->token_range, o->max_chars);
+  add_data_options(cmd, o->data_args);
   cmd->add_option("--seq-len", o->eval.seq_len, "Tokens per window")
       ->capture_default_str()
       ->check(positive());
@@ -91,7 +91,7 @@ CLI::App* register_eval(CLI::App& app, Runner& runner) {
     if (!o->finetuned.empty()) inputs.finetuned = o->finetuned;
     if (!o->adapter.empty()) inputs.adapter = o->adapter;
     inputs.data = o->data;
-    inputs.data_options = data_options(o->token_range, o->max_chars);
+    inputs.data_options = o->data_args.options();
 
     // Quiet unless it takes a while; progress goes to stderr so stdout stays parseable.
     EvalOptions options = o->eval;

@@ -14,13 +14,6 @@ namespace bitdelta::cli {
 
 namespace {
 
-std::string format_duration(double seconds) {
-  const int64_t s = std::llround(seconds);
-  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, s % 3600 / 60);
-  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
-  return fmt::format("{}s", s);
-}
-
 // Prints a progress line at most every `every` steps (and the first and last), on stderr.
 struct ProgressPrinter {
   int64_t every;
@@ -40,18 +33,29 @@ struct ProgressPrinter {
 
 }  // namespace
 
-void add_data_options(CLI::App* cmd, std::string& range, int64_t& max_chars) {
-  cmd->add_option("--token-range", range,
-                  "Use only this part of a text file's tokens, as fractions A:B (e.g. 0:0.9)");
-  cmd->add_option("--max-chars", max_chars,
-                  "Use only the first N characters (bytes) of a text file")
-      ->check(positive());
+void add_chat_format_option(CLI::App* cmd, std::string& chat_format) {
+  cmd->add_option("--chat-format", chat_format,
+                  "How JSONL conversations are rendered: auto (the tokenizer's own chat template), "
+                  "plain (\"User: …\" / \"Assistant: …\" lines, for bases without one; "
+                  "docs/domains.md), or a template: qwen3, chatml, llama3, llama2, mistral")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "plain", "qwen3", "chatml", "llama3", "llama2", "mistral"}));
 }
 
-DataOptions data_options(const std::string& range, int64_t max_chars) {
+void add_data_options(CLI::App* cmd, DataArgs& args) {
+  cmd->add_option("--token-range", args.range,
+                  "Use only this part of a text file's tokens, as fractions A:B (e.g. 0:0.9)");
+  cmd->add_option("--max-chars", args.max_chars,
+                  "Use only the first N characters (bytes) of a text file")
+      ->check(positive());
+  add_chat_format_option(cmd, args.chat_format);
+}
+
+DataOptions DataArgs::options() const {
   DataOptions d;
   if (!range.empty()) parse_token_range(range, &d);
   if (max_chars > 0) d.max_chars = max_chars;
+  d.chat_format = chat_format;
   return d;
 }
 
@@ -65,8 +69,8 @@ CLI::App* register_finetune(CLI::App& app, Runner& runner) {
       "Face folder in the base's dtype; with --save-every, checkpoints go to OUT/checkpoint "
       "(atomically) and --resume continues from there");
   struct Options {
-    std::string model, data, out, range;
-    int64_t max_chars = 0;
+    std::string model, data, out;
+    DataArgs data_args;
     int threads = 0;
     ProgressPrinter progress{10};
     FinetuneOptions f;
@@ -79,7 +83,7 @@ CLI::App* register_finetune(CLI::App& app, Runner& runner) {
       ->required()
       ->check(CLI::ExistingFile);
   cmd->add_option("--out", o->out, "Output folder for the fine-tuned model")->required();
-  add_data_options(cmd, o->range, o->max_chars);
+  add_data_options(cmd, o->data_args);
   cmd->add_option("--steps", o->f.steps, "Optimizer steps")->capture_default_str();
   cmd->add_option("--batch", o->f.batch, "Sequences per micro-batch")->capture_default_str();
   cmd->add_option("--seq-len", o->f.seq_len, "Tokens per sequence")->capture_default_str();
@@ -114,7 +118,7 @@ CLI::App* register_finetune(CLI::App& app, Runner& runner) {
     f.model = o->model;
     f.data = o->data;
     f.out = o->out;
-    f.data_options = data_options(o->range, o->max_chars);
+    f.data_options = o->data_args.options();
     const ProgressPrinter& progress = o->progress;
     FinetuneResult r = finetune(
         f,
@@ -177,8 +181,8 @@ CLI::App* register_calibrate(CLI::App& app, Runner& runner) {
       "paper's recipe: MSE on logits, AdamW lr 1e-4, cosine, 200 steps of 4 × 128 tokens). "
       "Writes a new adapter that records the calibration in its metadata");
   struct Options {
-    std::string range, loss = "mse", init = "compressed";
-    int64_t max_chars = 0;
+    std::string loss = "mse", init = "compressed";
+    DataArgs data_args;
     int threads = 0;
     ProgressPrinter progress{20};
     CalibrateOptions c;
@@ -196,14 +200,14 @@ CLI::App* register_calibrate(CLI::App& app, Runner& runner) {
       ->check(CLI::ExistingFile);
   cmd->add_option("--out", o->c.out, "Output adapter (written atomically; may equal --adapter)")
       ->required();
-  add_data_options(cmd, o->range, o->max_chars);
+  add_data_options(cmd, o->data_args);
   add_calibration_options(cmd, o->c, o->loss, o->init);
   o->progress.add_options(cmd);
   cmd->add_option("--threads", o->threads, "Worker threads (default: all cores)");
   runner = [=] {
     if (o->threads > 0) set_default_threads(o->threads);
     CalibrateOptions c = o->c;
-    c.data_options = data_options(o->range, o->max_chars);
+    c.data_options = o->data_args.options();
     c.loss = parse_distill_loss(o->loss);
     c.init = parse_scale_init(o->init);
     const ProgressPrinter& progress = o->progress;

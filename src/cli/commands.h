@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <cmath>
 #include <cstdint>
 #include <functional>
 #include <stdexcept>
@@ -27,12 +28,28 @@ inline std::string human_bytes(uint64_t bytes) {
   return u == 0 ? fmt::format("{} B", bytes) : fmt::format("{:.2f} {}", v, units[u]);
 }
 
+// "42s", "3m05s", "1h02m": an ETA or elapsed time for progress lines.
+inline std::string format_duration(double seconds) {
+  const int64_t s = std::llround(seconds);
+  if (s >= 3600) return fmt::format("{}h{:02}m", s / 3600, s % 3600 / 60);
+  if (s >= 60) return fmt::format("{}m{:02}s", s / 60, s % 60);
+  return fmt::format("{}s", s);
+}
+
 // Every register_* adds one subcommand to `app`, stores the function that runs it in `runner`,
 // and returns the subcommand.
-// --token-range A:B and --max-chars N (which part of a text file to use), shared by the commands
-// that read training or evaluation data, and the DataOptions they select.
-void add_data_options(CLI::App* cmd, std::string& range, int64_t& max_chars);
-DataOptions data_options(const std::string& range, int64_t max_chars);
+// --token-range A:B and --max-chars N (which part of a text file to use) and --chat-format (how
+// JSONL conversations are rendered), shared by the commands that read training or evaluation
+// data, and the DataOptions they select.
+struct DataArgs {
+  std::string range;
+  int64_t max_chars = 0;
+  std::string chat_format = "auto";
+  DataOptions options() const;
+};
+void add_data_options(CLI::App* cmd, DataArgs& args);
+// --chat-format alone (also used by personalize).
+void add_chat_format_option(CLI::App* cmd, std::string& chat_format);
 
 // Numeric option checks whose messages print the bound as written (CLI11's NonNegativeNumber
 // prints the largest double, 309 digits): `v` must parse as a number and be ≥ min (inclusive)
@@ -83,5 +100,6 @@ CLI::App* register_serve(CLI::App& app, Runner& runner);
 CLI::App* register_analyze(CLI::App& app, Runner& runner);
 CLI::App* register_examples(CLI::App& app, Runner& runner);
 CLI::App* register_import_assistments(CLI::App& app, Runner& runner);
+CLI::App* register_personalize(CLI::App& app, Runner& runner);
 
 }  // namespace bitdelta::cli

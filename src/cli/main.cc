@@ -80,6 +80,7 @@ int main(int argc, char** argv) {
   add(bitdelta::cli::register_analyze);
   add(bitdelta::cli::register_examples);
   add(bitdelta::cli::register_import_assistments);
+  add(bitdelta::cli::register_personalize);
 
   // CLI11 answers a mistyped command with "A subcommand is required": name it instead.
   if (auto unknown = bitdelta::cli::unknown_command(app, argc, argv)) {

@@ -212,6 +212,7 @@ CompressResult compress_adapter(const fs::path& base_dir, const fs::path& finetu
                                                 fmt::gmtime(std::chrono::system_clock::now())));
   writer.set_metadata("created_by", "bitdelta 0.1.0 compress");
   writer.set_metadata("metadata", json::parse(options.metadata_json).dump());
+  if (!options.chat_format.empty()) writer.set_metadata("chat_format", options.chat_format);
 
   std::vector<std::shared_ptr<Pending>> pendings;
   for (const Plan& plan : plans) {

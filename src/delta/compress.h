@@ -23,6 +23,9 @@ struct CompressOptions {
   std::optional<AdapterId> adapter_id;  // default: general/<fine-tuned folder name>/v1
   std::string base_model;               // default: the base folder's name
   std::string metadata_json = "{}";     // domain metadata, recorded as-is (must be a JSON object)
+  // The chat format the fine-tune was trained in when it is not the base's own template (e.g.
+  // "plain"); recorded as metadata "chat_format" so serving renders chats the same way.
+  std::string chat_format;
 };
 
 struct TensorStats {

@@ -3,10 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "domain/defi.h"
-#include "domain/education.h"
-#include "domain/gaming.h"
-#include "domain/general.h"
+#include "domain/domain.h"
 #include "domain/records.h"
 #include "util/error.h"
 #include "util/files.h"
@@ -16,12 +13,6 @@ namespace bitdelta {
 using nlohmann::json;
 
 namespace {
-
-// A user's conversation with its time, before the split.
-struct Timed {
-  double time;
-  std::vector<ChatMessage> messages;
-};
 
 std::string fixed(double v, int digits) { return fmt::format("{:.{}f}", v, digits); }
 
@@ -116,53 +107,87 @@ std::string analytics_system_prompt(const std::string& domain, const json& analy
   return "You are a helpful assistant for this user.";
 }
 
+namespace {
+
+DomainObjectiveData objective_data(const PersonalExamples& e, const DomainUser& u, size_t split) {
+  DomainObjectiveData o;
+  o.name = u.domain;
+  const auto& all = u.interactions;
+  if (u.domain == "education") {
+    for (size_t i = split; i < all.size(); ++i) {
+      const Interaction& r = all[i];
+      if (r.correct && !r.question.empty() && !r.answer.empty()) {
+        o.scored.push_back({{"system", e.system_prompt, ""},
+                            {"user", r.question, ""},
+                            {"assistant", r.answer, ""}});
+      }
+      if (r.messages.empty()) continue;
+      for (size_t j = i + 1; j < all.size(); ++j) {
+        if (all[j].skill != r.skill) continue;
+        if (all[j].correct) o.scored.push_back(with_system(e.system_prompt, r.messages));
+        break;
+      }
+    }
+    o.description =
+        "likelihood of the held-out correct answers and of the tutor replies that preceded a "
+        "correct next attempt at the same skill";
+    if (o.scored.empty()) {
+      o.scored = e.heldout;
+      o.description = "likelihood of the held-out tutor replies (no held-out attempt was correct)";
+    }
+  } else if (u.domain == "defi") {
+    for (size_t i = std::max<size_t>(split, 1); i < all.size(); ++i) {
+      ChoiceItem item;
+      item.context = {
+          {"system", e.system_prompt, ""},
+          {"user",
+           fmt::format("My last move: {}. What kind of move do I make next?", all[i - 1].summary),
+           ""}};
+      for (const char* c : kActionClasses) item.options.push_back(fmt::format("Next: {}.", c));
+      item.answer = static_cast<size_t>(
+          std::find(std::begin(kActionClasses), std::end(kActionClasses), all[i].action_class) -
+          std::begin(kActionClasses));
+      if (item.answer < item.options.size()) o.choices.push_back(std::move(item));
+    }
+    o.description =
+        "accuracy of predicting the class of each held-out transaction from the one before it "
+        "(of the replies \"Next: <class>.\" for the six classes, the one the model finds "
+        "likeliest), plus 0.001 x the mean log-probability of the right one among them as a "
+        "tie-breaker";
+  } else {
+    o.scored = e.heldout;
+    o.description = u.domain == "gaming" ? "likelihood of the NPC's held-out replies"
+                                         : "likelihood of the held-out assistant replies";
+  }
+  return o;
+}
+
+}  // namespace
+
 PersonalExamples build_personal_examples(const std::string& domain,
                                          const std::filesystem::path& data,
                                          const std::string& user_id, double heldout_fraction) {
   if (!(heldout_fraction > 0 && heldout_fraction < 1)) {
     fail("the held-out share must be between 0 and 1 (exclusive), got {}", heldout_fraction);
   }
+  if (!is_domain(domain)) fail("unknown domain '{}': {}", domain, kDomainNames);
+  if (user_id.empty()) fail("name the user whose examples to build");
+  const DomainUser u = load_domain_user(domain, data, user_id);
+  return build_personal_examples(u, data, heldout_fraction);
+}
+
+PersonalExamples build_personal_examples(const DomainUser& u, const std::filesystem::path& data,
+                                         double heldout_fraction) {
   PersonalExamples out;
-  out.domain = domain;
-  out.user = canonical_user_id(user_id);
-  std::vector<Timed> timed;
-  // One of the user's records: an interaction, and a conversation to learn from if it has one.
-  const auto take = [&](double time, std::vector<ChatMessage> messages) {
-    ++out.interactions;
-    if (!messages.empty()) timed.push_back({time, std::move(messages)});
-  };
-  if (domain == "education") {
-    const auto records = read_education_records(data);
-    out.analytics = EducationModel::fit(records).analyze(records, out.user).to_json();
-    for (const auto& r : records) {
-      if (r.learner == out.user) take(r.time, r.messages);
-    }
-  } else if (domain == "gaming") {
-    const auto records = read_gaming_records(data);
-    out.analytics = analyze_gaming(records, out.user).to_json();
-    for (const auto& r : records) {
-      if (r.npc != out.user) continue;
-      take(r.time, !r.messages.empty() ? r.messages
-                                       : std::vector<ChatMessage>{{"user", r.utterance, ""},
-                                                                  {"assistant", r.reply, ""}});
-    }
-  } else if (domain == "defi") {
-    const auto records = read_defi_records(data);
-    const DefiAnalytics d = analyze_defi(records, out.user);
-    out.analytics = d.to_json();
-    for (const auto& r : records) {
-      if (same_evm_address(r.address, d.address)) take(r.time, r.messages);
-    }
-  } else if (domain == "general") {
-    const auto records = read_general_records(data);
-    out.analytics = analyze_general(records, out.user).to_json();
-    for (const auto& r : records) {
-      if (r.user == out.user) take(r.time, r.messages);
-    }
-  } else {
-    fail("unknown domain '{}': education, gaming, defi or general", domain);
+  out.domain = u.domain;
+  out.user = u.user;
+  out.analytics = u.analytics_json();
+  out.interactions = static_cast<int64_t>(u.interactions.size());
+  std::vector<size_t> with_conversation;
+  for (size_t i = 0; i < u.interactions.size(); ++i) {
+    if (!u.interactions[i].messages.empty()) with_conversation.push_back(i);
   }
-  out.conversations = static_cast<int64_t>(timed.size());
+  out.conversations = static_cast<int64_t>(with_conversation.size());
   if (out.conversations < kMinConversations) {
     fail(
         "user '{}' has {} conversation(s) in {} ({} interaction(s) in all); personalization needs "
@@ -170,17 +195,18 @@ PersonalExamples build_personal_examples(const std::string& domain,
         out.user, out.conversations, data.string(), out.interactions, kMinConversations,
         kMinConversations - 1);
   }
-  std::stable_sort(timed.begin(), timed.end(),
-                   [](const Timed& a, const Timed& b) { return a.time < b.time; });
-  out.system_prompt = analytics_system_prompt(domain, out.analytics);
-  const auto n = static_cast<int64_t>(timed.size());
+  out.system_prompt = analytics_system_prompt(u.domain, out.analytics);
+  const int64_t n = out.conversations;
   const int64_t held = std::clamp<int64_t>(std::llround(heldout_fraction * static_cast<double>(n)),
                                            1, n - (kMinConversations - 1));
   for (int64_t i = 0; i < n; ++i) {
     (i < n - held ? out.train : out.heldout)
-        .push_back(
-            with_system(out.system_prompt, std::move(timed[static_cast<size_t>(i)].messages)));
+        .push_back(with_system(out.system_prompt,
+                               u.interactions[with_conversation[static_cast<size_t>(i)]].messages));
   }
+  const size_t split = with_conversation[static_cast<size_t>(n - held)];
+  out.heldout_interactions = static_cast<int64_t>(u.interactions.size() - split);
+  out.objective = objective_data(out, u, split);
   return out;
 }
 

@@ -11,9 +11,26 @@
 #include <string>
 #include <vector>
 
+#include "domain/domain.h"
 #include "tokenizer/tokenizer.h"
 
 namespace bitdelta {
+
+// A classification item: which of `options` the user's next reply is, given `context`.
+struct ChoiceItem {
+  std::vector<ChatMessage> context;  // ends with a user message
+  std::vector<std::string> options;
+  size_t answer = 0;
+};
+
+// What a domain's objective scores on the held-out interactions (docs/domains.md, "Domain
+// objectives"): the likelihood of the assistant replies of `scored`, or the accuracy of `choices`.
+struct DomainObjectiveData {
+  std::string name;         // "education", "gaming", "defi" or "general"
+  std::string description;  // what is scored, in words
+  std::vector<std::vector<ChatMessage>> scored;
+  std::vector<ChoiceItem> choices;
+};
 
 struct PersonalExamples {
   std::string domain, user;
@@ -23,7 +40,13 @@ struct PersonalExamples {
   std::vector<std::vector<ChatMessage>> train, heldout;
   int64_t interactions = 0;   // the user's records
   int64_t conversations = 0;  // of them, with a conversation
+  int64_t heldout_interactions = 0;  // records from the first held-out conversation on
+  DomainObjectiveData objective;
 };
+
+// The DeFi action classes the objective tells apart (label_strategies' labels).
+inline constexpr const char* kActionClasses[] = {
+    "LP provision", "lending", "leveraged trading", "stablecoin parking", "swing trading", "other"};
 
 // The fewest conversations a user needs: enough that the held-out share keeps at least one and
 // training at least four.
@@ -35,6 +58,9 @@ inline constexpr int64_t kMinConversations = 5;
 // or fewer than kMinConversations conversations (saying how many there are and are needed).
 PersonalExamples build_personal_examples(const std::string& domain,
                                          const std::filesystem::path& data, const std::string& user,
+                                         double heldout_fraction = 0.1);
+// The same from a user already loaded from `data` (named in messages).
+PersonalExamples build_personal_examples(const DomainUser& user, const std::filesystem::path& data,
                                          double heldout_fraction = 0.1);
 
 // The system prompt of a domain's analytics (deterministic; docs/domains.md shows examples).

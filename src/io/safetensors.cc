@@ -348,6 +348,36 @@ void SafetensorsWriter::write(
     const std::function<std::map<std::string, std::string>()>& late_metadata) const {
   std::map<std::string, std::string> metadata = metadata_;
   metadata.erase(kChecksumsKey);
+  bool generated = false;
+  for (const auto& e : entries_) generated = generated || static_cast<bool>(e.fill);
+  if (checksums_ && !generated && !late_metadata) {
+    // Every tensor's bytes are at hand: hash them first and write the header exactly, with no
+    // room set aside (small adapters would otherwise carry kilobytes of padding).
+    json sums = json::object();
+    std::vector<TensorInfo> table;
+    uint64_t offset = 0;
+    for (const auto& e : entries_) {
+      sums[e.name] = xxh3_hex(e.data);
+      table.push_back({e.name, e.dtype, e.shape, offset, offset + e.nbytes});
+      offset += e.nbytes;
+    }
+    const std::string header_text = checksum_header_text(metadata, table);
+    metadata[kChecksumsKey] = json{
+        {"algorithm", kChecksumAlgorithm},
+        {"header",
+         xxh3_hex({reinterpret_cast<const uint8_t*>(header_text.data()), header_text.size()})},
+        {"tensors", sums}}.dump();
+    std::string text = header_json(metadata);
+    text.append((text.size() + 7) / 8 * 8 - text.size(), ' ');
+    std::array<uint8_t, 8> prefix;
+    for (int i = 0; i < 8; ++i) prefix[i] = static_cast<uint8_t>(uint64_t{text.size()} >> (8 * i));
+    AtomicFile out(path);
+    out.write(prefix);
+    out.write(text);
+    for (const auto& e : entries_) out.write(e.data);
+    out.commit();
+    return;
+  }
   if (checksums_) {
     // Room for the entry written once the data has been hashed: each name escaped twice (a JSON
     // string inside a JSON string), plus 16 hex digits and punctuation.

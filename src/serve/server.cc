@@ -432,7 +432,21 @@ struct Server::Impl {
 
     std::vector<int32_t> prompt;
     if (chat_request) {
-      if (!chat) http_fail(400, "this model has no supported chat template; use /v1/completions");
+      // An adapter trained in another chat format than the base's (e.g. "plain" on a base
+      // without a template) is talked to in that format.
+      std::optional<ChatTemplate> adapter_chat;
+      if (adapter) {
+        if (auto it = adapter->metadata().find("chat_format"); it != adapter->metadata().end()) {
+          try {
+            adapter_chat.emplace(
+                ChatTemplate::select(*tokenizer, model->config().model_type, it->second));
+          } catch (const Error& e) {
+            http_fail(400, fmt::format("adapter '{}': {}", *model_name, e.what()));
+          }
+        }
+      }
+      const ChatTemplate* templ = adapter_chat ? &*adapter_chat : chat ? &*chat : nullptr;
+      if (!templ) http_fail(400, "this model has no supported chat template; use /v1/completions");
       auto it = body.find("messages");
       if (it == body.end() || !it->is_array() || it->empty()) {
         http_fail(400, "'messages' must be a non-empty list of {role, content}");
@@ -447,7 +461,7 @@ struct Server::Impl {
       }
       std::string text;
       try {
-        text = chat->render(messages, ChatOptions{});
+        text = templ->render(messages, ChatOptions{});
       } catch (const Error& e) {
         http_fail(400, e.what());
       }

@@ -186,6 +186,23 @@ std::string render_llama2(const std::vector<ChatMessage>& m, const std::string& 
   return out;
 }
 
+// "System: …\n", "User: …\n", "Assistant: …" + EOS + "\n", after BOS; contents verbatim.
+std::string render_plain(const std::vector<ChatMessage>& m, const ChatOptions& options,
+                         const std::string& bos, const std::string& eos) {
+  std::string out = bos;
+  for (const ChatMessage& message : m) {
+    if (message.role == "system") {
+      out += "System: " + message.content + "\n";
+    } else if (message.role == "user") {
+      out += "User: " + message.content + "\n";
+    } else {
+      out += "Assistant: " + message.content + eos + "\n";
+    }
+  }
+  if (options.add_generation_prompt) out += "Assistant:";
+  return out;
+}
+
 std::string render_mistral(const std::vector<ChatMessage>& m, const std::string& bos,
                            const std::string& eos, const std::string& answer_suffix) {
   for (size_t i = 0; i < m.size(); ++i) {
@@ -291,13 +308,63 @@ ChatTemplate ChatTemplate::detect(const Tokenizer& tokenizer, std::string_view m
         "{} (model types qwen3, qwen2, llama, mistral)",
         model_type, kSupported);
   }
-  // The BOS/EOS texts come from the tokenizer when it names them (as the Jinja context does).
-  if (t.format_ == ChatFormat::kLlama3 || t.format_ == ChatFormat::kLlama2 ||
-      t.format_ == ChatFormat::kMistral) {
-    if (auto bos = tokenizer.bos_id()) t.bos_ = tokenizer.token_text(*bos);
-    if (auto eos = tokenizer.eos_id()) t.eos_ = tokenizer.token_text(*eos);
-  }
+  t.take_special_texts(tokenizer);
   return t;
+}
+
+void ChatTemplate::take_special_texts(const Tokenizer& tokenizer) {
+  // The BOS/EOS texts come from the tokenizer when it names them (as the Jinja context does).
+  if (format_ == ChatFormat::kLlama3 || format_ == ChatFormat::kLlama2 ||
+      format_ == ChatFormat::kMistral || format_ == ChatFormat::kPlain) {
+    if (auto bos = tokenizer.bos_id()) bos_ = tokenizer.token_text(*bos);
+    if (auto eos = tokenizer.eos_id()) eos_ = tokenizer.token_text(*eos);
+  }
+  if (format_ == ChatFormat::kPlain) {
+    if (!tokenizer.bos_id() || !tokenizer.add_bos()) bos_.clear();
+    if (!tokenizer.eos_id()) {
+      fail(
+          "the plain chat format ends each reply with the end-of-sequence token, and this "
+          "tokenizer has none; pick a template that defines its own end-of-turn marker");
+    }
+  }
+}
+
+namespace {
+
+constexpr std::pair<std::string_view, ChatFormat> kChoices[] = {
+    {"plain", ChatFormat::kPlain},   {"qwen3", ChatFormat::kQwen3},
+    {"chatml", ChatFormat::kChatML}, {"llama3", ChatFormat::kLlama3},
+    {"llama2", ChatFormat::kLlama2}, {"mistral", ChatFormat::kMistral}};
+
+}  // namespace
+
+ChatTemplate ChatTemplate::select(const Tokenizer& tokenizer, std::string_view model_type,
+                                  std::string_view choice, bool require_own_template) {
+  if (choice == "auto") {
+    if (require_own_template && !tokenizer.chat_template_source()) {
+      fail(
+          "the base has no chat template (its tokenizer_config.json defines none), so chat data "
+          "has no format to be trained in; pass --chat-format plain (\"User: …\" / \"Assistant: "
+          "…\" lines, docs/domains.md) or name a template: qwen3, chatml, llama3, llama2, "
+          "mistral");
+    }
+    return detect(tokenizer, model_type);
+  }
+  for (const auto& [name, format] : kChoices) {
+    if (name != choice) continue;
+    ChatTemplate t(format);
+    t.take_special_texts(tokenizer);
+    return t;
+  }
+  fail("unknown chat format '{}': use auto, plain, qwen3, chatml, llama3, llama2 or mistral",
+       choice);
+}
+
+std::string_view ChatTemplate::choice_name() const {
+  for (const auto& [name, format] : kChoices) {
+    if (format == format_) return name;
+  }
+  return "auto";
 }
 
 std::string_view ChatTemplate::name() const {
@@ -312,6 +379,8 @@ std::string_view ChatTemplate::name() const {
       return "Llama-2";
     case ChatFormat::kMistral:
       return "Mistral";
+    case ChatFormat::kPlain:
+      return "plain";
   }
   return "unknown";
 }
@@ -330,6 +399,8 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages,
       return render_llama2(messages, bos_, eos_);
     case ChatFormat::kMistral:
       return render_mistral(messages, bos_, eos_, answer_suffix_);
+    case ChatFormat::kPlain:
+      return render_plain(messages, options, bos_, eos_);
   }
   return "";
 }

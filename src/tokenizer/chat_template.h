@@ -17,6 +17,10 @@
 //            alternate user/assistant after an optional system message.
 //   kMistral Mistral-7B-Instruct v0.2 / Mixtral: "<s>[INST] user [/INST]answer</s>", no system
 //            role; v0.1's variant (a space after each "</s>") is recognized too.
+//   kPlain   Our documented format for bases without a chat template (docs/domains.md): BOS, then
+//            one line per message, "System: …", "User: …", "Assistant: …" + EOS; the generation
+//            prompt is "Assistant:". Never detected: an operator picks it (--chat-format plain)
+//            and the adapters trained with it record it, so serving renders them the same way.
 // The rendering includes the BOS text where the template does, so callers encode it with
 // parse_special and do not add another BOS.
 #pragma once
@@ -29,7 +33,7 @@
 
 namespace bitdelta {
 
-enum class ChatFormat { kQwen3, kChatML, kLlama3, kLlama2, kMistral };
+enum class ChatFormat { kQwen3, kChatML, kLlama3, kLlama2, kMistral, kPlain };
 
 struct ChatOptions {
   bool add_generation_prompt = true;
@@ -44,6 +48,15 @@ class ChatTemplate {
   // Throws Error naming the supported templates when neither identifies one.
   static ChatTemplate detect(const Tokenizer& tokenizer, std::string_view model_type);
   static ChatTemplate of(ChatFormat format);
+  // An operator's choice by name: "auto" is detect(); "plain", "qwen3", "chatml", "llama3",
+  // "llama2" and "mistral" pick that format (BOS/EOS texts from the tokenizer). With
+  // `require_own_template`, "auto" refuses a tokenizer that carries no chat template of its own
+  // (a pretrained base, e.g. stories260K), asking for --chat-format instead of guessing one from
+  // the model family. Throws Error naming the choices.
+  static ChatTemplate select(const Tokenizer& tokenizer, std::string_view model_type,
+                             std::string_view choice, bool require_own_template = false);
+  // The name select() takes for this template ("plain", "qwen3", ...).
+  std::string_view choice_name() const;
   // Fingerprints template text alone; throws Error when it is not a supported template.
   static ChatTemplate from_source(std::string_view template_source);
 
@@ -59,6 +72,7 @@ class ChatTemplate {
 
  private:
   explicit ChatTemplate(ChatFormat format);
+  void take_special_texts(const Tokenizer& tokenizer);
 
   ChatFormat format_;
   std::string bos_ = "<s>";

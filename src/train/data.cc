@@ -255,7 +255,9 @@ TrainingData TrainingData::load_for_model(const std::filesystem::path& path,
                                           const DataOptions& options) {
   const Tokenizer tokenizer = Tokenizer::from_folder(model_dir);
   std::optional<ChatTemplate> chat;
-  if (path.extension() == ".jsonl" && tokenizer.chat_template_source()) {
+  if (path.extension() == ".jsonl" && options.chat_format != "auto") {
+    chat = ChatTemplate::select(tokenizer, model_type, options.chat_format);
+  } else if (path.extension() == ".jsonl" && tokenizer.chat_template_source()) {
     chat = ChatTemplate::detect(tokenizer, model_type);
   }
   return load(path, tokenizer, chat ? &*chat : nullptr, options);
@@ -317,8 +319,9 @@ TrainingData TrainingData::load(const std::filesystem::path& path, const Tokeniz
       const std::vector<ChatMessage> messages = parse_chat_messages(j["messages"], at);
       if (chat == nullptr) {
         fail(
-            "{}: \"messages\" needs a chat template and this model has none; use "
-            "{{\"prompt\", \"response\"}} lines or a plain text file",
+            "{}: \"messages\" needs a chat template and this model has none; pass --chat-format "
+            "plain (\"User: …\" / \"Assistant: …\" lines, docs/domains.md) or a template name, "
+            "or use {{\"prompt\", \"response\"}} lines or a plain text file",
             at);
       }
       for (Example& e : chat_examples(messages, *chat, tokenizer, at)) {

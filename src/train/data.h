@@ -39,6 +39,9 @@ struct DataOptions {
   // first 90%, 0.9:1 to evaluate on the rest). Ignored for JSONL.
   double range_begin = 0, range_end = 1;
   std::optional<int64_t> max_chars;  // use only the first N characters (bytes) of a text file
+  // How load_for_model renders JSONL conversations: "auto" (the tokenizer's own chat template;
+  // none without one) or a ChatTemplate::select name such as "plain".
+  std::string chat_format = "auto";
 };
 
 // A JSON `messages` array ([{"role": "system"|"user"|"assistant", "content", optional

@@ -103,10 +103,13 @@ EvalReport evaluate(const EvalModels& models, const TrainingData& data, const Ev
     const AdapterWeights* adapter;
     double nll = 0, kl = 0;
     int64_t agree = 0;
+    std::vector<double> window_nll;
+    std::vector<int64_t> window_targets;
   };
   std::vector<Run> runs;
   if (models.finetuned != nullptr) runs.push_back({"finetuned", models.finetuned, nullptr});
-  runs.push_back({"base", models.base, nullptr});
+  if (options.score_base || models.adapter == nullptr)
+    runs.push_back({"base", models.base, nullptr});
   if (models.adapter != nullptr) runs.push_back({"bitdelta", models.base, models.adapter});
   const bool compare = models.finetuned != nullptr;
 
@@ -116,11 +119,17 @@ EvalReport evaluate(const EvalModels& models, const TrainingData& data, const Ev
   report.data_sha256 = data.sha256();
   report.seq_len = S;
   std::vector<float> logits, reference;
+  int64_t first_window = 0;  // of this batch, among all windows
   for (size_t i = 0; i < batches.size(); ++i) {
     const Batch& batch = batches[i];
+    for (Run& run : runs) {
+      run.window_nll.resize(static_cast<size_t>(first_window + batch.batch), 0.0);
+      run.window_targets.resize(static_cast<size_t>(first_window + batch.batch), 0);
+    }
     std::vector<Window> windows;
     std::vector<int64_t> rows;
     std::vector<int32_t> targets;
+    std::vector<int64_t> row_window;  // per target: its window among all
     int64_t row = 0;
     for (int64_t b = 0; b < batch.batch; ++b) {
       const int32_t* t = batch.targets.data() + b * S;
@@ -132,10 +141,12 @@ EvalReport evaluate(const EvalModels& models, const TrainingData& data, const Ev
         if (t[j] < 0) continue;
         rows.push_back(row);
         targets.push_back(t[j]);
+        row_window.push_back(first_window + b);
       }
     }
     report.windows += static_cast<int64_t>(windows.size());
     report.target_tokens += static_cast<int64_t>(rows.size());
+    first_window += batch.batch;
     if (rows.empty()) continue;
 
     TokenScores finetuned;
@@ -157,6 +168,8 @@ EvalReport evaluate(const EvalModels& models, const TrainingData& data, const Ev
           out, V, rows, targets, compare && !is_reference ? &reference : nullptr, &finetuned, pool);
       for (size_t k = 0; k < rows.size(); ++k) {
         run.nll += s.nll[k];
+        run.window_nll[static_cast<size_t>(row_window[k])] += s.nll[k];
+        run.window_targets[static_cast<size_t>(row_window[k])] += 1;
         if (!s.kl.empty()) {
           run.kl += s.kl[k];
           run.agree += s.argmax[k] == finetuned.argmax[k];
@@ -176,14 +189,15 @@ EvalReport evaluate(const EvalModels& models, const TrainingData& data, const Ev
   for (const char* name : {"base", "finetuned", "bitdelta"}) {
     for (const Run& run : runs) {
       if (run.name != name) continue;
-      report.models.push_back({run.name, run.nll / n, std::exp(run.nll / n)});
+      report.models.push_back(
+          {run.name, run.nll / n, std::exp(run.nll / n), run.window_nll, run.window_targets});
       if (compare && run.name != "finetuned") {
         (run.name == "base" ? report.base_vs_finetuned : report.bitdelta_vs_finetuned) =
             Agreement{run.kl / n, static_cast<double>(run.agree) / n};
       }
     }
   }
-  if (compare && models.adapter != nullptr) {
+  if (compare && models.adapter != nullptr && report.find("base") != nullptr) {
     const double gain = report.find("base")->nll - report.find("finetuned")->nll;
     if (std::abs(gain) >= 1e-6) {
       report.quality_retained = (report.find("base")->nll - report.find("bitdelta")->nll) / gain;

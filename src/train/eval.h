@@ -23,6 +23,7 @@ struct EvalOptions {
   int64_t seq_len = 128;     // S: tokens per window
   int64_t max_windows = 16;  // windows evaluated (all when <= 0); see TrainingData::windows
   int64_t batch = 4;         // B: windows per forward call
+  bool score_base = true;    // false: with an adapter, score only base + adapter (and fine-tune)
   // Called after each batch with (batches done, batches in all); may be empty.
   std::function<void(int64_t, int64_t)> progress;
 };
@@ -39,6 +40,10 @@ struct ModelScore {
   std::string name;       // "base", "finetuned" or "bitdelta"
   double nll = 0;         // mean next-token negative log-likelihood over target tokens, nats
   double perplexity = 0;  // exp(nll)
+  // Per window (for JSONL: per example, in file order) the summed NLL of its target tokens and
+  // how many there are (0 for a window without targets).
+  std::vector<double> window_nll;
+  std::vector<int64_t> window_targets;
 };
 
 // How closely `model` follows the fine-tune, per target token.

@@ -1,11 +1,12 @@
 #include "train/finetune.h"
 
 #include <fmt/format.h>
-#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
 
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <nlohmann/json.hpp>
 #include <optional>
 
 #include "io/safetensors.h"
@@ -147,6 +148,31 @@ FinetuneResult finetune(const FinetuneOptions& o,
   const TrainingData data =
       TrainingData::load_for_model(o.data, o.model, config.model_type, o.data_options);
 
+  if (!data.is_text()) {
+    int64_t cut = 0, usable = 0;
+    for (const Example& e : data.examples()) {
+      const auto within = std::min<size_t>(e.tokens.size(), static_cast<size_t>(o.seq_len) + 1);
+      bool any = false;
+      for (size_t i = 1; i < within; ++i) any = any || e.loss_mask[i] != 0;
+      usable += any;
+      cut += e.tokens.size() > within;
+    }
+    if (usable == 0) {
+      fail(
+          "no example of {} has a reply within its first {} tokens (the longest is {} tokens): "
+          "raise --seq-len (the model's context is {})",
+          o.data.string(), o.seq_len + 1,
+          std::max_element(
+              data.examples().begin(), data.examples().end(),
+              [](const Example& a, const Example& b) { return a.tokens.size() < b.tokens.size(); })
+              ->tokens.size(),
+          config.max_position_embeddings);
+    }
+    if (cut > 0 && o.progress) {
+      spdlog::warn("{} of {} examples are longer than --seq-len {} + 1 tokens and are cut", cut,
+                   data.examples().size(), o.seq_len);
+    }
+  }
   FinetuneOptions opts = o;
   if (opts.warmup < 0) opts.warmup = o.steps / 20;
   const json identity = run_identity(opts, data);

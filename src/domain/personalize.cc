@@ -1,0 +1,342 @@
+#include "domain/personalize.h"
+
+#include <sys/resource.h>
+
+#include <chrono>
+#include <cmath>
+
+#include "delta/adapter.h"
+#include "domain/domain.h"
+#include "domain/examples.h"
+#include "io/model_config.h"
+#include "io/safetensors.h"
+#include "io/weight_files.h"
+#include "store/adapter_store.h"
+#include "train/calibrate.h"
+#include "train/eval.h"
+#include "util/files.h"
+#include "util/sha256.h"
+
+namespace bitdelta {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr const char* kStages[] = {"validate",  "analytics", "examples", "finetune", "compress",
+                                   "calibrate", "objective", "evaluate", "register"};
+constexpr int kStageCount = 9;
+constexpr const char* kFinetuneDone = "finetune.done";
+
+int64_t peak_rss_bytes() {
+  rusage u{};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) * 1024;
+}
+
+// The weights of `dir` as BF16: 2 bytes a parameter.
+uint64_t bf16_bytes(const fs::path& dir) {
+  const WeightFiles files = WeightFiles::open(dir);
+  uint64_t n = 0;
+  for (const std::string& name : files.names()) {
+    uint64_t count = 1;
+    for (int64_t d : files.view(name).shape()) count *= static_cast<uint64_t>(d);
+    n += 2 * count;
+  }
+  return n;
+}
+
+// The adapter `in` with every 1-bit scale multiplied by m and `metadata` added, to `out`.
+void write_rescaled(const fs::path& in, const fs::path& out, float m,
+                    const std::map<std::string, std::string>& metadata) {
+  const std::shared_ptr<Adapter> a = Adapter::open(in);
+  const SafetensorsFile& file = a->file();
+  SafetensorsWriter w;
+  w.set_checksums(true);
+  for (const TensorInfo& info : file.tensors()) {
+    if (info.name.ends_with(".scale")) {
+      std::vector<float> s = file.view(info).to_f32();
+      for (float& v : s) v *= m;
+      w.add_f32(info.name, info.shape, s);
+    } else {
+      w.add(info.name, info.dtype, info.shape, file.view(info).bytes());
+    }
+  }
+  for (const auto& [key, value] : file.metadata()) w.set_metadata(key, value);
+  for (const auto& [key, value] : metadata) w.set_metadata(key, value);
+  w.write(out);
+}
+
+int64_t next_version(const AdapterStore* store, const std::string& domain,
+                     const std::string& user) {
+  int64_t v = 0;
+  if (store != nullptr) {
+    for (const AdapterRecord& r : store->list(domain, user)) v = std::max(v, r.id.version);
+  }
+  return v + 1;
+}
+
+}  // namespace
+
+json PersonalizeResult::to_json() const {
+  json out = {{"adapter_id", id.to_string()},
+              {"adapter_file", adapter_file.string()},
+              {"adapter_bytes", adapter_bytes},
+              {"finetuned_bf16_bytes", finetuned_bf16_bytes},
+              {"compression_ratio", compression_ratio},
+              {"heldout",
+               {{"nll_base", nll_base},
+                {"nll_finetuned", nll_finetuned},
+                {"nll_adapter", nll_adapter},
+                {"quality_retained", quality_retained ? json(*quality_retained) : json()}}},
+              {"objective", objective.to_json()},
+              {"interactions", interactions},
+              {"conversations", conversations},
+              {"train_conversations", train_conversations},
+              {"heldout_conversations", heldout_conversations},
+              {"train_tokens", train_tokens},
+              {"seq_len", seq_len},
+              {"seconds", seconds},
+              {"stage_seconds", stage_seconds},
+              {"peak_rss_bytes", peak_rss_bytes},
+              {"analytics", analytics}};
+  return out;
+}
+
+PersonalizeResult personalize(const PersonalizeOptions& o,
+                              const std::function<void(const PersonalizeEvent&)>& on_event,
+                              const std::atomic<bool>* cancel, ThreadPool& pool) {
+  if (!is_domain(o.domain)) fail("unknown domain '{}': {}", o.domain, kDomainNames);
+  if (o.user.empty()) fail("name the user to personalize for (--user)");
+  if (o.store == nullptr && !o.out)
+    fail("nowhere to put the adapter: give a store or an output file");
+  if (!fs::is_directory(o.base)) fail("the base model folder '{}' does not exist", o.base.string());
+  if (o.work_dir.empty()) fail("personalization needs a working folder");
+  const auto start = std::chrono::steady_clock::now();
+  auto stage_start = start;
+  int stage = 0;
+  PersonalizeResult result;
+  auto check_cancel = [&] {
+    if (cancel != nullptr && cancel->load()) throw Cancelled();
+  };
+  auto event = [&](PersonalizeEvent e) {
+    e.stage = kStages[stage - 1];
+    e.stage_index = stage;
+    e.stages = kStageCount;
+    if (on_event) on_event(e);
+  };
+  auto begin = [&](int index, std::string message) {
+    check_cancel();
+    const auto now = std::chrono::steady_clock::now();
+    if (stage > 0) {
+      result.stage_seconds[kStages[stage - 1]] =
+          std::chrono::duration<double>(now - stage_start).count();
+    }
+    stage_start = now;
+    stage = index;
+    event({.message = std::move(message)});
+  };
+
+  fs::create_directories(o.work_dir);
+  const fs::path train_file = o.work_dir / "train.jsonl",
+                 heldout_file = o.work_dir / "heldout.jsonl";
+  const fs::path finetuned = o.work_dir / "finetuned";
+
+  // 1-3: the records, the user's analytics, the examples.
+  begin(1, fmt::format("reading {} records from {}", o.domain, o.data.string()));
+  const ModelConfig config = load_model_config(o.base / "config.json");
+  const Tokenizer tokenizer = Tokenizer::from_folder(o.base);
+  const ChatTemplate chat =
+      ChatTemplate::select(tokenizer, config.model_type, o.chat_format, /*require_own=*/true);
+  const DomainUser user = load_domain_user(o.domain, o.data, o.user);
+  begin(2, fmt::format("{} interactions of {}", user.interactions.size(), user.user));
+  result.analytics = user.analytics_json();
+  begin(3, "building training examples");
+  const PersonalExamples examples = build_personal_examples(user, o.data, o.heldout_share);
+  write_conversations_jsonl(examples.train, train_file);
+  write_conversations_jsonl(examples.heldout, heldout_file);
+  result.interactions = examples.interactions;
+  result.conversations = examples.conversations;
+  result.train_conversations = static_cast<int64_t>(examples.train.size());
+  result.heldout_conversations = static_cast<int64_t>(examples.heldout.size());
+  event({.message = fmt::format("{} conversations to train on, {} held out", examples.train.size(),
+                                examples.heldout.size())});
+
+  AdapterId id{o.domain, user.user,
+               o.version > 0 ? o.version : next_version(o.store, o.domain, user.user)};
+  if (o.store != nullptr && o.store->find(id)) {
+    fail("{} is already in the store; versions are immutable: pick another version or 'auto'",
+         id.to_string());
+  }
+
+  // 4: fine-tune, from the checkpoint when resuming.
+  begin(4,
+        fmt::format("fine-tuning {} for {} steps", o.base.filename().string(), o.finetune.steps));
+  FinetuneOptions f = o.finetune;
+  f.model = o.base;
+  f.data = train_file;
+  f.out = finetuned;
+  f.data_options = DataOptions{};
+  f.data_options.chat_format = std::string(chat.choice_name());
+  if (f.save_every <= 0) f.save_every = std::max<int64_t>(1, f.steps / 10);
+  if (f.seq_len <= 0) {  // auto: the longest training example, within the context
+    const TrainingData train = TrainingData::load(train_file, tokenizer, &chat);
+    size_t longest = 2;
+    for (const Example& ex : train.examples()) longest = std::max(longest, ex.tokens.size());
+    f.seq_len =
+        std::min<int64_t>(static_cast<int64_t>(longest) - 1, config.max_position_embeddings);
+  }
+  const bool finished = o.resume && fs::exists(o.work_dir / kFinetuneDone) &&
+                        fs::exists(finetuned / "model.safetensors");
+  if (!finished) {
+    fs::remove(o.work_dir / kFinetuneDone);
+    f.resume = o.resume && fs::exists(finetuned / "checkpoint");
+    const FinetuneResult fr = finetune(
+        f,
+        [&](const FinetuneStep& s) {
+          event({.step = s.step,
+                 .steps = s.steps,
+                 .loss = s.loss,
+                 .eta_s = s.eta_s,
+                 .message = fmt::format("step {}/{} loss {:.4f}", s.step, s.steps, s.loss)});
+          check_cancel();
+        },
+        pool);
+    result.train_tokens = fr.steps_run * f.batch * f.grad_accum * f.seq_len;
+    write_file_atomic(o.work_dir / kFinetuneDone, "done\n");
+  }
+  result.finetuned_bf16_bytes = bf16_bytes(finetuned);
+
+  // 5: compress, with the analytics as the adapter's metadata.
+  begin(5, "compressing the fine-tune to 1 bit");
+  CompressOptions c;
+  c.granularity = o.granularity;
+  c.adapter_id = id;
+  c.base_model = o.base.filename().string();
+  c.metadata_json = result.analytics.dump();
+  c.chat_format = std::string(chat.choice_name());
+  const fs::path raw = o.work_dir / "compressed.bdelta",
+                 calibrated = o.work_dir / "calibrated.bdelta",
+                 final_file = o.work_dir / "adapter.bdelta";
+  compress_adapter(o.base, finetuned, raw, c, pool);
+
+  // 6: scale distillation on the training conversations.
+  begin(6, fmt::format("calibrating the scales ({} steps)", o.calibrate_steps));
+  CalibrateOptions cal;
+  cal.base = o.base;
+  cal.finetuned = finetuned;
+  cal.adapter = raw;
+  cal.data = train_file;
+  cal.data_options.chat_format = std::string(chat.choice_name());
+  cal.out = calibrated;
+  cal.steps = o.calibrate_steps;
+  cal.lr = o.calibrate_lr;
+  cal.loss = DistillLoss::kKl;
+  cal.seq_len = f.seq_len;
+  result.seq_len = f.seq_len;
+  calibrate_adapter(
+      cal,
+      [&](const CalibrateStep& s) {
+        event({.step = s.step,
+               .steps = s.steps,
+               .loss = s.loss,
+               .message = fmt::format("step {}/{} loss {:.5g}", s.step, s.steps, s.loss)});
+        check_cancel();
+      },
+      pool);
+
+  // 7: the domain objective's multiplier, on the held-out interactions.
+  begin(7, fmt::format("choosing the scale multiplier in [{}, {}] ({})", o.objective.lo,
+                       o.objective.hi, o.objective.scorer_cmd.empty() ? o.domain : "--scorer-cmd"));
+  std::unique_ptr<Transformer> base = Transformer::load(o.base);
+  std::shared_ptr<Adapter> adapter = open_adapter_for(calibrated, *base, pool);
+  ObjectiveOptions objective_options = o.objective;
+  objective_options.seq_len = std::min<int64_t>(std::max(objective_options.seq_len, f.seq_len),
+                                                config.max_position_embeddings);
+  DomainObjective objective(examples.objective, examples.heldout, *base, tokenizer, chat,
+                            objective_options, o.work_dir, pool);
+  int evaluation = 0;
+  result.objective = objective.search(adapter->weights(), [&](double m, double score) {
+    ++evaluation;
+    event({.step = evaluation,
+           .steps = o.objective.max_evaluations + 1,
+           .message = fmt::format("m = {:.4f}: score {:.5g}", m, score)});
+    check_cancel();
+  });
+  event({.message = fmt::format("multiplier {:.4f}: score {:.5g} (calibrated {:.5g}, base {:.5g})",
+                                result.objective.multiplier, result.objective.score,
+                                result.objective.score_calibrated, result.objective.score_base)});
+
+  // 8: held-out NLL of base, fine-tune and base + the final adapter.
+  begin(8, "evaluating on the held-out conversations");
+  std::list<std::vector<float>> storage;
+  const AdapterWeights final_weights = scaled_adapter_weights(
+      adapter->weights(), static_cast<float>(result.objective.multiplier), storage);
+  std::unique_ptr<Transformer> ft = Transformer::load(finetuned);
+  const TrainingData heldout = TrainingData::load(heldout_file, tokenizer, &chat);
+  EvalOptions e;
+  e.seq_len = objective_options.seq_len;
+  e.max_windows = 0;
+  const EvalReport report = evaluate({base.get(), ft.get(), &final_weights}, heldout, e, pool);
+  result.nll_base = report.find("base")->nll;
+  result.nll_finetuned = report.find("finetuned")->nll;
+  result.nll_adapter = report.find("bitdelta")->nll;
+  result.quality_retained = report.quality_retained;
+  ft.reset();
+
+  json calibration = json::parse(adapter->metadata().at("calibration"));
+  calibration["objective"] = result.objective.to_json();
+  json personalization = {
+      {"domain", o.domain},
+      {"user", user.user},
+      {"interactions", result.interactions},
+      {"conversations", result.conversations},
+      {"train_conversations", result.train_conversations},
+      {"heldout_conversations", result.heldout_conversations},
+      {"system_prompt", examples.system_prompt},
+      {"chat_format", chat.choice_name()},
+      {"finetune", {{"steps", f.steps}, {"lr", f.lr}, {"batch", f.batch}, {"seq_len", f.seq_len}}},
+      {"heldout",
+       {{"nll_base", result.nll_base},
+        {"nll_finetuned", result.nll_finetuned},
+        {"nll_adapter", result.nll_adapter},
+        {"quality_retained", result.quality_retained ? json(*result.quality_retained) : json()}}}};
+  const std::string records = read_file(o.data);
+  personalization["data_sha256"] =
+      sha256_hex({reinterpret_cast<const uint8_t*>(records.data()), records.size()});
+  adapter.reset();
+  write_rescaled(calibrated, final_file, static_cast<float>(result.objective.multiplier),
+                 {{"calibration", calibration.dump()},
+                  {"personalization", personalization.dump()},
+                  {"created_by", "bitdelta 0.1.0 personalize"}});
+  result.adapter_bytes = fs::file_size(final_file);
+  result.compression_ratio =
+      static_cast<double>(result.finetuned_bf16_bytes) / static_cast<double>(result.adapter_bytes);
+
+  // 9: register (whole or not at all) and/or write the file.
+  begin(9, fmt::format("registering {}", id.to_string()));
+  result.id = id;
+  if (o.out) {
+    const std::string bytes = read_file(final_file);
+    write_file_atomic(*o.out, bytes);
+    result.adapter_file = *o.out;
+  }
+  if (o.store != nullptr) {
+    const AdapterRecord r = o.store->add(final_file, id);
+    result.adapter_file = o.store->blob_path(r);
+  }
+  result.stage_seconds[kStages[stage - 1]] =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - stage_start).count();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.peak_rss_bytes = peak_rss_bytes();
+  if (!o.keep_work) {
+    fs::remove_all(finetuned);
+    for (const fs::path& p : {raw, calibrated, final_file}) fs::remove(p);
+  }
+  event({.message = fmt::format("{}: {} bytes, 1/{:.1f} of the fine-tune in BF16", id.to_string(),
+                                result.adapter_bytes, result.compression_ratio)});
+  return result;
+}
+
+}  // namespace bitdelta
