@@ -106,13 +106,21 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
     std::shared_ptr<Adapter> adapter = load_adapter_for(*model, o->adapter);
     Tokenizer tokenizer = Tokenizer::from_folder(o->model);
     std::vector<int32_t> prompt_ids;
+    bool plain_chat = false;
     if (!o->prompt_ids.empty()) {
       prompt_ids = parse_id_list(o->prompt_ids, "--prompt-ids");
     } else {
       std::string text = o->prompt;
       bool add_bos = tokenizer.add_bos() && !o->no_bos;
       if (o->chat) {
-        auto chat = ChatTemplate::detect(tokenizer, model->config().model_type);
+        // An adapter trained in its own chat format (e.g. plain) is talked to in that format.
+        const auto& meta = adapter ? adapter->metadata() : std::map<std::string, std::string>{};
+        const auto format = meta.find("chat_format");
+        const ChatTemplate chat =
+            format != meta.end()
+                ? ChatTemplate::select(tokenizer, model->config().model_type, format->second)
+                : ChatTemplate::detect(tokenizer, model->config().model_type);
+        plain_chat = chat.format() == ChatFormat::kPlain;
         std::vector<ChatMessage> messages;
         if (!o->system.empty()) messages.push_back({"system", o->system, ""});
         messages.push_back({"user", o->prompt, ""});
@@ -150,6 +158,7 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
     options.sampling = o->sampling;
     options.stop_strings = o->stop;
     options.continues_prompt = !o->chat;
+    options.strip_leading_space = plain_chat;
     if (adapter) options.adapter = &adapter->weights();
     if (!o->ignore_eos) {
       if (auto eos = tokenizer.eos_id()) options.stop_ids.push_back(*eos);

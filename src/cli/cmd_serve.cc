@@ -20,7 +20,9 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
       "/v1/chat/completions and /v1/completions (model = an adapter id domain/user/vN, "
       "domain/user for its latest version, or the base model's folder name; stream: true for "
       "server-sent events), /v1/models, /v1/adapters (upload, list, inspect, delete), /health, "
-      "/metrics. Requests of different users decode together in one batch. SIGTERM or Ctrl-C "
+      "/metrics, and personalization jobs: POST /v1/personalize, GET/DELETE /v1/jobs/{id}, GET "
+      "/v1/jobs/{id}/events (docs/jobs.md). Requests of different users decode together in one "
+      "batch. SIGTERM or Ctrl-C "
       "finishes the requests in flight, then exits");
   auto o = std::make_shared<ServeOptions>();
   auto threads = std::make_shared<int>(0);
@@ -58,6 +60,16 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
   cmd->add_option("--max-tokens-limit", o->max_tokens_limit, "Largest max_tokens a request may ask")
       ->capture_default_str();
   cmd->add_option("--threads", *threads, "Worker threads for the model (default: all cores)");
+  cmd->add_option("--job-threads", o->job_threads,
+                  "Threads for personalization jobs (one job at a time, at a lower priority than "
+                  "serving); 0 turns POST /v1/personalize off")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 256));
+  cmd->add_option("--chat-format", o->personalize_chat_format,
+                  "Default chat format of personalization jobs: auto (the base's own template) or "
+                  "plain/qwen3/chatml/llama3/llama2/mistral (a job's options.chat_format wins)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "plain", "qwen3", "chatml", "llama3", "llama2", "mistral"}));
   auto exact = std::make_shared<bool>(false);
   add_exact_deltas_flag(cmd, *exact);
   runner = [=] {

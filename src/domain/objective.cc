@@ -158,6 +158,7 @@ double DomainObjective::external(const AdapterWeights* adapter) {
     g.max_tokens = o_.scorer_max_tokens;
     g.adapter = adapter;
     g.continues_prompt = false;
+    g.strip_leading_space = chat_.format() == ChatFormat::kPlain;
     if (tokenizer_.eos_id()) g.stop_ids.push_back(*tokenizer_.eos_id());
     for (const char* end : {"<|im_end|>", "<|eot_id|>", "<|endoftext|>"}) {
       if (auto id = tokenizer_.token_id(end)) g.stop_ids.push_back(*id);

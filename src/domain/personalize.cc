@@ -302,6 +302,7 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
         {"nll_finetuned", result.nll_finetuned},
         {"nll_adapter", result.nll_adapter},
         {"quality_retained", result.quality_retained ? json(*result.quality_retained) : json()}}}};
+  if (!o.job_id.empty()) personalization["job_id"] = o.job_id;
   const std::string records = read_file(o.data);
   personalization["data_sha256"] =
       sha256_hex({reinterpret_cast<const uint8_t*>(records.data()), records.size()});

@@ -42,6 +42,7 @@ struct PersonalizeOptions {
   std::optional<std::filesystem::path> out;  // and/or write the adapter here
   int64_t version = 0;                       // 0: the next version of domain/user in the store
   std::string chat_format = "auto";          // ChatTemplate::select, requiring a template for auto
+  std::string job_id;                        // recorded in the adapter's metadata when set
   double heldout_share = 0.1;
   // Fine-tune (steps, lr, batch, seq_len, ...); model/data/out are filled in. seq_len ≤ 0: the
   // longest training example, within the base's context.

@@ -75,6 +75,10 @@ std::string SequenceDecoder::step(std::span<float> logits) {
   const bool last = static_cast<int64_t>(tokens_.size()) >= options_.max_tokens;
   if (!decoder_) return last ? finish({}, "length") : std::string();
   pending_ += decoder_->push(id);
+  if (options_.strip_leading_space && !text_started_ && !pending_.empty()) {
+    if (pending_.front() == ' ') pending_.erase(0, 1);
+    text_started_ = !pending_.empty();
+  }
   size_t cut = std::string::npos;
   for (const auto& stop : options_.stop_strings) cut = std::min(cut, pending_.find(stop));
   if (cut != std::string::npos) return finish(pending_.substr(0, cut), "stop");

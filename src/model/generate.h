@@ -25,6 +25,9 @@ struct GenerateOptions {
   // leading space included) rather than starting a text of its own (a chat reply, whose
   // content does not begin with the space the template put before it).
   bool continues_prompt = true;
+  // Drop one space at the start of the text: the plain chat format writes "Assistant: reply", so
+  // the reply's first token carries the separating space, which is not part of the content.
+  bool strip_leading_space = false;
 };
 
 struct GenerateResult {
@@ -65,6 +68,7 @@ class SequenceDecoder {
   std::string pending_;  // decoded text held back: it may be the start of a stop string
   int64_t prompt_tokens_ = 0;
   bool done_ = false;
+  bool text_started_ = false;
   std::string finish_reason_;
 };
 

@@ -23,6 +23,10 @@ struct ServeOptions {
   int64_t max_prompt_tokens = 0;         // 0: the model's context
   int64_t max_tokens_limit = 4096;       // the largest max_tokens a request may ask for
   int http_threads = 16;
+  // Personalization jobs (POST /v1/personalize): threads of their own pool, at a lower priority
+  // than serving; 0 turns jobs off.
+  int job_threads = 1;
+  std::string personalize_chat_format = "auto";  // jobs' default --chat-format
 };
 
 class Server {

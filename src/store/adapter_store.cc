@@ -12,19 +12,20 @@
 #include "store/adapter_store.h"
 
 #include <fcntl.h>
+#include <fmt/chrono.h>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
-#include <fmt/chrono.h>
-#include <fmt/format.h>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <span>
-#include <spdlog/spdlog.h>
 
 #include "delta/adapter.h"
 #include "util/error.h"
@@ -441,6 +442,15 @@ AdapterStore AdapterStore::open(const fs::path& dir_in) {
            found > kSchemaVersion ? "upgrade bitdelta" : "the registry is corrupt");
     }
   }
+  // Jobs arrived after schema version 1; the table is additive, so older stores gain it here.
+  Statement(db,
+            "CREATE TABLE IF NOT EXISTS jobs ("
+            "id TEXT PRIMARY KEY, state TEXT NOT NULL, domain TEXT NOT NULL, user TEXT NOT NULL, "
+            "owner TEXT NOT NULL, request_json TEXT NOT NULL, progress_json TEXT NOT NULL, "
+            "result_json TEXT NOT NULL, error TEXT NOT NULL, adapter_id TEXT NOT NULL, "
+            "created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
+            dir)
+      .run();
   tx.commit();
 
   // Sweep uploads abandoned by processes that died mid-copy.
@@ -526,6 +536,86 @@ std::vector<AdapterRecord> AdapterStore::list(std::optional<std::string> domain,
   std::vector<AdapterRecord> records;
   while (s.step()) records.push_back(read_record(s));
   return records;
+}
+
+namespace {
+
+#define BD_SELECT_JOB                                                                        \
+  "SELECT id, state, domain, user, owner, request_json, progress_json, result_json, error, " \
+  "adapter_id, created_at, updated_at FROM jobs "
+
+JobRecord read_job(const Statement& s) {
+  JobRecord j;
+  j.id = s.text(0);
+  j.state = s.text(1);
+  j.domain = s.text(2);
+  j.user = s.text(3);
+  j.owner = s.text(4);
+  j.request_json = s.text(5);
+  j.progress_json = s.text(6);
+  j.result_json = s.text(7);
+  j.error = s.text(8);
+  j.adapter_id = s.text(9);
+  j.created_at = s.text(10);
+  j.updated_at = s.text(11);
+  return j;
+}
+
+bool is_job_id(std::string_view id) {
+  if (!id.starts_with("job-") || id.size() < 5 || id.size() > 68) return false;
+  return std::all_of(id.begin() + 4, id.end(),
+                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+}  // namespace
+
+void AdapterStore::put_job(JobRecord job) {
+  if (!is_job_id(job.id)) fail("'{}' is not a job id (job- and hex digits)", job.id);
+  job.updated_at = now_rfc3339();
+  if (job.created_at.empty()) job.created_at = job.updated_at;
+  std::lock_guard lock(impl_->mutex);
+  Statement(impl_->db,
+            "INSERT OR REPLACE INTO jobs (id, state, domain, user, owner, request_json, "
+            "progress_json, result_json, error, adapter_id, created_at, updated_at) VALUES "
+            "(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            impl_->dir)
+      .bind(1, job.id)
+      .bind(2, job.state)
+      .bind(3, job.domain)
+      .bind(4, job.user)
+      .bind(5, job.owner)
+      .bind(6, job.request_json)
+      .bind(7, job.progress_json)
+      .bind(8, job.result_json)
+      .bind(9, job.error)
+      .bind(10, job.adapter_id)
+      .bind(11, job.created_at)
+      .bind(12, job.updated_at)
+      .run();
+}
+
+std::optional<JobRecord> AdapterStore::find_job(const std::string& id) const {
+  if (!is_job_id(id)) return std::nullopt;
+  std::lock_guard lock(impl_->mutex);
+  Statement s(impl_->db, BD_SELECT_JOB "WHERE id = ?1", impl_->dir);
+  s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  return read_job(s);
+}
+
+std::vector<JobRecord> AdapterStore::list_jobs(std::optional<std::string> state) const {
+  std::lock_guard lock(impl_->mutex);
+  Statement s(impl_->db, BD_SELECT_JOB "WHERE (?1 IS NULL OR state = ?1) ORDER BY created_at, id",
+              impl_->dir);
+  s.bind_optional(1, state);
+  std::vector<JobRecord> jobs;
+  while (s.step()) jobs.push_back(read_job(s));
+  return jobs;
+}
+
+fs::path AdapterStore::job_dir(const std::string& id) const {
+  if (!is_job_id(id)) fail("'{}' is not a job id (job- and hex digits)", id);
+  return impl_->dir / "jobs" / id;
 }
 
 bool AdapterStore::remove(const AdapterId& id) {

@@ -33,6 +33,21 @@ struct AdapterRecord {
   bool latest = false;           // the highest version of its domain/user
 };
 
+// A personalization job as the registry keeps it (docs/jobs.md): enough to report it, and to
+// resume or fail it after the server restarts. The JSON columns are the server's to define.
+struct JobRecord {
+  std::string id;                      // "job-" + 24 hex digits
+  std::string state;                   // queued | running | succeeded | failed | cancelled
+  std::string domain, user;            // whose adapter
+  std::string owner;                   // key id of the creator
+  std::string request_json;            // the options it was submitted with
+  std::string progress_json;           // the last progress event
+  std::string result_json;             // on success: the adapter id and metrics
+  std::string error;                   // on failure: the reason
+  std::string adapter_id;              // the id it registers (fixed once it starts running)
+  std::string created_at, updated_at;  // RFC 3339
+};
+
 class AdapterStore {
  public:
   // Opens or creates the store in `dir` (created if missing). Throws Error if it is not a store.
@@ -58,6 +73,16 @@ class AdapterStore {
                                   std::optional<std::string> user = {}) const;
   // Removes the record; the blob goes too when no other record points at it. False if absent.
   bool remove(const AdapterId& id);
+
+  // Personalization jobs, in the same registry (table `jobs`). put_job inserts or replaces by id
+  // and stamps updated_at (and created_at when new).
+  void put_job(JobRecord job);
+  std::optional<JobRecord> find_job(const std::string& id) const;
+  // Oldest first; only those in `state` when given.
+  std::vector<JobRecord> list_jobs(std::optional<std::string> state = {}) const;
+  // A job's folder (its uploaded records and working files): dir()/jobs/<id>. Error for an id
+  // that is not "job-" + hex.
+  std::filesystem::path job_dir(const std::string& id) const;
 
   // Where the record's blob lives (never derived from the id: ids never become paths).
   std::filesystem::path blob_path(const AdapterRecord& record) const;

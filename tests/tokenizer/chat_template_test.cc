@@ -120,5 +120,131 @@ TEST(ChatTemplate, RefusesToolRolesAndEmptyConversations) {
   }
 }
 
+// A small tokenizer folder whose config names <s> and </s> as BOS and EOS and adds the BOS, like
+// a Llama-family base without a chat template (stories260K).
+Tokenizer sentencepiece_like_tokenizer(const testing::ScratchDir& dir) {
+  testing::write_text(dir / "tokenizer.json", R"({"version": "1.0",
+    "added_tokens": [
+      {"id": 3, "content": "<s>", "special": true, "single_word": false, "lstrip": false,
+       "rstrip": false, "normalized": false},
+      {"id": 4, "content": "</s>", "special": true, "single_word": false, "lstrip": false,
+       "rstrip": false, "normalized": false}],
+    "normalizer": null,
+    "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true},
+    "decoder": {"type": "ByteLevel"},
+    "model": {"type": "BPE", "vocab": {"a": 0, "b": 1, "ab": 2, "<s>": 3, "</s>": 4},
+              "merges": ["a b"]}})");
+  testing::write_text(dir / "tokenizer_config.json",
+                      R"({"bos_token": "<s>", "eos_token": "</s>", "add_bos_token": true})");
+  return Tokenizer::from_folder(dir.path());
+}
+
+const std::vector<ChatMessage> kPlainConversation = {{"system", "Be brief.", ""},
+                                                     {"user", "Hi there", ""},
+                                                     {"assistant", "Hello!", ""},
+                                                     {"user", "Bye", ""}};
+
+TEST(ChatTemplate, PlainFormatRendersTheDocumentedText) {
+  testing::ScratchDir dir;
+  const Tokenizer tok = sentencepiece_like_tokenizer(dir);
+  ASSERT_EQ(tok.bos_id(), 3);
+  ASSERT_EQ(tok.eos_id(), 4);
+  ASSERT_TRUE(tok.add_bos());
+  ASSERT_FALSE(tok.chat_template_source());
+  const ChatTemplate t = ChatTemplate::select(tok, "llama", "plain");
+  EXPECT_EQ(t.format(), ChatFormat::kPlain);
+  EXPECT_EQ(t.name(), "plain");
+  EXPECT_EQ(t.render(kPlainConversation),
+            "<s>System: Be brief.\nUser: Hi there\nAssistant: Hello!</s>\nUser: Bye\nAssistant:");
+  ChatOptions no_prompt;
+  no_prompt.add_generation_prompt = false;
+  EXPECT_EQ(t.render({{"system", "S", ""}, {"user", "U", ""}, {"assistant", "A", ""}}, no_prompt),
+            "<s>System: S\nUser: U\nAssistant: A</s>\n");
+  EXPECT_EQ(t.render({{"system", "S", ""}, {"user", "U", ""}, {"assistant", "A", ""}}),
+            "<s>System: S\nUser: U\nAssistant: A</s>\nAssistant:");
+  EXPECT_EQ(t.render({{"user", "U", ""}}), "<s>User: U\nAssistant:");
+  // Contents are verbatim (no trimming), enable_thinking means nothing here.
+  ChatOptions think;
+  think.enable_thinking = false;
+  EXPECT_EQ(t.render({{"user", "  two\nlines ", ""}}, think), "<s>User:   two\nlines \nAssistant:");
+}
+
+TEST(ChatTemplate, PlainFormatTakesBosAndEosFromTheTokenizer) {
+  // GPT-2 names <|endoftext|> for both but does not add a BOS: no BOS text, its EOS text.
+  const ChatTemplate gpt2 = ChatTemplate::select(testing::gpt2_tokenizer(), "gpt2", "plain");
+  ChatOptions no_prompt;
+  no_prompt.add_generation_prompt = false;
+  EXPECT_EQ(gpt2.render({{"user", "U", ""}, {"assistant", "A", ""}}, no_prompt),
+            "User: U\nAssistant: A<|endoftext|>\n");
+  // Qwen3 has no BOS; its EOS is <|im_end|>.
+  const ChatTemplate qwen = ChatTemplate::select(testing::qwen3_tokenizer(), "qwen3", "plain");
+  EXPECT_EQ(qwen.render({{"user", "U", ""}, {"assistant", "A", ""}}),
+            "User: U\nAssistant: A<|im_end|>\nAssistant:");
+  // Without an EOS token a reply has no end: refused, saying why.
+  Tokenizer no_eos = testing::gpt2_tokenizer();
+  no_eos.set_eos_id(std::nullopt);
+  try {
+    ChatTemplate::select(no_eos, "gpt2", "plain");
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("end-of-sequence"), std::string::npos) << e.what();
+  }
+  // Roles other than system/user/assistant and empty conversations are refused as elsewhere.
+  EXPECT_THROW(gpt2.render({{"user", "hi", ""}, {"tool", "{}", ""}}), Error);
+  EXPECT_THROW(gpt2.render({}), Error);
+}
+
+TEST(ChatTemplate, SelectByName) {
+  const Tokenizer& gpt2 = testing::gpt2_tokenizer();  // no chat template of its own
+  // auto: detect, unless the caller requires the tokenizer's own template.
+  EXPECT_EQ(ChatTemplate::select(gpt2, "llama", "auto").format(), ChatFormat::kLlama2);
+  EXPECT_EQ(ChatTemplate::select(gpt2, "qwen3", "auto", false).format(), ChatFormat::kQwen3);
+  try {
+    ChatTemplate::select(gpt2, "llama", "auto", /*require_own_template=*/true);
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("--chat-format"), std::string::npos) << m;
+    EXPECT_NE(m.find("--chat-format plain"), std::string::npos) << m;
+    EXPECT_NE(m.find("no chat template"), std::string::npos) << m;
+  }
+  // A tokenizer with its own template passes the requirement.
+  EXPECT_EQ(ChatTemplate::select(testing::qwen3_tokenizer(), "qwen3", "auto", true).format(),
+            ChatFormat::kQwen3);
+  // An unknown name is refused, naming the choices.
+  try {
+    ChatTemplate::select(gpt2, "llama", "frobnicate");
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("'frobnicate'"), std::string::npos) << m;
+    for (const char* choice : {"auto", "plain", "qwen3", "chatml", "llama3", "llama2", "mistral"}) {
+      EXPECT_NE(m.find(choice), std::string::npos) << choice << " in " << m;
+    }
+  }
+  EXPECT_THROW(ChatTemplate::select(gpt2, "llama", ""), Error);
+  EXPECT_THROW(ChatTemplate::select(gpt2, "llama", "Plain"), Error);
+}
+
+TEST(ChatTemplate, ChoiceNamesRoundTrip) {
+  const Tokenizer& gpt2 = testing::gpt2_tokenizer();
+  const std::pair<const char*, ChatFormat> choices[] = {
+      {"plain", ChatFormat::kPlain},   {"qwen3", ChatFormat::kQwen3},
+      {"chatml", ChatFormat::kChatML}, {"llama3", ChatFormat::kLlama3},
+      {"llama2", ChatFormat::kLlama2}, {"mistral", ChatFormat::kMistral}};
+  for (const auto& [name, format] : choices) {
+    const ChatTemplate t = ChatTemplate::select(gpt2, "gpt2", name);
+    EXPECT_EQ(t.format(), format) << name;
+    EXPECT_EQ(t.choice_name(), name);
+    EXPECT_EQ(ChatTemplate::of(format).choice_name(), name);
+    // What choice_name() says, select() takes back to the same format.
+    EXPECT_EQ(ChatTemplate::select(gpt2, "gpt2", ChatTemplate::of(format).choice_name()).format(),
+              format);
+  }
+  // Detected templates name their choice too.
+  EXPECT_EQ(ChatTemplate::detect(testing::qwen3_tokenizer(), "qwen3").choice_name(), "qwen3");
+  EXPECT_EQ(ChatTemplate::detect(gpt2, "llama").choice_name(), "llama2");
+}
+
 }  // namespace
 }  // namespace bitdelta
