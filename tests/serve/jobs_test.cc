@@ -1,0 +1,254 @@
+// Personalization jobs over HTTP against a real `bitdelta serve` on stories260K (plain chat
+// format): validation and tenant scopes up front, 202 and a job to follow by polling or
+// server-sent events, the adapter served once the job succeeds, cancellation that registers
+// nothing, and a job that survives kill -9 of the server and resumes from its checkpoint.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <nlohmann/json.hpp>
+
+#include "serve/server_process.h"
+#include "store/adapter_store.h"
+#include "support/test_support.h"
+
+namespace bitdelta {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+// The stories260K base as a Hugging Face folder, made once for the file's tests.
+const fs::path& stories_base() {
+  static const fs::path dir = [] {
+    static testing::ScratchDir scratch;
+    const fs::path out = scratch / "stories260K";
+    auto r = testing::run_cli(
+        "import-llama2c --model " +
+        testing::shared_asset("models/stories260K/stories260K.bin").string() + " --tokenizer " +
+        testing::shared_asset("models/stories260K/tok512.bin").string() + " --out " + out.string());
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return out;
+  }();
+  return dir;
+}
+
+// The shipped general-domain records as a JSON array.
+json general_records() {
+  json records = json::array();
+  std::istringstream in(testing::read_text(testing::source_path("data/domains/general.jsonl")));
+  for (std::string line; std::getline(in, line);) {
+    if (!line.empty()) records.push_back(json::parse(line));
+  }
+  return records;
+}
+
+class JobsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    testing::write_text(dir_ / "keys.json", R"({"keys": [
+      {"key": "admin-key", "role": "admin"},
+      {"key": "general-key", "role": "tenant", "domains": ["general"]},
+      {"key": "other-key", "role": "tenant", "users": ["someone-else"]}]})");
+    start();
+  }
+  void start() {
+    server_ = std::make_unique<ServerProcess>(
+        "--model " + stories_base().string() + " --store " + (dir_ / "store").string() +
+            " --api-keys " + (dir_ / "keys.json").string() + " --chat-format plain",
+        dir_ / "server.log");
+    ASSERT_GT(server_->port(), 0);
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", server_->port());
+    c.set_read_timeout(120, 0);
+    return c;
+  }
+  static httplib::Headers auth(const std::string& key) {
+    return {{"Authorization", "Bearer " + key}};
+  }
+  json request(const std::string& user, json options) const {
+    return {{"domain", "general"},
+            {"user", user},
+            {"interactions", general_records()},
+            {"options", std::move(options)}};
+  }
+  // POST /v1/personalize; checks the status and returns the body.
+  json submit(const json& body, const std::string& key, int expect) {
+    auto res = client().Post("/v1/personalize", auth(key), body.dump(), "application/json");
+    EXPECT_TRUE(res);
+    if (!res) return {};
+    EXPECT_EQ(res->status, expect) << res->body;
+    return json::parse(res->body, nullptr, false);
+  }
+  json job(const std::string& id, const std::string& key = "admin-key") {
+    auto res = client().Get("/v1/jobs/" + id, auth(key));
+    EXPECT_TRUE(res);
+    return res ? json::parse(res->body, nullptr, false) : json();
+  }
+  // Polls until the job is in a final state (or 240 s pass).
+  json wait(const std::string& id) {
+    for (int i = 0; i < 2400; ++i) {
+      json j = job(id);
+      const std::string state = j.value("state", "");
+      if (state == "succeeded" || state == "failed" || state == "cancelled") return j;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ADD_FAILURE() << "job " << id << " did not finish";
+    return {};
+  }
+
+  testing::ScratchDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST_F(JobsTest, BadRequestsAreRefusedUpFrontAndRegisterNothing) {
+  // Another tenant's user: 403, before anything is read.
+  EXPECT_NE(submit(request("user-sailor", json::object()), "other-key", 403)
+                .dump()
+                .find("may not personalize"),
+            std::string::npos);
+  // A record without its time: 400 naming the line and the field.
+  json bad = request("user-sailor", json::object());
+  bad["interactions"][2].erase("time");
+  const std::string message = submit(bad, "general-key", 400)["error"]["message"];
+  EXPECT_NE(message.find("interactions:3"), std::string::npos) << message;
+  EXPECT_NE(message.find("time"), std::string::npos) << message;
+  // Too few conversations: says how many are needed.
+  json few = request("user-sailor", json::object());
+  few["interactions"] = json::array();
+  for (const json& r : general_records()) {
+    if (r["user"] == "user-sailor" && few["interactions"].size() < 3)
+      few["interactions"].push_back(r);
+  }
+  EXPECT_NE(submit(few, "general-key", 400).dump().find("at least 5"), std::string::npos);
+  // Unknown options and the CLI-only scorer are named.
+  EXPECT_NE(submit(request("user-sailor", {{"stepz", 3}}), "general-key", 400).dump().find("stepz"),
+            std::string::npos);
+  EXPECT_NE(submit(request("user-sailor", {{"scorer_cmd", "true"}}), "general-key", 400)
+                .dump()
+                .find("only the CLI"),
+            std::string::npos);
+  EXPECT_NE(submit(json{{"domain", "cooking"}, {"user", "u"}, {"interactions", general_records()}},
+                   "admin-key", 400)
+                .dump()
+                .find("unknown domain"),
+            std::string::npos);
+  // Nothing queued, nothing registered, no job folders left behind.
+  auto list = client().Get("/v1/jobs", auth("admin-key"));
+  ASSERT_TRUE(list);
+  EXPECT_EQ(json::parse(list->body)["data"].size(), 0u);
+  EXPECT_TRUE(!fs::exists(dir_ / "store" / "jobs") || fs::is_empty(dir_ / "store" / "jobs"));
+}
+
+TEST_F(JobsTest, JobRunsStreamsProgressAndItsAdapterIsServed) {
+  const json accepted = submit(
+      request("user-sailor", {{"steps", 30}, {"calibrate_steps", 10}, {"objective_evals", 3}}),
+      "general-key", 202);
+  const std::string id = accepted["id"];
+  EXPECT_EQ(accepted["object"], "personalization.job");
+  // Someone else's key cannot see it.
+  auto hidden = client().Get("/v1/jobs/" + id, auth("other-key"));
+  ASSERT_TRUE(hidden);
+  EXPECT_EQ(hidden->status, 404);
+
+  // Server-sent events until [DONE]: progress through the stages, the final job last.
+  std::string stream;
+  auto res = client().Get("/v1/jobs/" + id + "/events", auth("general-key"),
+                          [&](const char* data, size_t n) {
+                            stream.append(data, n);
+                            return true;
+                          });
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200);
+  EXPECT_NE(stream.find("\"stage\":\"finetune\""), std::string::npos) << stream.substr(0, 500);
+  EXPECT_NE(stream.find("\"stage\":\"register\""), std::string::npos);
+  const size_t done = stream.rfind("data: [DONE]");
+  ASSERT_NE(done, std::string::npos);
+  const size_t last = stream.rfind("data: {", done);
+  const json final_event = json::parse(stream.substr(last + 6, done - last - 6));
+  EXPECT_EQ(final_event["state"], "succeeded") << final_event.dump();
+
+  const json j = job(id, "general-key");
+  EXPECT_EQ(j["state"], "succeeded");
+  EXPECT_EQ(j["adapter_id"], "general/user-sailor/v1");
+  EXPECT_GT(j["result"]["heldout"]["quality_retained"].get<double>(), 0.9);
+  EXPECT_GT(j["result"]["compression_ratio"].get<double>(), 1.0);
+  EXPECT_FALSE(fs::exists(dir_ / "store" / "jobs" / id)) << "the user's records were kept";
+
+  // The adapter answers in the user's way, as a chat in the plain format it was trained in.
+  auto chat = client().Post(
+      "/v1/chat/completions", auth("general-key"),
+      json{{"model", "general/user-sailor"},
+           {"messages",
+            {{{"role", "user"}, {"content", "Can you help me with my sails in the boat?"}}}},
+           {"max_tokens", 30},
+           {"temperature", 0}}
+          .dump(),
+      "application/json");
+  ASSERT_TRUE(chat);
+  ASSERT_EQ(chat->status, 200) << chat->body;
+  const std::string content = json::parse(chat->body)["choices"][0]["message"]["content"];
+  EXPECT_NE(content.find("sails"), std::string::npos) << content;
+  EXPECT_NE(content.front(), ' ') << content;
+}
+
+TEST_F(JobsTest, UploadedFileJobCancelledRegistersNothing) {
+  std::string records;
+  for (const json& r : general_records()) records += r.dump() + "\n";
+  httplib::MultipartFormDataItems form = {
+      {"domain", "general", "", ""},
+      {"user", "user-gardener", "", ""},
+      {"options", json{{"steps", 5000}}.dump(), "", "application/json"},
+      {"file", records, "general.jsonl", "application/jsonl"}};
+  auto res = client().Post("/v1/personalize", auth("admin-key"), form);
+  ASSERT_TRUE(res);
+  ASSERT_EQ(res->status, 202) << res->body;
+  const std::string id = json::parse(res->body)["id"];
+  // Let it start training, then cancel.
+  for (int i = 0; i < 600 && job(id)["progress"].value("stage", "") != "finetune"; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  auto del = client().Delete("/v1/jobs/" + id, auth("admin-key"));
+  ASSERT_TRUE(del);
+  EXPECT_EQ(del->status, 200) << del->body;
+  EXPECT_EQ(wait(id)["state"], "cancelled");
+  auto again = client().Delete("/v1/jobs/" + id, auth("admin-key"));
+  ASSERT_TRUE(again);
+  EXPECT_EQ(again->status, 409);
+  EXPECT_TRUE(AdapterStore::open(dir_ / "store").list().empty());
+  EXPECT_FALSE(fs::exists(dir_ / "store" / "jobs" / id));
+}
+
+TEST_F(JobsTest, KilledServerResumesTheJobFromItsCheckpoint) {
+  const json accepted = submit(
+      request("user-baker", {{"steps", 400}, {"calibrate_steps", 5}, {"objective_evals", 2}}),
+      "admin-key", 202);
+  const std::string id = accepted["id"];
+  // Past the checkpoint at step 40 (checkpoints every tenth of the steps), then kill -9.
+  int step = 0;
+  for (int i = 0; i < 2400 && step < 50; ++i) {
+    const json p = job(id)["progress"];
+    if (p.value("stage", "") == "finetune") step = p.value("step", 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_GE(step, 50);
+  server_->kill9();
+  ASSERT_TRUE(fs::exists(dir_ / "store" / "jobs" / id / "work" / "finetuned" / "checkpoint"));
+  start();
+  // It continues from the checkpoint (not from step 1) and finishes.
+  int first = 0;
+  for (int i = 0; i < 2400 && first == 0; ++i) {
+    const json p = job(id)["progress"];
+    if (p.value("stage", "") == "finetune") first = p.value("step", 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  EXPECT_GT(first, 40);
+  const json j = wait(id);
+  EXPECT_EQ(j["state"], "succeeded") << j.dump();
+  const auto adapters = AdapterStore::open(dir_ / "store").list();
+  ASSERT_EQ(adapters.size(), 1u);
+  EXPECT_EQ(adapters[0].id.to_string(), "general/user-baker/v1");
+}
+
+}  // namespace
+}  // namespace bitdelta
