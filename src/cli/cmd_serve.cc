@@ -1,5 +1,6 @@
 // bitdelta serve: the OpenAI-compatible multi-tenant server.
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <atomic>
 #include <chrono>
@@ -9,6 +10,7 @@
 #include "cli/commands.h"
 #include "ops/sign_matmul.h"
 #include "serve/server.h"
+#include "util/error.h"
 #include "util/thread_pool.h"
 
 namespace bitdelta::cli {
@@ -26,9 +28,16 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
       "finishes the requests in flight, then exits");
   auto o = std::make_shared<ServeOptions>();
   auto threads = std::make_shared<int>(0);
-  cmd->add_option("--model", o->model, "Base model folder (Hugging Face layout)")
-      ->required()
-      ->check(CLI::ExistingDirectory);
+  auto models = std::make_shared<std::vector<std::string>>();
+  auto domain_bases = std::make_shared<std::vector<std::string>>();
+  cmd->add_option("--model", *models,
+                  "Base model folder (Hugging Face layout), or NAME=DIR; repeat for several "
+                  "bases. Requests name a base (default name: the folder's), or an adapter, "
+                  "which runs on the base whose fingerprint it carries")
+      ->required();
+  cmd->add_option("--domain-base", *domain_bases,
+                  "DOMAIN=NAME: the base that personalizes DOMAIN (education, gaming, defi, "
+                  "general); repeatable. Unmapped domains use the first --model");
   cmd->add_option("--store", o->store, "Adapter store folder (created if missing)")->required();
   cmd->add_option("--host", o->host, "Address to listen on")->capture_default_str();
   cmd->add_option("--port", o->port,
@@ -74,6 +83,27 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
   add_exact_deltas_flag(cmd, *exact);
   runner = [=] {
     if (*threads > 0) set_default_threads(*threads);
+    for (const std::string& m : *models) {
+      const size_t eq = m.find('=');
+      std::string name;
+      std::filesystem::path dir = m;
+      if (eq != std::string::npos && !std::filesystem::is_directory(m)) {
+        name = m.substr(0, eq);
+        dir = m.substr(eq + 1);
+      }
+      if (!std::filesystem::is_directory(dir)) {
+        fail("--model {}: '{}' is not a folder (give DIR or NAME=DIR)", m, dir.string());
+      }
+      o->models.emplace_back(name.empty() ? base_folder_name(dir) : name, dir);
+    }
+    o->model = o->models.front().second;
+    for (const std::string& d : *domain_bases) {
+      const size_t eq = d.find('=');
+      if (eq == std::string::npos || eq == 0 || eq + 1 == d.size()) {
+        fail("--domain-base {}: give DOMAIN=NAME, e.g. education=tutor", d);
+      }
+      o->domain_bases[d.substr(0, eq)] = d.substr(eq + 1);
+    }
     set_exact_sign_pass(*exact);
     // SIGTERM/SIGINT only raise a flag (any thread may receive them: libraries start threads
     // of their own); a watcher thread sees it and stops the server gracefully.
@@ -84,7 +114,7 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
     sigaction(SIGTERM, &action, nullptr);
     sigaction(SIGINT, &action, nullptr);
     Server server(*o);
-    fmt::print("serving {} on http://{}:{}\n", o->model.filename().string(), o->host,
+    fmt::print("serving {} on http://{}:{}\n", fmt::join(server.base_names(), ", "), o->host,
                server.port());
     std::fflush(stdout);
     std::atomic<bool> ended{false};

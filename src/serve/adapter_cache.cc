@@ -7,21 +7,33 @@
 namespace bitdelta {
 
 AdapterCache::AdapterCache(const Transformer& model, uint64_t budget_bytes,
-                           MetricsRegistry& metrics, ThreadPool& pool)
+                           MetricsRegistry& metrics, ThreadPool& pool, const std::string& base)
     : model_(model),
       budget_(budget_bytes),
       pool_(pool),
       fingerprints_(model.files()),
-      hits_(metrics.counter("bitdelta_adapter_cache_hits_total", "Adapter cache hits")),
-      misses_(metrics.counter("bitdelta_adapter_cache_misses_total",
-                              "Adapter cache misses (adapter loaded from the store)")),
-      evictions_(metrics.counter("bitdelta_adapter_cache_evictions_total",
-                                 "Adapters evicted to stay under the byte budget")),
-      bytes_gauge_(metrics.gauge("bitdelta_adapter_cache_bytes", "Bytes of cached adapters")),
-      entries_gauge_(metrics.gauge("bitdelta_adapter_cache_entries", "Cached adapters")),
-      load_seconds_(metrics.histogram("bitdelta_adapter_load_seconds",
-                                      "Time to open, validate and bind an adapter",
-                                      exponential_buckets(0.0005, 2, 14))) {
+      hits_(metrics
+                .counter_family("bitdelta_adapter_cache_hits_total", "Adapter cache hits", {"base"})
+                .labels({base})),
+      misses_(metrics
+                  .counter_family("bitdelta_adapter_cache_misses_total",
+                                  "Adapter cache misses (adapter loaded from the store)", {"base"})
+                  .labels({base})),
+      evictions_(metrics
+                     .counter_family("bitdelta_adapter_cache_evictions_total",
+                                     "Adapters evicted to stay under the byte budget", {"base"})
+                     .labels({base})),
+      bytes_gauge_(
+          metrics.gauge_family("bitdelta_adapter_cache_bytes", "Bytes of cached adapters", {"base"})
+              .labels({base})),
+      entries_gauge_(
+          metrics.gauge_family("bitdelta_adapter_cache_entries", "Cached adapters", {"base"})
+              .labels({base})),
+      load_seconds_(metrics
+                        .histogram_family("bitdelta_adapter_load_seconds",
+                                          "Time to open, validate and bind an adapter", {"base"},
+                                          exponential_buckets(0.0005, 2, 14))
+                        .labels({base})) {
   fingerprints_.precompute(pool_);  // adapter checks then hash nothing
 }
 

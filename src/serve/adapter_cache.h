@@ -21,8 +21,9 @@ namespace bitdelta {
 
 class AdapterCache {
  public:
+  // Its metrics carry the label base="<base>" (one cache per base model).
   AdapterCache(const Transformer& model, uint64_t budget_bytes, MetricsRegistry& metrics,
-               ThreadPool& pool);
+               ThreadPool& pool, const std::string& base);
 
   // The adapter stored at `blob` (content-addressed by `sha256`), opened, validated against the
   // base and bound, from the cache when it is there.

@@ -12,6 +12,7 @@
 #include <random>
 
 #include "delta/adapter_id.h"
+#include "domain/domain.h"
 #include "domain/records.h"
 #include "serve/adapter_cache.h"
 #include "serve/auth.h"
@@ -25,6 +26,12 @@
 #include "util/sha256.h"
 
 namespace bitdelta {
+
+std::string base_folder_name(const std::filesystem::path& dir) {
+  std::string name = dir.filename().string();
+  if (name.empty()) name = dir.parent_path().filename().string();
+  return name;
+}
 
 namespace {
 
@@ -68,20 +75,30 @@ struct Sampling {
 
 }  // namespace
 
-struct Server::Impl {
-  ServeOptions o;
+// One base model and what serves it: its tokenizer and chat template, its adapters' cache and
+// its own scheduler (engine thread). Every base's scheduler runs its parallel loops on the one
+// shared pool of model threads, where loops take turns: two busy bases split the cores about
+// evenly, and an idle base costs nothing.
+struct Base {
+  std::string name;
+  std::filesystem::path dir;
   std::unique_ptr<Transformer> model;
   std::optional<Tokenizer> tokenizer;
   std::optional<ChatTemplate> chat;
+  std::vector<int32_t> stop_ids;
+  std::optional<AdapterCache> cache;
+  std::optional<Scheduler> scheduler;
+};
+
+struct Server::Impl {
+  ServeOptions o;
+  std::vector<std::unique_ptr<Base>> bases;  // the first is the default
+  std::map<std::string, Base*> domain_base;  // --domain-base
   std::optional<AdapterStore> store;
   std::optional<ApiKeys> keys;
   MetricsRegistry metrics;
   ThreadPool& pool = default_thread_pool();
-  std::optional<AdapterCache> cache;
-  std::optional<Scheduler> scheduler;
   std::optional<JobRunner> jobs;  // after store: destroyed (stopped) before it
-  std::string base_name;
-  std::vector<int32_t> stop_ids;
   httplib::Server http;
   int port = 0;
   std::atomic<bool> stopping{false};
@@ -106,6 +123,13 @@ struct Server::Impl {
   Gauge active_gauge = metrics.gauge("bitdelta_active_sequences", "Sequences in the running batch");
   Histogram batch_size = metrics.histogram("bitdelta_batch_sequences",
                                            "Sequences per forward pass", {1, 2, 4, 8, 16, 32, 64});
+  HistogramFamily base_batch_size = metrics.histogram_family("bitdelta_base_batch_sequences",
+                                                             "Sequences per forward pass, by base",
+                                                             {"base"}, {1, 2, 4, 8, 16, 32, 64});
+  GaugeFamily base_queue = metrics.gauge_family(
+      "bitdelta_base_queue_length", "Requests waiting for a batch slot, by base", {"base"});
+  GaugeFamily base_active = metrics.gauge_family(
+      "bitdelta_base_active_sequences", "Sequences in the running batch, by base", {"base"});
   Histogram ttft = metrics.histogram("bitdelta_time_to_first_token_seconds",
                                      "From request to its first generated text",
                                      default_latency_buckets());
@@ -126,29 +150,55 @@ struct Server::Impl {
     } else {
       keys.emplace(ApiKeys::load(o.api_keys));
     }
-    model = Transformer::load(o.model);
-    tokenizer.emplace(Tokenizer::from_folder(o.model));
-    try {
-      chat.emplace(ChatTemplate::detect(*tokenizer, model->config().model_type));
-    } catch (const Error&) {
-      // No supported template: /v1/chat/completions answers 400, completions still work.
+    std::vector<std::pair<std::string, std::filesystem::path>> models = o.models;
+    if (models.empty()) models.emplace_back(base_folder_name(o.model), o.model);
+    for (const auto& [name, dir] : models) {
+      if (name.empty() || name.find('/') != std::string::npos) {
+        fail("base name '{}' must be non-empty and without '/' (adapter ids use it)", name);
+      }
+      for (const auto& b : bases) {
+        if (b->name == name) fail("two bases are named '{}'; name them apart with NAME=DIR", name);
+      }
+      auto b = std::make_unique<Base>();
+      b->name = name;
+      b->dir = dir;
+      b->model = Transformer::load(dir);
+      b->tokenizer.emplace(Tokenizer::from_folder(dir));
+      try {
+        b->chat.emplace(ChatTemplate::detect(*b->tokenizer, b->model->config().model_type));
+      } catch (const Error&) {
+        // No supported template: /v1/chat/completions answers 400, completions still work.
+      }
+      if (b->tokenizer->eos_id()) b->stop_ids.push_back(*b->tokenizer->eos_id());
+      for (const char* end : {"<|im_end|>", "<|eot_id|>", "<|endoftext|>"}) {
+        if (auto id = b->tokenizer->token_id(end)) b->stop_ids.push_back(*id);
+      }
+      b->cache.emplace(*b->model, static_cast<uint64_t>(o.adapter_cache_mb) << 20, metrics, pool,
+                       name);
+      b->scheduler.emplace(*b->model, *b->tokenizer,
+                           SchedulerOptions{o.max_batch, o.max_queue, o.prefill_chunk}, pool);
+      b->scheduler->on_batch = [this, child = base_batch_size.labels({name})](
+                                   int64_t sequences, int64_t, double) mutable {
+        batch_size.observe(static_cast<double>(sequences));
+        child.observe(static_cast<double>(sequences));
+      };
+      bases.push_back(std::move(b));
     }
-    if (tokenizer->eos_id()) stop_ids.push_back(*tokenizer->eos_id());
-    for (const char* end : {"<|im_end|>", "<|eot_id|>", "<|endoftext|>"}) {
-      if (auto id = tokenizer->token_id(end)) stop_ids.push_back(*id);
+    for (const auto& [domain, name] : o.domain_bases) {
+      if (!is_domain(domain))
+        fail("--domain-base {}={}: unknown domain; {}", domain, name, kDomainNames);
+      Base* found = find_base(name);
+      if (found == nullptr) {
+        fail("--domain-base {}={}: no base is named '{}' (bases: {})", domain, name, name,
+             base_names());
+      }
+      domain_base[domain] = found;
     }
     store.emplace(AdapterStore::open(o.store));
-    base_name = o.model.filename().string();
-    if (base_name.empty()) base_name = o.model.parent_path().filename().string();
-    cache.emplace(*model, static_cast<uint64_t>(o.adapter_cache_mb) << 20, metrics, pool);
-    scheduler.emplace(*model, *tokenizer,
-                      SchedulerOptions{o.max_batch, o.max_queue, o.prefill_chunk}, pool);
-    scheduler->on_batch = [this](int64_t sequences, int64_t, double) {
-      batch_size.observe(static_cast<double>(sequences));
-    };
     if (o.job_threads > 0) {
       JobRunnerOptions jo;
-      jo.bases[""] = o.model;
+      jo.bases[""] = bases.front()->dir;
+      for (const auto& [domain, b] : domain_base) jo.bases[domain] = b->dir;
       jo.threads = o.job_threads;
       jo.chat_format = o.personalize_chat_format;
       jobs.emplace(*store, jo);
@@ -186,6 +236,29 @@ struct Server::Impl {
     if (listen_fd >= 0) ::listen(listen_fd, 1024);
   }
 
+  Base* find_base(const std::string& name) const {
+    for (const auto& b : bases) {
+      if (b->name == name) return b.get();
+    }
+    return nullptr;
+  }
+  std::string base_names() const {
+    std::string out;
+    for (const auto& b : bases) out += (out.empty() ? "" : ", ") + b->name;
+    return out;
+  }
+  // The base an adapter runs on: the one whose fingerprint it carries (the domain's base first).
+  Base* base_of(const AdapterRecord& r) const {
+    if (auto it = domain_base.find(r.id.domain);
+        it != domain_base.end() && it->second->cache->compatible(r.sha256, store->blob_path(r))) {
+      return it->second;
+    }
+    for (const auto& b : bases) {
+      if (b->cache->compatible(r.sha256, store->blob_path(r))) return b.get();
+    }
+    return nullptr;
+  }
+
   // Who is calling: 401 without a valid key (when keys are configured).
   Principal authenticate(const httplib::Request& req) const {
     if (!keys->enabled()) return *keys->authenticate("");
@@ -213,7 +286,7 @@ struct Server::Impl {
     }
     if (!may_use(who, id)) http_fail(404, not_found, "invalid_request_error", "model_not_found");
     std::optional<AdapterRecord> r = store->find(id);
-    if (!r || !cache->compatible(r->sha256, store->blob_path(*r))) {
+    if (!r || base_of(*r) == nullptr) {
       http_fail(404, not_found, "invalid_request_error", "model_not_found");
     }
     return *r;
@@ -240,7 +313,7 @@ struct Server::Impl {
   }
 
   // max_tokens stays -1 when the request does not say (filled in once the prompt is known).
-  Sampling sampling(const json& body) const {
+  Sampling sampling(const json& body, const Base& base) const {
     Sampling s;
     auto& opt = s.options;
     opt.max_tokens = -1;
@@ -284,7 +357,7 @@ struct Server::Impl {
       }
     }
     s.stream = field<bool>(body, "stream", json::value_t::boolean).value_or(false);
-    opt.stop_ids = stop_ids;
+    opt.stop_ids = base.stop_ids;
     try {
       validate(opt.sampling);
     } catch (const Error& e) {
@@ -298,19 +371,42 @@ struct Server::Impl {
       res.set_content(json{{"status", stopping ? "draining" : "ok"}}.dump(), "application/json");
     });
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      const SchedulerStats s = scheduler->stats();
-      queue_gauge.set(static_cast<double>(s.queued));
-      active_gauge.set(static_cast<double>(s.active));
+      int64_t queued = 0, active = 0;
+      for (const auto& b : bases) {
+        const SchedulerStats s = b->scheduler->stats();
+        base_queue.labels({b->name}).set(static_cast<double>(s.queued));
+        base_active.labels({b->name}).set(static_cast<double>(s.active));
+        queued += s.queued;
+        active += s.active;
+      }
+      queue_gauge.set(static_cast<double>(queued));
+      active_gauge.set(static_cast<double>(active));
       res.set_content(metrics.render(), std::string(kPrometheusContentType));
     });
     handle("GET", "/v1/models", "models", [this](const httplib::Request& req, httplib::Response& res) {
       const Principal who = authenticate(req);
       json data = json::array();
-      data.push_back({{"id", base_name}, {"object", "model"}, {"created", 0}, {"owned_by", "base"}});
+      for (const auto& b : bases) {
+        json domains = json::array();
+        for (const auto& [domain, db] : domain_base) {
+          if (db == b.get()) domains.push_back(domain);
+        }
+        data.push_back({{"id", b->name},
+                        {"object", "model"},
+                        {"created", 0},
+                        {"owned_by", "base"},
+                        {"context_length", b->model->config().max_position_embeddings},
+                        {"domains", domains}});
+      }
       for (const AdapterRecord& r : store->list()) {
-        if (!may_list(who, r.id) || !cache->compatible(r.sha256, store->blob_path(r))) continue;
-        data.push_back({{"id", r.id.to_string()}, {"object", "model"}, {"created", 0},
-                        {"owned_by", r.id.domain}});
+        if (!may_list(who, r.id)) continue;
+        const Base* b = base_of(r);
+        if (b == nullptr) continue;
+        data.push_back({{"id", r.id.to_string()},
+                        {"object", "model"},
+                        {"created", 0},
+                        {"owned_by", r.id.domain},
+                        {"base", b->name}});
       }
       res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
     });
@@ -333,8 +429,24 @@ struct Server::Impl {
       }
       AdapterRecord r;
       try {
-        r = store->add_bytes(req.body, id, std::nullopt,
-                             [this](const Adapter& a) { cache->check(a); });
+        r = store->add_bytes(req.body, id, std::nullopt, [this](const Adapter& a) {
+          // Accepted when it fits one of the bases (the domain's first).
+          std::vector<Base*> order;
+          if (auto it = domain_base.find(a.id().domain); it != domain_base.end()) {
+            order.push_back(it->second);
+          }
+          for (const auto& b : bases) order.push_back(b.get());
+          std::string first_error;
+          for (Base* b : order) {
+            try {
+              b->cache->check(a);
+              return;
+            } catch (const Error& e) {
+              if (first_error.empty()) first_error = e.what();
+            }
+          }
+          fail("{}", first_error);
+        });
       } catch (const Error& e) {
         const bool exists = std::string_view(e.what()).find("already") != std::string_view::npos;
         http_fail(exists ? 409 : 400, e.what());
@@ -368,7 +480,7 @@ struct Server::Impl {
                          "invalid_request_error", "not_found");
              }
              store->remove(r.id);
-             cache->forget(r.sha256);
+             for (const auto& b : bases) b->cache->forget(r.sha256);
              res.set_content(json{{"id", r.id.to_string()}, {"object", "adapter"}, {"deleted", true}}.dump(),
                              "application/json");
            });
@@ -564,13 +676,27 @@ struct Server::Impl {
     const json body = parse_body(req);
     auto model_name = field<std::string>(body, "model", json::value_t::string);
     if (!model_name) http_fail(400, "'model' is required: the base model or an adapter id");
-    Sampling s = sampling(body);
+    Base* base = find_base(*model_name);
+    std::optional<AdapterRecord> record;
+    if (base == nullptr) {
+      record = resolve(who, *model_name);
+      base = base_of(*record);
+      if (base == nullptr) {
+        http_fail(404,
+                  fmt::format("The model '{}' does not exist or you do not have access to it.",
+                              *model_name),
+                  "invalid_request_error", "model_not_found");
+      }
+    }
+    Sampling s = sampling(body, *base);
+    const Transformer* model = base->model.get();
+    const Tokenizer* tokenizer = &*base->tokenizer;
 
     std::shared_ptr<Adapter> adapter;
-    if (*model_name != base_name) {
-      const AdapterRecord r = resolve(who, *model_name);
+    if (record) {
+      const AdapterRecord& r = *record;
       try {
-        adapter = cache->get(r.sha256, store->blob_path(r));  // loaded here, off the engine
+        adapter = base->cache->get(r.sha256, store->blob_path(r));  // loaded here, off the engine
       } catch (const Error& e) {
         http_fail(500, fmt::format("adapter '{}' could not be loaded: {}", *model_name, e.what()),
                   "server_error");
@@ -593,7 +719,9 @@ struct Server::Impl {
           }
         }
       }
-      const ChatTemplate* templ = adapter_chat ? &*adapter_chat : chat ? &*chat : nullptr;
+      const ChatTemplate* templ = adapter_chat ? &*adapter_chat
+                                  : base->chat ? &*base->chat
+                                               : nullptr;
       if (!templ) http_fail(400, "this model has no supported chat template; use /v1/completions");
       auto it = body.find("messages");
       if (it == body.end() || !it->is_array() || it->empty()) {
@@ -650,7 +778,7 @@ struct Server::Impl {
     }
 
     std::shared_ptr<RequestChannel> channel =
-        scheduler->submit({std::move(prompt), s.options, adapter});
+        base->scheduler->submit({std::move(prompt), s.options, adapter});
     if (!channel) http_fail(429, "too many requests are waiting; retry shortly", "rate_limit_error");
 
     const std::string id = random_id(chat_request ? "chatcmpl" : "cmpl");
@@ -806,16 +934,22 @@ Server::Server(const ServeOptions& options) : impl_(std::make_unique<Impl>(optio
 Server::~Server() = default;
 int Server::port() const { return impl_->port; }
 
+std::vector<std::string> Server::base_names() const {
+  std::vector<std::string> names;
+  for (const auto& b : impl_->bases) names.push_back(b->name);
+  return names;
+}
+
 void Server::run() {
   impl_->http.listen_after_bind();
-  impl_->scheduler->drain();
+  for (const auto& b : impl_->bases) b->scheduler->drain();
 }
 
 void Server::stop() {
   Impl& s = *impl_;
   if (s.stopping.exchange(true)) return;
   // Finish what was accepted, let the streams write their last events, then close.
-  s.scheduler->drain();
+  for (const auto& b : s.bases) b->scheduler->drain();
   while (s.in_flight > 0) std::this_thread::sleep_for(std::chrono::milliseconds(20));
   s.http.stop();
 }

@@ -5,13 +5,24 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 namespace bitdelta {
 
+// The folder's name ("Qwen3-0.6B" for /models/Qwen3-0.6B/), the default name of a base.
+std::string base_folder_name(const std::filesystem::path& dir);
+
 struct ServeOptions {
-  std::filesystem::path model, store;
+  std::filesystem::path model, store;  // model: the one base, when `models` is empty
+  // Several bases, each NAME=DIR; requests name a base, or an adapter, which runs on the base
+  // whose fingerprint it carries. The first is the default base of personalization jobs.
+  std::vector<std::pair<std::string, std::filesystem::path>> models;
+  // Which base personalizes (and is tried first for) each domain: domain -> base name.
+  std::map<std::string, std::string> domain_bases;
   std::string host = "127.0.0.1";
   int port = 8080;                       // 0: any free port (see Server::port)
   std::filesystem::path api_keys;        // empty: no authentication (loopback hosts only)
@@ -35,6 +46,7 @@ class Server {
   explicit Server(const ServeOptions& options);
   ~Server();
   int port() const;  // the bound port
+  std::vector<std::string> base_names() const;
   // Serves until stop(): then refuses new work (503), finishes every accepted request, returns.
   void run();
   void stop();  // safe from a signal-watching thread

@@ -588,3 +588,83 @@ TEST(ServerProcessTest, FullQueueAnswers429WithRetryAfter) {
 
 }  // namespace
 }  // namespace bitdelta
+
+namespace bitdelta {
+namespace {
+
+// Two bases in one server: each adapter runs on the base whose fingerprint it carries and
+// answers exactly as `generate` does on that base; /v1/models lists both bases (with their
+// context) and says which base each adapter runs on; batching metrics are kept per base.
+TEST(ServerProcessTest, SeveralBasesEachServeTheirOwnAdapters) {
+  const auto& a = testing::StoreAssets::get();
+  testing::ScratchDir dir;
+  const fs::path other = a.dir() / "ft21";  // the base gaming/carol/v1 was made against
+  for (const auto& f : {a.alice_v1(), a.other_base_adapter()}) {
+    auto r = testing::run_cli("store add --store " + (dir / "store").string() + " " + f.string());
+    ASSERT_EQ(r.exit_code, 0) << r.err;
+  }
+  ServerProcess server("--model tutor=" + a.base().string() + " --model npc=" + other.string() +
+                           " --domain-base gaming=npc --store " + (dir / "store").string() +
+                           " --threads 1",
+                       dir / "log");
+  ASSERT_GT(server.port(), 0);
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  auto models = c.Get("/v1/models");
+  ASSERT_TRUE(models);
+  std::map<std::string, json> by_id;
+  const json listed = json::parse(models->body);
+  for (const json& m : listed["data"]) by_id[m["id"].get<std::string>()] = m;
+  ASSERT_TRUE(by_id.count("tutor") && by_id.count("npc")) << models->body;
+  EXPECT_EQ(by_id["tutor"]["context_length"], 512);
+  EXPECT_EQ(by_id["npc"]["domains"], json::array({"gaming"}));
+  EXPECT_EQ(by_id["gaming/alice/v1"]["base"], "tutor");
+  EXPECT_EQ(by_id["gaming/carol/v1"]["base"], "npc");
+
+  auto completion = [&](const std::string& model) {
+    auto res = c.Post("/v1/completions",
+                      json{{"model", model},
+                           {"prompt", "Once upon a time"},
+                           {"max_tokens", 20},
+                           {"temperature", 0},
+                           {"stop", json::array()}}
+                          .dump(),
+                      "application/json");
+    EXPECT_TRUE(res);
+    if (!res) return std::string();
+    EXPECT_EQ(res->status, 200) << res->body;
+    return json::parse(res->body)["choices"][0]["text"].get<std::string>();
+  };
+  auto generate = [&](const fs::path& base, const std::string& adapter) {
+    auto r = testing::run_cli("generate --model " + base.string() +
+                              (adapter.empty() ? "" : " --adapter " + adapter) +
+                              " --prompt 'Once upon a time' --max-tokens 20 --ignore-eos");
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return r.out;
+  };
+  const std::string npc = completion("npc"), carol = completion("gaming/carol/v1"),
+                    alice = completion("gaming/alice/v1"), tutor = completion("tutor");
+  EXPECT_EQ("Once upon a time" + npc + "\n", generate(other, ""));
+  EXPECT_EQ("Once upon a time" + carol + "\n", generate(other, a.other_base_adapter().string()));
+  EXPECT_EQ("Once upon a time" + alice + "\n", generate(a.base(), a.alice_v1().string()));
+  EXPECT_EQ("Once upon a time" + tutor + "\n", generate(a.base(), ""));
+  EXPECT_NE(npc, tutor);
+
+  auto metrics = c.Get("/metrics");
+  ASSERT_TRUE(metrics);
+  EXPECT_NE(metrics->body.find("bitdelta_base_batch_sequences_count{base=\"npc\"}"),
+            std::string::npos);
+  EXPECT_NE(metrics->body.find("bitdelta_adapter_cache_misses_total{base=\"npc\"} 1"),
+            std::string::npos)
+      << metrics->body.substr(0, 3000);
+
+  // Bad mappings are refused at start.
+  auto bad = testing::run_cli("serve --model " + a.base().string() +
+                              " --domain-base gaming=nope --store " + (dir / "store2").string() +
+                              " --port 0");
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.err.find("no base is named 'nope'"), std::string::npos) << bad.err;
+}
+
+}  // namespace
+}  // namespace bitdelta
