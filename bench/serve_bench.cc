@@ -11,7 +11,7 @@
 // and reports errors and the server's resident memory over time.
 #include <fmt/format.h>
 #include <httplib.h>
-#include <nlohmann/json.hpp>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -19,15 +19,15 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <thread>
 #include <vector>
-
-#include <unistd.h>
 
 #include "bench_util.h"
 #include "model/synth.h"
 #include "random_adapter.h"
 #include "serve/server.h"
+#include "serve_load.h"
 #include "store/adapter_store.h"
 #include "util/error.h"
 
@@ -37,62 +37,9 @@ using json = nlohmann::json;
 using namespace bitdelta;
 
 namespace {
-
-struct Samples {
-  std::mutex mutex;
-  std::vector<double> ttft, itl;
-  int64_t tokens = 0, errors = 0;
-};
-
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
-}
-
-// One streaming completion; records TTFT, the gaps between text chunks, and the token count.
-void one_request(int port, const std::string& model, int tokens, Samples& s) {
-  httplib::Client client("127.0.0.1", port);
-  client.set_read_timeout(600, 0);
-  httplib::Request req;
-  req.method = "POST";
-  req.path = "/v1/completions";
-  req.set_header("Content-Type", "application/json");
-  req.body = json{{"model", model}, {"prompt", "The history of the city begins with"},
-                  {"max_tokens", tokens}, {"temperature", 0}, {"stream", true}}
-                 .dump();
-  const auto start = Clock::now();
-  auto last = start;
-  bool first = true;
-  std::vector<double> ttft, itl;
-  int64_t completion = 0;
-  std::string buffer;
-  req.content_receiver = [&](const char* data, size_t n, uint64_t, uint64_t) {
-    buffer.append(data, n);
-    for (size_t end; (end = buffer.find("\n\n")) != std::string::npos; buffer.erase(0, end + 2)) {
-      const std::string event = buffer.substr(0, end);
-      if (event.rfind("data: {", 0) != 0) continue;
-      const json j = json::parse(event.substr(6), nullptr, false);
-      if (j.is_discarded()) continue;
-      if (j.contains("usage")) completion = j["usage"]["completion_tokens"].get<int64_t>();
-      if (j["choices"][0]["text"].get<std::string>().empty()) continue;
-      const auto now = Clock::now();
-      (first ? ttft : itl).push_back(std::chrono::duration<double>(now - last).count());
-      first = false;
-      last = now;
-    }
-    return true;
-  };
-  auto res = client.send(req);
-  std::lock_guard lock(s.mutex);
-  if (!res || res->status != 200 || completion == 0) {
-    ++s.errors;
-    return;
-  }
-  s.tokens += completion;
-  s.ttft.insert(s.ttft.end(), ttft.begin(), ttft.end());
-  s.itl.insert(s.itl.end(), itl.begin(), itl.end());
-}
+using bench::one_request;
+using bench::percentile;
+using bench::Samples;
 
 int64_t rss_bytes(pid_t pid) {
   std::ifstream in(fmt::format("/proc/{}/status", pid));

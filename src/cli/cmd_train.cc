@@ -37,7 +37,7 @@ void add_chat_format_option(CLI::App* cmd, std::string& chat_format) {
   cmd->add_option("--chat-format", chat_format,
                   "How JSONL conversations are rendered: auto (the tokenizer's own chat template), "
                   "plain (\"User: …\" / \"Assistant: …\" lines, for bases without one; "
-                  "docs/domains.md), or a template: qwen3, chatml, llama3, llama2, mistral")
+                  "docs/personalization.md), or a template: qwen3, chatml, llama3, llama2, mistral")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "plain", "qwen3", "chatml", "llama3", "llama2", "mistral"}));
 }

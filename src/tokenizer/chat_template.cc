@@ -345,7 +345,7 @@ ChatTemplate ChatTemplate::select(const Tokenizer& tokenizer, std::string_view m
       fail(
           "the base has no chat template (its tokenizer_config.json defines none), so chat data "
           "has no format to be trained in; pass --chat-format plain (\"User: …\" / \"Assistant: "
-          "…\" lines, docs/domains.md) or name a template: qwen3, chatml, llama3, llama2, "
+          "…\" lines, docs/personalization.md) or name a template: qwen3, chatml, llama3, llama2, "
           "mistral");
     }
     return detect(tokenizer, model_type);

@@ -17,7 +17,8 @@
 //            alternate user/assistant after an optional system message.
 //   kMistral Mistral-7B-Instruct v0.2 / Mixtral: "<s>[INST] user [/INST]answer</s>", no system
 //            role; v0.1's variant (a space after each "</s>") is recognized too.
-//   kPlain   Our documented format for bases without a chat template (docs/domains.md): BOS, then
+//   kPlain   Our documented format for bases without a chat template (docs/personalization.md):
+//   BOS, then
 //            one line per message, "System: …", "User: …", "Assistant: …" + EOS; the generation
 //            prompt is "Assistant:". Never detected: an operator picks it (--chat-format plain)
 //            and the adapters trained with it record it, so serving renders them the same way.

@@ -320,7 +320,8 @@ TrainingData TrainingData::load(const std::filesystem::path& path, const Tokeniz
       if (chat == nullptr) {
         fail(
             "{}: \"messages\" needs a chat template and this model has none; pass --chat-format "
-            "plain (\"User: …\" / \"Assistant: …\" lines, docs/domains.md) or a template name, "
+            "plain (\"User: …\" / \"Assistant: …\" lines, docs/personalization.md) or a template "
+            "name, "
             "or use {{\"prompt\", \"response\"}} lines or a plain text file",
             at);
       }

@@ -30,7 +30,8 @@ using nlohmann::json;
 std::string error_of(const std::function<void()>& f) { return testing::error_message(f); }
 
 // fmt rather than "'" + s: GCC 12's -Wrestrict misfires on the latter.
-std::string quoted(const fs::path& p) { return fmt::format("'{}'", p.string()); }
+std::string shell_arg(const fs::path& p) { return fmt::format("'{}'", p.string()); }
+std::string shell_arg(const std::string& s) { return fmt::format("'{}'", s); }
 
 bool contains(const std::string& text, const std::string& part) {
   return text.find(part) != std::string::npos;
@@ -269,8 +270,9 @@ const fs::path& stories_base() {
     const fs::path out = dir / "stories260K";
     const auto r = testing::run_cli(
         "import-llama2c --model " +
-        quoted(testing::shared_asset("models/stories260K/stories260K.bin")) + " --tokenizer " +
-        quoted(testing::shared_asset("models/stories260K/tok512.bin")) + " --out " + quoted(out));
+        shell_arg(testing::shared_asset("models/stories260K/stories260K.bin")) + " --tokenizer " +
+        shell_arg(testing::shared_asset("models/stories260K/tok512.bin")) + " --out " +
+        shell_arg(out));
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return out;
   }();
@@ -281,7 +283,7 @@ const fs::path& stories_base() {
 void expect_store_empty(const fs::path& store) {
   if (!fs::exists(store)) return;
   EXPECT_TRUE(AdapterStore::open(store).list().empty()) << store;
-  const auto listed = testing::run_cli("store list --json --store " + quoted(store));
+  const auto listed = testing::run_cli("store list --json --store " + shell_arg(store));
   ASSERT_EQ(listed.exit_code, 0) << listed.err;
   EXPECT_EQ(json::parse(listed.out), json::array()) << listed.out;
 }
@@ -301,15 +303,15 @@ TEST(PersonalizeCli, BadInputIsRefusedAndNothingIsRegistered) {
   const fs::path& base = stories_base();
   testing::ScratchDir dir;
   const fs::path store = dir / "store", out = dir / "out.bdelta";
-  const std::string common = "personalize --quiet --base " + quoted(base) + " --steps 2 " +
+  const std::string common = "personalize --quiet --base " + shell_arg(base) + " --steps 2 " +
                              "--calibrate-steps 1 --objective-evals 1 ";
   const std::string sailor =
-      "--domain general --user user-sailor --data " + quoted(shipped_data("general")) + " ";
-  const std::string to_store = " --store " + quoted(store);
+      "--domain general --user user-sailor --data " + shell_arg(shipped_data("general")) + " ";
+  const std::string to_store = " --store " + shell_arg(store);
 
   // An unknown domain: the option's own check.
   auto r = testing::run_cli(common + "--domain cooking --user u --data " +
-                            quoted(shipped_data("general")) + " --chat-format plain" + to_store);
+                            shell_arg(shipped_data("general")) + " --chat-format plain" + to_store);
   EXPECT_NE(r.exit_code, 0);
   EXPECT_TRUE(contains(r.err, "--domain")) << r.err;
   EXPECT_TRUE(contains(r.err, "cooking")) << r.err;
@@ -318,7 +320,7 @@ TEST(PersonalizeCli, BadInputIsRefusedAndNothingIsRegistered) {
   testing::write_text(dir / "few.jsonl",
                       general_records("user-few", 3) + general_records("user-many", 6));
   r = testing::run_cli(common + "--domain general --user user-few --data " +
-                       quoted(dir / "few.jsonl") + " --chat-format plain" + to_store);
+                       shell_arg(dir / "few.jsonl") + " --chat-format plain" + to_store);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(contains(r.err, "user 'user-few' has 3 conversation(s)")) << r.err;
   EXPECT_TRUE(contains(r.err, "at least 5")) << r.err;
@@ -335,8 +337,8 @@ TEST(PersonalizeCli, BadInputIsRefusedAndNothingIsRegistered) {
   bad += "{\"user\": \"user-many\", \"time\": 5, \"messages\": [\n";
   testing::write_text(dir / "bad.jsonl", bad);
   r = testing::run_cli(common + "--domain general --user user-many --data " +
-                       quoted(dir / "bad.jsonl") + " --chat-format plain" + to_store + " --out " +
-                       quoted(out));
+                       shell_arg(dir / "bad.jsonl") + " --chat-format plain" + to_store +
+                       " --out " + shell_arg(out));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(contains(r.err, (dir / "bad.jsonl").string() + ":7")) << r.err;
   EXPECT_TRUE(contains(r.err, "not valid JSON")) << r.err;
@@ -345,13 +347,13 @@ TEST(PersonalizeCli, BadInputIsRefusedAndNothingIsRegistered) {
                                                R"({"user": "user-many", "time": 9})" + "\n" +
                                                general_records("user-many", 4));
   r = testing::run_cli(common + "--domain general --user user-many --data " +
-                       quoted(dir / "field.jsonl") + " --chat-format plain" + to_store);
+                       shell_arg(dir / "field.jsonl") + " --chat-format plain" + to_store);
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(contains(r.err, (dir / "field.jsonl").string() + ":3")) << r.err;
   expect_store_empty(store);
 
   // A base without a chat template and --chat-format auto (the default): told to pick one.
-  r = testing::run_cli(common + sailor + to_store + " --out " + quoted(out));
+  r = testing::run_cli(common + sailor + to_store + " --out " + shell_arg(out));
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_TRUE(contains(r.err, "--chat-format plain")) << r.err;
   r = testing::run_cli(common + sailor + "--chat-format auto" + to_store);
@@ -375,8 +377,8 @@ TEST(PersonalizeCli, BadInputIsRefusedAndNothingIsRegistered) {
 
 // The CLI with TMPDIR set to `tmp` (where personalize makes its working folder by default).
 testing::CommandResult run_cli_with_tmp(const fs::path& tmp, const std::string& args) {
-  return testing::run_command("TMPDIR=" + quoted(tmp) + " " + quoted(testing::cli_path()) + " " +
-                              args);
+  return testing::run_command("TMPDIR=" + shell_arg(tmp) + " " +
+                              shell_arg(std::string(testing::cli_path())) + " " + args);
 }
 
 // What personalize left in `tmp`.
@@ -415,10 +417,10 @@ TEST(PersonalizeCli, ScorerCmdIsTheObjective) {
       fmt::format("python3 {} {}", (dir / "scorer.py").string(), log.string());
   auto r = run_cli_with_tmp(
       tmp.path(),
-      "personalize --quiet --json --base " + quoted(base) +
-          " --domain general --user user-sailor --data " + quoted(shipped_data("general")) +
+      "personalize --quiet --json --base " + shell_arg(base) +
+          " --domain general --user user-sailor --data " + shell_arg(shipped_data("general")) +
           " --steps 10 --calibrate-steps 5 --objective-evals 3 --chat-format plain --out " +
-          quoted(out) + " --scorer-cmd " + quoted(scorer));
+          shell_arg(out) + " --scorer-cmd " + shell_arg(scorer));
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(leftovers(tmp.path()).empty()) << "the default working folder is removed";
   const json j = json::parse(r.out);
@@ -444,7 +446,7 @@ TEST(PersonalizeCli, ScorerCmdIsTheObjective) {
   EXPECT_EQ(logged, expected);
 
   // The adapter records the scorer as its objective.
-  auto inspected = testing::run_cli("inspect --json " + quoted(out));
+  auto inspected = testing::run_cli("inspect --json " + shell_arg(out));
   ASSERT_EQ(inspected.exit_code, 0) << inspected.err;
   const json meta = json::parse(inspected.out)["metadata"];
   const json calibration = json::parse(meta["calibration"].get<std::string>());
@@ -457,12 +459,12 @@ TEST(PersonalizeCli, ScorerCmdFailuresAreErrors) {
   const fs::path& base = stories_base();
   testing::ScratchDir dir, tmp;
   const fs::path store = dir / "store", out = dir / "out.bdelta";
-  const std::string run = "personalize --quiet --base " + quoted(base) +
+  const std::string run = "personalize --quiet --base " + shell_arg(base) +
                           " --domain general --user user-sailor --data " +
-                          quoted(shipped_data("general")) +
+                          shell_arg(shipped_data("general")) +
                           " --steps 2 --calibrate-steps 1 --objective-evals 2 --chat-format plain "
                           "--store " +
-                          quoted(store) + " --out " + quoted(out) + " ";
+                          shell_arg(store) + " --out " + shell_arg(out) + " ";
 
   auto r = run_cli_with_tmp(tmp.path(), run + "--scorer-cmd 'echo broken >&2; exit 3'");
   EXPECT_EQ(r.exit_code, 1);
