@@ -318,14 +318,13 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   // 9: register (whole or not at all) and/or write the file.
   begin(9, fmt::format("registering {}", id.to_string()));
   result.id = id;
-  if (o.out) {
-    const std::string bytes = read_file(final_file);
-    write_file_atomic(*o.out, bytes);
-    result.adapter_file = *o.out;
-  }
   if (o.store != nullptr) {
     const AdapterRecord r = o.store->add(final_file, id);
     result.adapter_file = o.store->blob_path(r);
+  }
+  if (o.out) {  // after the registration, so a refused one leaves no file behind either
+    write_file_atomic(*o.out, read_file(final_file));
+    if (o.store == nullptr) result.adapter_file = *o.out;
   }
   result.stage_seconds[kStages[stage - 1]] =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - stage_start).count();

@@ -52,7 +52,20 @@ CommandResult run_command(const std::string& command, const std::string& input, 
   if (input.empty()) close_fd(to_child);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s);
   char buffer[4096];
-  while (from_out >= 0 || from_err >= 0) {
+  int status = 0;
+  bool exited = false;
+  // Until the command has exited and its output is drained, or the time limit.
+  while (true) {
+    if (!exited) {
+      pid_t w;
+      while ((w = ::waitpid(pid, &status, WNOHANG)) < 0 && errno == EINTR) {
+      }
+      if (w == pid) {
+        exited = true;
+        close_fd(to_child);  // nobody is left to read the rest
+      }
+    }
+    if (exited && from_out < 0 && from_err < 0) break;
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
                           deadline - std::chrono::steady_clock::now())
                           .count();
@@ -66,8 +79,12 @@ CommandResult run_command(const std::string& command, const std::string& input, 
     if (to_child >= 0) fds[n++] = {to_child, POLLOUT, 0};
     if (from_out >= 0) fds[n++] = {from_out, POLLIN, 0};
     if (from_err >= 0) fds[n++] = {from_err, POLLIN, 0};
-    if (::poll(fds, static_cast<nfds_t>(n), static_cast<int>(std::min<int64_t>(left, 1000))) < 0) {
+    // While the command runs, look at it every 20 ms (its pipes may all be closed already).
+    const int wait_ms = static_cast<int>(std::min<int64_t>(left, exited ? 1000 : 20));
+    if (::poll(n > 0 ? fds : nullptr, static_cast<nfds_t>(n), wait_ms) < 0) {
       if (errno == EINTR) continue;
+      r.timed_out = true;  // cannot watch it: stop it rather than wait forever
+      ::kill(-pid, SIGKILL);
       break;
     }
     for (int i = 0; i < n; ++i) {
@@ -92,8 +109,9 @@ CommandResult run_command(const std::string& command, const std::string& input, 
   close_fd(to_child);
   close_fd(from_out);
   close_fd(from_err);
-  int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  if (!exited) {
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
   }
   ::kill(-pid, SIGKILL);  // whatever the shell left running in its group
   if (!r.timed_out && WIFEXITED(status)) r.exit_code = WEXITSTATUS(status);

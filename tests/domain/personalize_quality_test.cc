@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <ostream>
 
 #include "support/test_support.h"
 
@@ -36,6 +37,9 @@ constexpr Case kCases[] = {
     {"defi", "0x3333333333333333333333333333333333333333", "risk_tolerance", false},
     {"general", "user-sailor", "user", false},
 };
+
+// gtest names a parameter by this (ctest lists it) instead of dumping its bytes.
+void PrintTo(const Case& c, std::ostream* os) { *os << c.domain << " " << c.user; }
 
 // The tensor bytes of a safetensors file: its size less the 8-byte header length and the header.
 uint64_t payload_bytes(const fs::path& file) {
@@ -162,8 +166,8 @@ TEST_P(PersonalizeQuality, Table) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Domains, PersonalizeQuality, ::testing::ValuesIn(kCases),
-                         [](const ::testing::TestParamInfo<Case>& info) {
-                           return std::string(info.param.domain);
+                         [](const ::testing::TestParamInfo<Case>& param) {
+                           return std::string(param.param.domain);
                          });
 
 }  // namespace

@@ -6,7 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <filesystem>
 #include <string>
+
+#include "support/test_support.h"
 
 namespace bitdelta {
 namespace {
@@ -106,6 +109,17 @@ TEST(RunCommand, TimeLimitHoldsAfterTheCommandClosesItsOutput) {
   EXPECT_LT(seconds_since(start), 2.0);
   EXPECT_TRUE(r.timed_out);
   EXPECT_EQ(r.exit_code, -1);
+}
+
+// Its input is delivered whole even when it no longer has its stdout and stderr open.
+TEST(RunCommand, InputIsDeliveredWholeAfterTheCommandClosesItsOutput) {
+  testing::ScratchDir dir;
+  const std::string big(1 << 20, 'x');
+  const CommandResult r =
+      run_command("exec >/dev/null 2>&1; cat > '" + (dir / "copy").string() + "'", big, 10);
+  EXPECT_FALSE(r.timed_out);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(std::filesystem::file_size(dir / "copy"), big.size());
 }
 
 TEST(RunCommand, OutputBeyond64KiBIsCut) {
