@@ -1,6 +1,7 @@
 // Personalization's cost and its effect on serving.
 //
-//   personalize_bench [--qwen3] [--latency-users 4] [--latency-tokens 32] [--skip-pipeline]
+//   personalize_bench [--qwen3 | --qwen3-only] [--latency-users 4] [--latency-tokens 32]
+//   [--skip-pipeline]
 //                     [--job-on-serving-base]
 //
 // 1. Pipeline: `bitdelta personalize` (a child process each, so peak memory is the run's own) on
@@ -44,7 +45,7 @@ fs::path source(const std::string& relative) { return fs::path(BITDELTA_SOURCE_D
 }  // namespace
 
 int main(int argc, char** argv) try {
-  bool qwen3 = false, pipeline = true, same_base = false;
+  bool qwen3 = false, qwen3_only = false, pipeline = true, same_base = false;
   int users = 4, tokens = 32;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -54,6 +55,8 @@ int main(int argc, char** argv) try {
     };
     if (a == "--qwen3")
       qwen3 = true;
+    else if (a == "--qwen3-only")
+      qwen3 = qwen3_only = true;
     else if (a == "--skip-pipeline")
       pipeline = false;
     else if (a == "--job-on-serving-base")
@@ -64,7 +67,7 @@ int main(int argc, char** argv) try {
       tokens = std::stoi(next());
     else if (a == "--help" || a == "-h") {
       fmt::print(
-          "usage: personalize_bench [--qwen3] [--skip-pipeline] [--latency-users 4] "
+          "usage: personalize_bench [--qwen3 | --qwen3-only] [--skip-pipeline] [--latency-users 4] "
           "[--latency-tokens 32] [--job-on-serving-base]\n");
       return 0;
     } else {
@@ -93,14 +96,15 @@ int main(int argc, char** argv) try {
         {"stories260K", stories, "defi", "0x3333333333333333333333333333333333333333",
          "--chat-format plain"},
         {"stories260K", stories, "general", "user-sailor", "--chat-format plain"}};
+    if (qwen3_only) runs.clear();
     if (qwen3) {
       runs.push_back({"qwen3-0.6b (synth)", tmp / "qwen3", "general", "user-sailor",
                       "--steps 4 --batch 2 --calibrate-steps 2 --objective-evals 2"});
     }
     fmt::print(
-        "| base | domain | wall s | fine-tune tokens | s per 1,000 tokens | peak RSS | "
-        "adapter | vs BF16 fine-tune | quality retained "
-        "|\n|---|---|---|---|---|---|---|---|---|\n");
+        "| base | domain | wall s | fine-tune tokens | s per 1,000 tokens | of which fine-tune | "
+        "peak RSS | adapter | vs BF16 fine-tune | quality retained |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n");
     for (const Run& r : runs) {
       const json j = json::parse(cli(fmt::format(
           "personalize --base {} --domain {} --user {} --data {} --out {} --json --quiet {}",
@@ -108,10 +112,12 @@ int main(int argc, char** argv) try {
           (tmp / "adapter.bdelta").string(), r.extra)));
       const double seconds = j["seconds"], train_tokens = j["train_tokens"];
       const json q = j["heldout"]["quality_retained"];
+      const double finetune_s = j["stage_seconds"].value("finetune", 0.0);
       fmt::print(
-          "| {} | {} | {:.1f} | {:.0f} | {:.2f} | {:.2f} GiB | {:.1f} KiB | 1/{:.1f} | {} |\n",
+          "| {} | {} | {:.1f} | {:.0f} | {:.2f} | {:.2f} | {:.2f} GiB | {:.1f} KiB | 1/{:.1f} | {} "
+          "|\n",
           r.base_name, r.domain, seconds, train_tokens, 1000 * seconds / train_tokens,
-          j["peak_rss_bytes"].get<double>() / double(1 << 30),
+          1000 * finetune_s / train_tokens, j["peak_rss_bytes"].get<double>() / double(1 << 30),
           j["adapter_bytes"].get<double>() / 1024, j["compression_ratio"].get<double>(),
           q.is_null() ? std::string("n/a") : fmt::format("{:.1f}%", 100 * q.get<double>()));
       std::fflush(stdout);
