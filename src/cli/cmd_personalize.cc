@@ -52,7 +52,7 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
       "objective's multiplier by Brent's method), evaluate on the held-out conversations, and "
       "register the adapter as domain/user/vN (latest moves). docs/personalization.md");
   struct Options {
-    std::string base, domain, user, data, store, out, work_dir,
+    std::string base, domain, user, data, store, out, work_dir, signing_key,
         version = "auto", chat_format = "auto", granularity = "tensor", bounds = "0.25:2";
     bool json = false, quiet = false;
     int threads = 0;
@@ -130,6 +130,9 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
                   "Seconds the scorer may take per call")
       ->capture_default_str()
       ->check(number_at_least(0, false));
+  cmd->add_option("--signing-key", o->signing_key,
+                  "Sign the adapter with this key (bitdelta keys generate): the registry keeps "
+                  "the signature, and --out gets OUT.sig.json beside it");
   cmd->add_flag("--json", o->json,
                 "Print the result as one JSON object (progress stays on stderr)");
   cmd->add_flag("--quiet", o->quiet, "No progress lines");
@@ -149,6 +152,11 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
       fail("nowhere to put the adapter: give --store DIR (to register it) and/or --out FILE");
     }
     if (!o->out.empty()) p.out = o->out;
+    std::optional<SigningKey> signer;
+    if (!o->signing_key.empty()) {
+      signer.emplace(SigningKey::load(o->signing_key));
+      p.signing_key = &*signer;
+    }
     std::optional<AdapterStore> store;
     if (!o->store.empty()) {
       store.emplace(AdapterStore::open(o->store));
@@ -206,6 +214,7 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
     fmt::print("  scale multiplier {:.4f} ({} objective {:.5g}; calibrated {:.5g}, base {:.5g})\n",
                r.objective.multiplier, r.objective.objective, r.objective.score,
                r.objective.score_calibrated, r.objective.score_base);
+    if (!r.signed_by.empty()) fmt::print("  signed by key {}\n", r.signed_by);
     fmt::print("  {} interactions, {} conversations: {} trained on, {} held out; {:.1f} s\n",
                r.interactions, r.conversations, r.train_conversations, r.heldout_conversations,
                r.seconds);

@@ -74,6 +74,16 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
                   "serving); 0 turns POST /v1/personalize off")
       ->capture_default_str()
       ->check(CLI::Range(0, 256));
+  cmd->add_option("--signing-key", o->signing_key,
+                  "Key folder (bitdelta keys generate): signs every adapter the server creates "
+                  "(personalization jobs); the registry keeps the signatures");
+  cmd->add_option("--trusted-keys", o->trusted_keys,
+                  "Folder of trusted public keys (*.json): signatures by these keys count as "
+                  "trusted (GET /v1/adapters/{id} shows each adapter's signer and status)");
+  cmd->add_flag("--require-signatures", o->require_signatures,
+                "Uploads must carry a valid signature by a trusted key (multipart part "
+                "'signature' or the X-BitDelta-Signature header), else 403 naming the check that "
+                "failed; stored adapters are re-verified before they are first loaded");
   cmd->add_option("--chat-format", o->personalize_chat_format,
                   "Default chat format of personalization jobs: auto (the base's own template) or "
                   "plain/qwen3/chatml/llama3/llama2/mistral (a job's options.chat_format wins)")

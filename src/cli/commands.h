@@ -101,5 +101,8 @@ CLI::App* register_analyze(CLI::App& app, Runner& runner);
 CLI::App* register_examples(CLI::App& app, Runner& runner);
 CLI::App* register_import_assistments(CLI::App& app, Runner& runner);
 CLI::App* register_personalize(CLI::App& app, Runner& runner);
+CLI::App* register_keys(CLI::App& app, Runner& runner);
+CLI::App* register_sign(CLI::App& app, Runner& runner);
+CLI::App* register_verify(CLI::App& app, Runner& runner);
 
 }  // namespace bitdelta::cli

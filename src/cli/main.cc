@@ -81,6 +81,9 @@ int main(int argc, char** argv) {
   add(bitdelta::cli::register_examples);
   add(bitdelta::cli::register_import_assistments);
   add(bitdelta::cli::register_personalize);
+  add(bitdelta::cli::register_keys);
+  add(bitdelta::cli::register_sign);
+  add(bitdelta::cli::register_verify);
 
   // CLI11 answers a mistyped command with "A subcommand is required": name it instead.
   if (auto unknown = bitdelta::cli::unknown_command(app, argc, argv)) {

@@ -6,6 +6,7 @@
 #include <cmath>
 
 #include "delta/adapter.h"
+#include "delta/signature.h"
 #include "domain/domain.h"
 #include "domain/examples.h"
 #include "io/model_config.h"
@@ -97,6 +98,7 @@ json PersonalizeResult::to_json() const {
               {"heldout_conversations", heldout_conversations},
               {"train_tokens", train_tokens},
               {"seq_len", seq_len},
+              {"signed_by", signed_by.empty() ? nlohmann::json() : nlohmann::json(signed_by)},
               {"seconds", seconds},
               {"stage_seconds", stage_seconds},
               {"peak_rss_bytes", peak_rss_bytes},
@@ -318,14 +320,19 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   // 9: register (whole or not at all) and/or write the file.
   begin(9, fmt::format("registering {}", id.to_string()));
   result.id = id;
+  std::optional<AdapterSignature> signature;
+  if (o.signing_key != nullptr) signature = sign_adapter(final_file, *o.signing_key);
   if (o.store != nullptr) {
     const AdapterRecord r = o.store->add(final_file, id);
+    if (signature) o.store->put_signature(r.sha256, signature->to_json().dump());
     result.adapter_file = o.store->blob_path(r);
   }
   if (o.out) {  // after the registration, so a refused one leaves no file behind either
     write_file_atomic(*o.out, read_file(final_file));
+    if (signature) write_file_atomic(signature_path(*o.out), signature->to_json().dump(2) + "\n");
     if (o.store == nullptr) result.adapter_file = *o.out;
   }
+  if (signature) result.signed_by = signature->key_id;
   result.stage_seconds[kStages[stage - 1]] =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - stage_start).count();
   result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -18,6 +18,7 @@
 #include "domain/objective.h"
 #include "train/finetune.h"
 #include "util/error.h"
+#include "util/keys.h"
 #include "util/thread_pool.h"
 
 namespace bitdelta {
@@ -43,6 +44,8 @@ struct PersonalizeOptions {
   int64_t version = 0;                       // 0: the next version of domain/user in the store
   std::string chat_format = "auto";          // ChatTemplate::select, requiring a template for auto
   std::string job_id;                        // recorded in the adapter's metadata when set
+  // Signs the adapter (the registry copy, and --out's as OUT.sig.json) when set.
+  const SigningKey* signing_key = nullptr;
   double heldout_share = 0.1;
   // Fine-tune (steps, lr, batch, seq_len, ...); model/data/out are filled in. seq_len ≤ 0: the
   // longest training example, within the base's context.
@@ -74,6 +77,7 @@ struct PersonalizeResult {
   std::optional<double> quality_retained;                   // of the fine-tune's held-out NLL gain
   ObjectiveResult objective;
   nlohmann::json analytics;
+  std::string signed_by;  // the key id, when signed
   int64_t interactions = 0, conversations = 0, train_conversations = 0, heldout_conversations = 0;
   int64_t train_tokens = 0;  // tokens the fine-tune processed (steps × batch × tokens)
   int64_t seq_len = 0;       // tokens per training example (the longest, within the context)

@@ -317,6 +317,7 @@ void JobRunner::run(JobRecord job) {
   p.resume = fs::exists(p.work_dir);
   p.store = &store_;
   p.job_id = job.id;
+  p.signing_key = o_.signing_key;
   // The version is fixed when the job first runs; after a crash it may already be registered.
   if (!job.adapter_id.empty()) {
     const AdapterId id = AdapterId::parse(job.adapter_id);

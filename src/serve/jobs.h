@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "store/adapter_store.h"
+#include "util/keys.h"
 #include "util/thread_pool.h"
 
 namespace bitdelta {
@@ -29,6 +30,7 @@ struct JobRunnerOptions {
   int threads = 1;                   // the jobs' thread budget (serving keeps the rest)
   std::string chat_format = "auto";  // default --chat-format of jobs
   int64_t max_records_bytes = 64 << 20;
+  const SigningKey* signing_key = nullptr;  // signs every adapter a job registers
 };
 
 class JobRunner {

@@ -10,8 +10,10 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <random>
+#include <set>
 
 #include "delta/adapter_id.h"
+#include "delta/signature.h"
 #include "domain/domain.h"
 #include "domain/records.h"
 #include "serve/adapter_cache.h"
@@ -98,7 +100,11 @@ struct Server::Impl {
   std::optional<ApiKeys> keys;
   MetricsRegistry metrics;
   ThreadPool& pool = default_thread_pool();
-  std::optional<JobRunner> jobs;  // after store: destroyed (stopped) before it
+  std::optional<SigningKey> signer;    // --signing-key: signs the adapters jobs create
+  std::optional<TrustedKeys> trusted;  // --trusted-keys
+  std::mutex verified_mutex;
+  std::set<std::string> verified;  // blobs checked since start (verify_stored)
+  std::optional<JobRunner> jobs;   // after store: destroyed (stopped) before it
   httplib::Server http;
   int port = 0;
   std::atomic<bool> stopping{false};
@@ -195,12 +201,18 @@ struct Server::Impl {
       domain_base[domain] = found;
     }
     store.emplace(AdapterStore::open(o.store));
+    if (!o.signing_key.empty()) signer.emplace(SigningKey::load(o.signing_key));
+    if (!o.trusted_keys.empty()) trusted.emplace(TrustedKeys::load(o.trusted_keys));
+    if (o.require_signatures && !trusted) {
+      fail("--require-signatures needs --trusted-keys DIR: the keys whose signatures count");
+    }
     if (o.job_threads > 0) {
       JobRunnerOptions jo;
       jo.bases[""] = bases.front()->dir;
       for (const auto& [domain, b] : domain_base) jo.bases[domain] = b->dir;
       jo.threads = o.job_threads;
       jo.chat_format = o.personalize_chat_format;
+      jo.signing_key = signer ? &*signer : nullptr;
       jobs.emplace(*store, jo);
     }
     routes();
@@ -286,9 +298,7 @@ struct Server::Impl {
     }
     if (!may_use(who, id)) http_fail(404, not_found, "invalid_request_error", "model_not_found");
     std::optional<AdapterRecord> r = store->find(id);
-    if (!r || base_of(*r) == nullptr) {
-      http_fail(404, not_found, "invalid_request_error", "model_not_found");
-    }
+    if (!r) http_fail(404, not_found, "invalid_request_error", "model_not_found");
     return *r;
   }
 
@@ -427,9 +437,35 @@ struct Server::Impl {
         http_fail(403, "this key may not upload adapters for that user or domain",
                   "permission_error");
       }
+      // The adapter's bytes: the body, or the multipart part "file" (with its signature in the
+      // part "signature"); a signature may also come in the X-BitDelta-Signature header.
+      const std::string* bytes = &req.body;
+      std::string file_part;
+      std::optional<std::string> signature;
+      if (req.is_multipart_form_data()) {
+        if (!req.has_file("file"))
+          http_fail(400, "a multipart upload needs a 'file' part (the .bdelta)");
+        file_part = req.get_file_value("file").content;
+        bytes = &file_part;
+        if (req.has_file("signature")) signature = req.get_file_value("signature").content;
+      }
+      if (req.has_header("X-BitDelta-Signature"))
+        signature = req.get_header_value("X-BitDelta-Signature");
+      std::optional<SignatureCheck> check;
+      if (signature || o.require_signatures) {
+        check = check_adapter_signature(
+            sha256_hex({reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()}),
+            bytes->size(), signature, trusted ? &*trusted : nullptr);
+        sha256_thread_done();
+        // A signature that fails is refused even when none is required: it is never stored.
+        if (check->status != SignatureStatus::kValid) {
+          http_fail(403, fmt::format("signature check failed: {}", check->message),
+                    "permission_error", std::string(status_name(check->status)));
+        }
+      }
       AdapterRecord r;
       try {
-        r = store->add_bytes(req.body, id, std::nullopt, [this](const Adapter& a) {
+        r = store->add_bytes(*bytes, id, std::nullopt, [this](const Adapter& a) {
           // Accepted when it fits one of the bases (the domain's first).
           std::vector<Base*> order;
           if (auto it = domain_base.find(a.id().domain); it != domain_base.end()) {
@@ -451,6 +487,7 @@ struct Server::Impl {
         const bool exists = std::string_view(e.what()).find("already") != std::string_view::npos;
         http_fail(exists ? 409 : 400, e.what());
       }
+      if (check) store->put_signature(r.sha256, check->signature->to_json().dump());
       res.status = 201;
       res.set_content(record_json(r).dump(), "application/json");
     });
@@ -615,6 +652,34 @@ struct Server::Impl {
            });
   }
 
+  // Before a stored adapter is first loaded: its blob still has the bytes the registry named it
+  // by, and (with --require-signatures) a valid signature by a trusted key. Checked once per blob.
+  void verify_stored(const AdapterRecord& r, const std::string& name) {
+    {
+      std::lock_guard lock(verified_mutex);
+      if (verified.count(r.sha256)) return;
+    }
+    const std::string actual = sha256_file(store->blob_path(r));
+    sha256_thread_done();
+    if (actual != r.sha256) {
+      http_fail(500,
+                fmt::format("adapter '{}': its stored file changed on disk (SHA-256 {} where "
+                            "the registry has {}); re-upload it",
+                            name, actual, r.sha256),
+                "server_error");
+    }
+    if (o.require_signatures) {
+      const SignatureCheck c = check_adapter_signature(
+          r.sha256, r.file_bytes, store->find_signature(r.sha256), trusted ? &*trusted : nullptr);
+      if (c.status != SignatureStatus::kValid) {
+        http_fail(403, fmt::format("adapter '{}' failed its signature check: {}", name, c.message),
+                  "permission_error", std::string(status_name(c.status)));
+      }
+    }
+    std::lock_guard lock(verified_mutex);
+    verified.insert(r.sha256);
+  }
+
   // A job the principal may see, or 404 (the same whether it does not exist or is someone
   // else's).
   JobRecord visible_job(const Principal& who, const std::string& id) const {
@@ -639,14 +704,31 @@ struct Server::Impl {
     return *r;
   }
 
-  static json record_json(const AdapterRecord& r) {
+  json record_json(const AdapterRecord& r) const {
     json meta = json::parse(r.metadata_json, nullptr, false);
-    return json{{"id", r.id.to_string()},     {"object", "adapter"},
-                {"domain", r.id.domain},      {"user", r.id.user},
-                {"version", r.id.version},    {"latest", r.latest},
-                {"sha256", r.sha256},         {"bytes", r.file_bytes},
-                {"base_model", r.base_model}, {"base_fingerprint", r.base_fingerprint},
-                {"created_at", r.created_at}, {"metadata", meta.is_discarded() ? json() : meta}};
+    const SignatureCheck c = check_adapter_signature(
+        r.sha256, r.file_bytes, store->find_signature(r.sha256), trusted ? &*trusted : nullptr);
+    json signature = {{"status", status_name(c.status)}, {"trusted", c.trusted}};
+    if (c.signature) {
+      signature["key_id"] = c.signature->key_id;
+      signature["signed_at"] = c.signature->signed_at;
+    }
+    if (c.status != SignatureStatus::kValid && c.status != SignatureStatus::kUnsigned) {
+      signature["message"] = c.message;
+    }
+    return json{{"signature", signature},
+                {"id", r.id.to_string()},
+                {"object", "adapter"},
+                {"domain", r.id.domain},
+                {"user", r.id.user},
+                {"version", r.id.version},
+                {"latest", r.latest},
+                {"sha256", r.sha256},
+                {"bytes", r.file_bytes},
+                {"base_model", r.base_model},
+                {"base_fingerprint", r.base_fingerprint},
+                {"created_at", r.created_at},
+                {"metadata", meta.is_discarded() ? json() : meta}};
   }
 
   // Wraps a handler: counts it, turns HttpError/Error into OpenAI-shaped answers.
@@ -680,6 +762,7 @@ struct Server::Impl {
     std::optional<AdapterRecord> record;
     if (base == nullptr) {
       record = resolve(who, *model_name);
+      verify_stored(*record, *model_name);  // its bytes (and signature) before anything reads it
       base = base_of(*record);
       if (base == nullptr) {
         http_fail(404,

@@ -38,6 +38,10 @@ struct ServeOptions {
   // than serving; 0 turns jobs off.
   int job_threads = 1;
   std::string personalize_chat_format = "auto";  // jobs' default --chat-format
+  // Signatures (docs/signatures.md): the key that signs the adapters jobs create; the public keys
+  // whose signatures count; and whether uploads and stored adapters must carry a valid one.
+  std::filesystem::path signing_key, trusted_keys;
+  bool require_signatures = false;
 };
 
 class Server {

@@ -451,6 +451,12 @@ AdapterStore AdapterStore::open(const fs::path& dir_in) {
             "created_at TEXT NOT NULL, updated_at TEXT NOT NULL)",
             dir)
       .run();
+  // Detached signatures of blobs (docs/signatures.md), by the blob's SHA-256; additive too.
+  Statement(db,
+            "CREATE TABLE IF NOT EXISTS signatures (sha256 TEXT PRIMARY KEY, "
+            "signature_json TEXT NOT NULL, added_at TEXT NOT NULL)",
+            dir)
+      .run();
   tx.commit();
 
   // Sweep uploads abandoned by processes that died mid-copy.
@@ -613,6 +619,27 @@ std::vector<JobRecord> AdapterStore::list_jobs(std::optional<std::string> state)
   return jobs;
 }
 
+void AdapterStore::put_signature(const std::string& sha256, const std::string& signature_json) {
+  if (!is_sha256_hex(sha256)) fail("'{}' is not a SHA-256 (64 lowercase hex digits)", sha256);
+  std::lock_guard lock(impl_->mutex);
+  Statement(
+      impl_->db,
+      "INSERT OR REPLACE INTO signatures (sha256, signature_json, added_at) VALUES (?1, ?2, ?3)",
+      impl_->dir)
+      .bind(1, sha256)
+      .bind(2, signature_json)
+      .bind(3, now_rfc3339())
+      .run();
+}
+
+std::optional<std::string> AdapterStore::find_signature(const std::string& sha256) const {
+  std::lock_guard lock(impl_->mutex);
+  Statement s(impl_->db, "SELECT signature_json FROM signatures WHERE sha256 = ?1", impl_->dir);
+  s.bind(1, sha256);
+  if (!s.step()) return std::nullopt;
+  return s.text(0);
+}
+
 fs::path AdapterStore::job_dir(const std::string& id) const {
   if (!is_job_id(id)) fail("'{}' is not a job id (job- and hex digits)", id);
   return impl_->dir / "jobs" / id;
@@ -651,7 +678,12 @@ bool AdapterStore::remove(const AdapterId& id) {
     // The record is gone either way; a blob left behind here is only wasted space.
     try {
       WriteTransaction tx(impl_->db, impl_->dir);
-      if (impl_->references(sha256) == 0) impl_->remove_blob(sha256);
+      if (impl_->references(sha256) == 0) {
+        impl_->remove_blob(sha256);
+        Statement(impl_->db, "DELETE FROM signatures WHERE sha256 = ?1", impl_->dir)
+            .bind(1, sha256)
+            .run();
+      }
       tx.commit();
     } catch (const Error& e) {
       spdlog::warn("adapter store '{}': {} was removed, but its blob stays: {}",

@@ -84,6 +84,11 @@ class AdapterStore {
   // that is not "job-" + hex.
   std::filesystem::path job_dir(const std::string& id) const;
 
+  // The detached signature (docs/signatures.md) of the blob `sha256`, as JSON text; it goes when
+  // the blob goes. Callers verify before they put.
+  void put_signature(const std::string& sha256, const std::string& signature_json);
+  std::optional<std::string> find_signature(const std::string& sha256) const;
+
   // Where the record's blob lives (never derived from the id: ids never become paths).
   std::filesystem::path blob_path(const AdapterRecord& record) const;
   const std::filesystem::path& dir() const;

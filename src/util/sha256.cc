@@ -3,6 +3,11 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
 #include "util/error.h"
 
 namespace bitdelta {
@@ -33,6 +38,19 @@ std::string Sha256::hex_digest() {
     hex += kHex[digest[i] & 15];
   }
   return hex;
+}
+
+std::string sha256_file(const std::filesystem::path& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (f == nullptr) fail("cannot read '{}': {}", path.string(), std::strerror(errno));
+  Sha256 h;
+  std::vector<uint8_t> buffer(1 << 20);
+  size_t n = 0;
+  while ((n = std::fread(buffer.data(), 1, buffer.size(), f)) > 0) h.update({buffer.data(), n});
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  if (failed) fail("cannot read '{}'", path.string());
+  return h.hex_digest();
 }
 
 std::string sha256_hex(std::span<const uint8_t> bytes) {

@@ -4,10 +4,10 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <memory>
 #include <span>
 #include <string>
-
-#include <memory>
 #include <string_view>
 
 namespace bitdelta {
@@ -27,6 +27,8 @@ class Sha256 {
 };
 
 std::string sha256_hex(std::span<const uint8_t> bytes);
+// SHA-256 of a whole file, read in 1 MiB pieces; Error naming the file when it cannot be read.
+std::string sha256_file(const std::filesystem::path& path);
 
 // Frees OpenSSL's per-thread state. Call it at the end of a task that hashed on a worker thread:
 // a worker that outlives OpenSSL's atexit cleanup would otherwise leak that state.

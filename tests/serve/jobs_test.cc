@@ -49,12 +49,18 @@ class JobsTest : public ::testing::Test {
       {"key": "admin-key", "role": "admin"},
       {"key": "general-key", "role": "tenant", "domains": ["general"]},
       {"key": "other-key", "role": "tenant", "users": ["someone-else"]}]})");
+    // The server signs what its jobs create; its own public key is the trusted one.
+    ASSERT_EQ(testing::run_cli("keys generate --out " + (dir_ / "key").string()).exit_code, 0);
+    fs::create_directories(dir_ / "trusted");
+    fs::copy_file(dir_ / "key" / "public_key.json", dir_ / "trusted" / "server.json");
     start();
   }
   void start() {
     server_ = std::make_unique<ServerProcess>(
         "--model " + stories_base().string() + " --store " + (dir_ / "store").string() +
-            " --api-keys " + (dir_ / "keys.json").string() + " --chat-format plain",
+            " --api-keys " + (dir_ / "keys.json").string() + " --chat-format plain" +
+            " --signing-key " + (dir_ / "key").string() + " --trusted-keys " +
+            (dir_ / "trusted").string(),
         dir_ / "server.log");
     ASSERT_GT(server_->port(), 0);
   }
@@ -174,6 +180,14 @@ TEST_F(JobsTest, JobRunsStreamsProgressAndItsAdapterIsServed) {
   EXPECT_GT(j["result"]["heldout"]["quality_retained"].get<double>(), 0.9);
   EXPECT_GT(j["result"]["compression_ratio"].get<double>(), 1.0);
   EXPECT_FALSE(fs::exists(dir_ / "store" / "jobs" / id)) << "the user's records were kept";
+  // Signed by the server's key.
+  auto adapter = client().Get("/v1/adapters/general/user-sailor/v1", auth("general-key"));
+  ASSERT_TRUE(adapter);
+  const json signature = json::parse(adapter->body)["signature"];
+  EXPECT_EQ(signature["status"], "valid") << adapter->body;
+  EXPECT_EQ(signature["trusted"], true);
+  EXPECT_EQ(signature["key_id"],
+            json::parse(testing::read_text(dir_ / "key" / "public_key.json"))["key_id"]);
 
   // The adapter answers in the user's way, as a chat in the plain format it was trained in.
   auto chat = client().Post(

@@ -668,3 +668,108 @@ TEST(ServerProcessTest, SeveralBasesEachServeTheirOwnAdapters) {
 
 }  // namespace
 }  // namespace bitdelta
+
+namespace bitdelta {
+namespace {
+
+// --require-signatures: uploads are refused with 403 naming the check that failed (no signature,
+// unknown key, bad signature, file changed after signing); a valid one is kept and shown with
+// its signer; stored adapters are re-verified (bytes and signature) before they are first used.
+TEST(ServerProcessTest, RequiredSignaturesAreCheckedOnUploadAndOnLoad) {
+  const auto& a = testing::StoreAssets::get();
+  testing::ScratchDir dir;
+  for (const char* who : {"alice", "mallory"}) {
+    ASSERT_EQ(testing::run_cli("keys generate --out " + (dir / who).string()).exit_code, 0);
+  }
+  fs::create_directories(dir / "trusted");
+  fs::copy_file(dir / "alice" / "public_key.json", dir / "trusted" / "alice.json");
+  // An unsigned adapter already in the store before the server starts.
+  ASSERT_EQ(
+      testing::run_cli("store add --store " + (dir / "store").string() + " " + a.bob_v1().string())
+          .exit_code,
+      0);
+  auto signature = [&](const fs::path& file, const char* who) {
+    const fs::path out = dir / (file.filename().string() + "." + who + ".sig.json");
+    auto r = testing::run_cli("sign " + file.string() + " --key " + (dir / who).string() +
+                              " --out " + out.string());
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    return testing::read_text(out);
+  };
+  ServerProcess server("--model " + a.base().string() + " --store " + (dir / "store").string() +
+                           " --trusted-keys " + (dir / "trusted").string() +
+                           " --require-signatures --threads 1",
+                       dir / "log");
+  ASSERT_GT(server.port(), 0);
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  const std::string alice_v1 = testing::read_text(a.alice_v1());
+  auto upload = [&](const std::string& id, const std::string& bytes,
+                    const std::optional<std::string>& sig) {
+    httplib::MultipartFormDataItems form = {
+        {"file", bytes, "a.bdelta", "application/octet-stream"}};
+    if (sig) form.push_back({"signature", *sig, "a.bdelta.sig.json", "application/json"});
+    auto res = c.Post("/v1/adapters?id=" + id, form);
+    EXPECT_TRUE(res);
+    return res ? std::pair{res->status, res->body} : std::pair{0, std::string()};
+  };
+  auto refused = [&](const std::pair<int, std::string>& r, const std::string& check) {
+    EXPECT_EQ(r.first, 403) << r.second;
+    EXPECT_NE(r.second.find(check), std::string::npos) << r.second;
+  };
+  refused(upload("gaming/alice/v1", alice_v1, std::nullopt), "no signature");
+  refused(upload("gaming/alice/v1", alice_v1, signature(a.alice_v1(), "mallory")), "unknown key");
+  refused(upload("gaming/alice/v1", alice_v1, signature(a.alice_v2(), "alice")),
+          "file changed after signing");
+  json edited = json::parse(signature(a.alice_v1(), "alice"));
+  edited["signed_at"] = "2020-01-01T00:00:00Z";
+  refused(upload("gaming/alice/v1", alice_v1, edited.dump()), "bad signature");
+  EXPECT_EQ(json::parse(c.Get("/v1/adapters")->body)["data"].size(), 1u) << "only bob";
+
+  // A valid signature in the header: accepted, kept, shown.
+  auto ok = c.Post("/v1/adapters?id=gaming/alice/v1",
+                   {{"X-BitDelta-Signature", json::parse(signature(a.alice_v1(), "alice")).dump()}},
+                   alice_v1, "application/octet-stream");
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->status, 201) << ok->body;
+  const json shown = json::parse(c.Get("/v1/adapters/gaming/alice/v1")->body);
+  EXPECT_EQ(shown["signature"]["status"], "valid") << shown.dump();
+  EXPECT_EQ(shown["signature"]["trusted"], true);
+  EXPECT_EQ(shown["signature"]["key_id"],
+            json::parse(testing::read_text(dir / "alice" / "public_key.json"))["key_id"]);
+  EXPECT_EQ(json::parse(c.Get("/v1/adapters/education/bob/v1")->body)["signature"]["status"],
+            "unsigned");
+
+  auto complete = [&](const std::string& model) {
+    auto res = c.Post("/v1/completions",
+                      json{{"model", model}, {"prompt", "Once"}, {"max_tokens", 4}}.dump(),
+                      "application/json");
+    EXPECT_TRUE(res);
+    return res ? std::pair{res->status, res->body} : std::pair{0, std::string()};
+  };
+  EXPECT_EQ(complete("gaming/alice/v1").first, 200);
+  // The unsigned adapter stored before: refused when it would be loaded.
+  const auto bob = complete("education/bob/v1");
+  EXPECT_EQ(bob.first, 403);
+  EXPECT_NE(bob.second.find("failed its signature check"), std::string::npos) << bob.second;
+
+  // A signed adapter whose stored file changes on disk is caught before its first load.
+  const std::string alice_v2 = testing::read_text(a.alice_v2());
+  auto v2 = c.Post("/v1/adapters?id=gaming/alice/v2",
+                   {{"X-BitDelta-Signature", json::parse(signature(a.alice_v2(), "alice")).dump()}},
+                   alice_v2, "application/octet-stream");
+  ASSERT_TRUE(v2);
+  ASSERT_EQ(v2->status, 201) << v2->body;
+  const std::string sha = json::parse(v2->body)["sha256"];
+  const fs::path blob = dir / "store" / "blobs" / "sha256" / sha.substr(0, 2) / sha;
+  ASSERT_TRUE(fs::exists(blob));
+  fs::permissions(blob, fs::perms::owner_write, fs::perm_options::add);
+  std::string bytes = testing::read_text(blob);
+  bytes[bytes.size() / 2] ^= 1;
+  testing::write_text(blob, bytes);
+  const auto tampered = complete("gaming/alice/v2");
+  EXPECT_EQ(tampered.first, 500);
+  EXPECT_NE(tampered.second.find("changed on disk"), std::string::npos) << tampered.second;
+}
+
+}  // namespace
+}  // namespace bitdelta
