@@ -9,6 +9,7 @@
 #include "cli/commands.h"
 #include "domain/personalize.h"
 #include "store/adapter_store.h"
+#include "store/audit_log.h"
 #include "util/error.h"
 
 namespace bitdelta::cli {
@@ -158,9 +159,12 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
       p.signing_key = &*signer;
     }
     std::optional<AdapterStore> store;
+    std::optional<AuditLog> audit;
     if (!o->store.empty()) {
       store.emplace(AdapterStore::open(o->store));
       p.store = &*store;
+      audit.emplace(store->dir() / "audit.jsonl", p.signing_key);
+      p.audit = &*audit;
     }
     bool temporary = false;
     if (o->work_dir.empty()) {

@@ -9,6 +9,7 @@
 #include "delta/fingerprint.h"
 #include "io/weight_files.h"
 #include "store/adapter_store.h"
+#include "store/audit_log.h"
 #include "util/error.h"
 
 namespace bitdelta::cli {
@@ -94,6 +95,12 @@ CLI::App* register_store(CLI::App& app, Runner& runner) {
       if (!o->model.empty()) expected = base_fingerprint_for(o->file, o->model);
       AdapterStore store = AdapterStore::open(o->store);
       const AdapterRecord r = store.add(o->file, id, expected);
+      AuditLog(store.dir() / "audit.jsonl")
+          .append({"upload",
+                   "cli",
+                   r.id.to_string(),
+                   r.sha256,
+                   {{"bytes", r.file_bytes}, {"file", o->file}}});
       if (o->json) {
         fmt::print("{}\n", record_json(store, r).dump(2));
       } else {
@@ -132,11 +139,15 @@ CLI::App* register_store(CLI::App& app, Runner& runner) {
     BD_CHECK(rm->parsed());
     const AdapterId id = AdapterId::parse(o->id);
     AdapterStore store = AdapterStore::open(o->store);
+    const std::optional<AdapterRecord> removed = store.find(id);
     if (!store.remove(id)) {
       fail("there is no adapter {} in the store {}; `bitdelta store list --store {}` shows what "
            "is there",
            id.to_string(), store.dir().string(), o->store);
     }
+    AuditLog(store.dir() / "audit.jsonl")
+        .append({"delete", "cli", id.to_string(), removed ? removed->sha256 : "",
+                 nlohmann::json::object()});
     fmt::print("removed {} from {}\n", id.to_string(), store.dir().string());
     return 0;
   };

@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
   add(bitdelta::cli::register_keys);
   add(bitdelta::cli::register_sign);
   add(bitdelta::cli::register_verify);
+  add(bitdelta::cli::register_audit);
 
   // CLI11 answers a mistyped command with "A subcommand is required": name it instead.
   if (auto unknown = bitdelta::cli::unknown_command(app, argc, argv)) {

@@ -13,6 +13,7 @@
 #include "io/safetensors.h"
 #include "io/weight_files.h"
 #include "store/adapter_store.h"
+#include "store/audit_log.h"
 #include "train/calibrate.h"
 #include "train/eval.h"
 #include "util/files.h"
@@ -325,6 +326,18 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   if (o.store != nullptr) {
     const AdapterRecord r = o.store->add(final_file, id);
     if (signature) o.store->put_signature(r.sha256, signature->to_json().dump());
+    if (o.audit != nullptr) {
+      nlohmann::json details = {{"bytes", r.file_bytes}, {"via", "personalize"}};
+      if (!o.job_id.empty()) details["job_id"] = o.job_id;
+      o.audit->append({"create", o.actor, id.to_string(), r.sha256, details});
+      if (signature) {
+        o.audit->append({"sign",
+                         o.actor,
+                         id.to_string(),
+                         r.sha256,
+                         {{"key_id", signature->key_id}, {"signed_at", signature->signed_at}}});
+      }
+    }
     result.adapter_file = o.store->blob_path(r);
   }
   if (o.out) {  // after the registration, so a refused one leaves no file behind either

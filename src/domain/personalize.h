@@ -24,6 +24,7 @@
 namespace bitdelta {
 
 class AdapterStore;
+class AuditLog;
 
 // Thrown out of personalize() when its cancel flag is set (between steps).
 struct Cancelled : Error {
@@ -46,6 +47,9 @@ struct PersonalizeOptions {
   std::string job_id;                        // recorded in the adapter's metadata when set
   // Signs the adapter (the registry copy, and --out's as OUT.sig.json) when set.
   const SigningKey* signing_key = nullptr;
+  // Registration and signing are appended here when set (docs/audit.md), as `actor`.
+  AuditLog* audit = nullptr;
+  std::string actor = "cli";
   double heldout_share = 0.1;
   // Fine-tune (steps, lr, batch, seq_len, ...); model/data/out are filled in. seq_len ≤ 0: the
   // longest training example, within the base's context.

@@ -203,6 +203,13 @@ JobRecord JobRunner::submit(const json& request, const std::string& records,
     fail("{}", message);
   }
   store_.put_job(job);
+  if (o_.audit != nullptr) {
+    o_.audit->append({"personalize",
+                      owner,
+                      domain + "/" + user,
+                      "",
+                      {{"job_id", job.id}, {"records_bytes", records.size()}}});
+  }
   {
     std::lock_guard lock(mutex_);
     queue_.push_back(job.id);
@@ -227,6 +234,9 @@ bool JobRunner::cancel(const std::string& id) {
   job->state = "cancelled";
   job->progress_json = json{{"message", "cancelled before it started"}}.dump();
   store_.put_job(*job);
+  if (o_.audit != nullptr) {
+    o_.audit->append({"cancel", job->owner, job->domain + "/" + job->user, "", {{"job_id", id}}});
+  }
   fs::remove_all(store_.job_dir(id));
   lock.unlock();
   publish(id, to_json(*job).dump(), true);
@@ -318,6 +328,8 @@ void JobRunner::run(JobRecord job) {
   p.store = &store_;
   p.job_id = job.id;
   p.signing_key = o_.signing_key;
+  p.audit = o_.audit;
+  p.actor = job.owner;
   // The version is fixed when the job first runs; after a crash it may already be registered.
   if (!job.adapter_id.empty()) {
     const AdapterId id = AdapterId::parse(job.adapter_id);
@@ -404,6 +416,13 @@ void JobRunner::run(JobRecord job) {
     fs::remove_all(dir);  // the reason is kept; the user's records are not
   }
   store_.put_job(job);
+  if (o_.audit != nullptr && job.state != "succeeded") {
+    o_.audit->append({job.state == "cancelled" ? "cancel" : "fail",
+                      job.owner,
+                      job.domain + "/" + job.user,
+                      "",
+                      {{"job_id", job.id}, {"error", job.error}}});
+  }
   publish(job.id, to_json(job).dump(), true);
 }
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "store/adapter_store.h"
+#include "store/audit_log.h"
 #include "util/keys.h"
 #include "util/thread_pool.h"
 
@@ -31,6 +32,7 @@ struct JobRunnerOptions {
   std::string chat_format = "auto";  // default --chat-format of jobs
   int64_t max_records_bytes = 64 << 20;
   const SigningKey* signing_key = nullptr;  // signs every adapter a job registers
+  AuditLog* audit = nullptr;                // submissions, creations, signatures, ends
 };
 
 class JobRunner {

@@ -22,6 +22,7 @@
 #include "serve/metrics.h"
 #include "serve/scheduler.h"
 #include "store/adapter_store.h"
+#include "store/audit_log.h"
 #include "tokenizer/chat_template.h"
 #include "util/error.h"
 #include "util/log.h"
@@ -104,6 +105,7 @@ struct Server::Impl {
   std::optional<TrustedKeys> trusted;  // --trusted-keys
   std::mutex verified_mutex;
   std::set<std::string> verified;  // blobs checked since start (verify_stored)
+  std::optional<AuditLog> audit;   // the store's audit.jsonl
   std::optional<JobRunner> jobs;   // after store: destroyed (stopped) before it
   httplib::Server http;
   int port = 0;
@@ -206,6 +208,7 @@ struct Server::Impl {
     if (o.require_signatures && !trusted) {
       fail("--require-signatures needs --trusted-keys DIR: the keys whose signatures count");
     }
+    audit.emplace(store->dir() / "audit.jsonl", signer ? &*signer : nullptr);
     if (o.job_threads > 0) {
       JobRunnerOptions jo;
       jo.bases[""] = bases.front()->dir;
@@ -213,6 +216,7 @@ struct Server::Impl {
       jo.threads = o.job_threads;
       jo.chat_format = o.personalize_chat_format;
       jo.signing_key = signer ? &*signer : nullptr;
+      jo.audit = &*audit;
       jobs.emplace(*store, jo);
     }
     routes();
@@ -488,6 +492,12 @@ struct Server::Impl {
         http_fail(exists ? 409 : 400, e.what());
       }
       if (check) store->put_signature(r.sha256, check->signature->to_json().dump());
+      audit->append({"upload",
+                     who.key_id,
+                     r.id.to_string(),
+                     r.sha256,
+                     {{"bytes", r.file_bytes},
+                      {"signed_by", check ? json(check->signature->key_id) : json()}}});
       res.status = 201;
       res.set_content(record_json(r).dump(), "application/json");
     });
@@ -518,10 +528,12 @@ struct Server::Impl {
              }
              store->remove(r.id);
              for (const auto& b : bases) b->cache->forget(r.sha256);
+             audit->append({"delete", who.key_id, r.id.to_string(), r.sha256, json::object()});
              res.set_content(json{{"id", r.id.to_string()}, {"object", "adapter"}, {"deleted", true}}.dump(),
                              "application/json");
            });
     job_routes();
+    audit_route();
   }
 
   // POST /v1/personalize, /v1/jobs...: personalization jobs (docs/jobs.md).
@@ -678,6 +690,49 @@ struct Server::Impl {
     }
     std::lock_guard lock(verified_mutex);
     verified.insert(r.sha256);
+  }
+
+  // GET /v1/audit: admins see every entry; a tenant sees the entries of the adapters and jobs it
+  // may list. Filters: domain, user, action, after (entry number), limit (default 100, at most
+  // 1000).
+  void audit_route() {
+    handle("GET", "/v1/audit", "audit",
+           [this](const httplib::Request& req, httplib::Response& res) {
+             const Principal who = authenticate(req);
+             auto param = [&](const char* key) {
+               return req.has_param(key) ? std::optional<std::string>(req.get_param_value(key))
+                                         : std::nullopt;
+             };
+             int64_t after = 0, limit = 100;
+             try {
+               if (auto v = param("after")) after = std::stoll(*v);
+               if (auto v = param("limit")) limit = std::stoll(*v);
+             } catch (const std::exception&) {
+               http_fail(400, "'after' and 'limit' must be whole numbers");
+             }
+             if (limit < 1 || limit > 1000) http_fail(400, "'limit' must be between 1 and 1000");
+             const auto domain = param("domain"), user = param("user"), action = param("action");
+             json data = json::array();
+             for (const json& e : audit->entries()) {
+               if (e["seq"].get<int64_t>() <= after) continue;
+               const std::string adapter = e.value("adapter_id", "");
+               const size_t slash = adapter.find('/');
+               const std::string d = adapter.substr(0, slash);
+               const std::string u =
+                   slash == std::string::npos
+                       ? ""
+                       : adapter.substr(slash + 1, adapter.find('/', slash + 1) - slash - 1);
+               if (!who.is_admin() && (adapter.empty() || !may_list(who, AdapterId{d, u, 1})))
+                 continue;
+               if ((domain && *domain != d) || (user && *user != u) ||
+                   (action && *action != e.value("action", ""))) {
+                 continue;
+               }
+               data.push_back(e);
+               if (static_cast<int64_t>(data.size()) >= limit) break;
+             }
+             res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
+           });
   }
 
   // A job the principal may see, or 404 (the same whether it does not exist or is someone
