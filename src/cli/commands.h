@@ -105,5 +105,6 @@ CLI::App* register_keys(CLI::App& app, Runner& runner);
 CLI::App* register_sign(CLI::App& app, Runner& runner);
 CLI::App* register_verify(CLI::App& app, Runner& runner);
 CLI::App* register_audit(CLI::App& app, Runner& runner);
+CLI::App* register_privacy(CLI::App& app, Runner& runner);
 
 }  // namespace bitdelta::cli

@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
   add(bitdelta::cli::register_sign);
   add(bitdelta::cli::register_verify);
   add(bitdelta::cli::register_audit);
+  add(bitdelta::cli::register_privacy);
 
   // CLI11 answers a mistyped command with "A subcommand is required": name it instead.
   if (auto unknown = bitdelta::cli::unknown_command(app, argc, argv)) {
