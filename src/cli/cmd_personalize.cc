@@ -107,6 +107,13 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
       ->check(positive());
   cmd->add_option("--seed", o->p.finetune.seed, "Seed of the batch sampling")
       ->capture_default_str();
+  cmd->add_option("--dp-epsilon", o->p.finetune.dp_epsilon,
+                  "Fine-tune with DP-SGD to this ε (docs/privacy.md); recorded in the adapter")
+      ->check(number_at_least(0, false));
+  cmd->add_option("--dp-delta", o->p.finetune.dp_delta, "DP-SGD's δ (below 1/examples)")
+      ->capture_default_str();
+  cmd->add_option("--dp-clip", o->p.finetune.dp_clip, "DP-SGD's per-example gradient norm bound")
+      ->capture_default_str();
   cmd->add_option("--granularity", o->granularity, "Scales per matrix or per output row")
       ->capture_default_str()
       ->check(CLI::IsMember({"tensor", "row"}));
@@ -219,6 +226,11 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
                r.objective.multiplier, r.objective.objective, r.objective.score,
                r.objective.score_calibrated, r.objective.score_base);
     if (!r.signed_by.empty()) fmt::print("  signed by key {}\n", r.signed_by);
+    if (!r.dp.is_null()) {
+      fmt::print("  DP-SGD: (ε = {:.3f}, δ = {:g}), noise multiplier {:.4g}, clip {}\n",
+                 r.dp["epsilon"].get<double>(), r.dp["delta"].get<double>(),
+                 r.dp["noise_multiplier"].get<double>(), r.dp["clip"].get<double>());
+    }
     fmt::print("  {} interactions, {} conversations: {} trained on, {} held out; {:.1f} s\n",
                r.interactions, r.conversations, r.train_conversations, r.heldout_conversations,
                r.seconds);

@@ -107,6 +107,15 @@ CLI::App* register_finetune(CLI::App& app, Runner& runner) {
       ->capture_default_str();
   cmd->add_flag("--resume", o->f.resume,
                 "Continue from OUT/checkpoint (same data and settings; --steps may grow)");
+  cmd->add_option("--dp-epsilon", o->f.dp_epsilon,
+                  "Train with DP-SGD to this ε (JSONL data; one example = one training sequence; "
+                  "docs/privacy.md): Poisson sampling at rate batch·grad-accum/examples, "
+                  "per-example clipping to --dp-clip, Gaussian noise set for the whole run")
+      ->check(number_at_least(0, false));
+  cmd->add_option("--dp-delta", o->f.dp_delta, "DP-SGD's δ (below 1/examples)")
+      ->capture_default_str();
+  cmd->add_option("--dp-clip", o->f.dp_clip, "DP-SGD's per-example gradient norm bound")
+      ->capture_default_str();
   cmd->add_option("--stop-after", o->f.stop_after,
                   "Stop after this step, leaving OUT/checkpoint to continue with --resume")
       ->check(positive());
@@ -124,10 +133,12 @@ CLI::App* register_finetune(CLI::App& app, Runner& runner) {
         f,
         [&](const FinetuneStep& s) {
           progress(s.step, s.steps, [&] {
-            return fmt::format("step {:>5}/{}  loss {:.4f}  lr {:.2e}  grad norm {:.3f}  "
-                               "{:.0f} tok/s  ETA {}",
-                               s.step, s.steps, s.loss, s.lr, s.grad_norm, s.tokens_per_s,
-                               format_duration(s.eta_s));
+            return fmt::format(
+                "step {:>5}/{}  loss {:.4f}  lr {:.2e}  grad norm {:.3f}  "
+                "{:.0f} tok/s  ETA {}{}",
+                s.step, s.steps, s.loss, s.lr, s.grad_norm, s.tokens_per_s,
+                format_duration(s.eta_s),
+                s.epsilon >= 0 ? fmt::format("  ε {:.3f}", s.epsilon) : "");
           });
         },
         default_thread_pool());
@@ -135,6 +146,12 @@ CLI::App* register_finetune(CLI::App& app, Runner& runner) {
       fmt::print("stopped after step {} ({} steps run, loss {:.4f}); continue with --resume\n",
                  f.stop_after, r.steps_run, r.last_loss);
       return 0;
+    }
+    if (f.dp_epsilon > 0) {
+      fmt::print(
+          "DP-SGD: noise multiplier {:.4g}, sampling rate {:.4g}, clip {}: (ε = {:.3f}, δ = "
+          "{:g}) spent\n",
+          r.dp_noise_multiplier, r.dp_sample_rate, f.dp_clip, r.dp_epsilon_spent, f.dp_delta);
     }
     fmt::print("wrote {}: {} steps{}, loss {:.4f} -> {:.4f}, {:.0f} tokens/s\n", o->out,
                r.steps_run,

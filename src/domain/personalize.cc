@@ -99,6 +99,7 @@ json PersonalizeResult::to_json() const {
               {"heldout_conversations", heldout_conversations},
               {"train_tokens", train_tokens},
               {"seq_len", seq_len},
+              {"dp", dp},
               {"signed_by", signed_by.empty() ? nlohmann::json() : nlohmann::json(signed_by)},
               {"seconds", seconds},
               {"stage_seconds", stage_seconds},
@@ -202,12 +203,30 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
                  .steps = s.steps,
                  .loss = s.loss,
                  .eta_s = s.eta_s,
-                 .message = fmt::format("step {}/{} loss {:.4f}", s.step, s.steps, s.loss)});
+                 .message = fmt::format(
+                     "step {}/{} loss {:.4f}{}", s.step, s.steps, s.loss,
+                     s.epsilon >= 0 ? fmt::format(" ε {:.3f}", s.epsilon) : std::string())});
           check_cancel();
         },
         pool);
     result.train_tokens = fr.steps_run * f.batch * f.grad_accum * f.seq_len;
+    if (f.dp_epsilon > 0) {
+      result.dp = {{"mechanism", "DP-SGD (Poisson sampling, per-example clipping, Gaussian noise)"},
+                   {"unit", "one training example (an assistant turn with its context)"},
+                   {"epsilon", fr.dp_epsilon_spent},
+                   {"epsilon_target", f.dp_epsilon},
+                   {"delta", f.dp_delta},
+                   {"clip", f.dp_clip},
+                   {"noise_multiplier", fr.dp_noise_multiplier},
+                   {"sample_rate", fr.dp_sample_rate},
+                   {"steps", f.steps},
+                   {"accountant", "RDP (sampled Gaussian), Balle et al. 2020 conversion"}};
+      write_file_atomic(o.work_dir / "dp.json", result.dp.dump());
+    }
     write_file_atomic(o.work_dir / kFinetuneDone, "done\n");
+  }
+  if (finished && fs::exists(o.work_dir / "dp.json")) {
+    result.dp = nlohmann::json::parse(read_file(o.work_dir / "dp.json"));
   }
   result.finetuned_bf16_bytes = bf16_bytes(finetuned);
 
@@ -306,6 +325,7 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
         {"nll_adapter", result.nll_adapter},
         {"quality_retained", result.quality_retained ? json(*result.quality_retained) : json()}}}};
   if (!o.job_id.empty()) personalization["job_id"] = o.job_id;
+  if (!result.dp.is_null()) personalization["dp"] = result.dp;
   const std::string records = read_file(o.data);
   personalization["data_sha256"] =
       sha256_hex({reinterpret_cast<const uint8_t*>(records.data()), records.size()});

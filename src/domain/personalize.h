@@ -82,6 +82,7 @@ struct PersonalizeResult {
   ObjectiveResult objective;
   nlohmann::json analytics;
   std::string signed_by;  // the key id, when signed
+  nlohmann::json dp;      // with DP-SGD: ε spent, δ, clip, noise multiplier, sampling rate
   int64_t interactions = 0, conversations = 0, train_conversations = 0, heldout_conversations = 0;
   int64_t train_tokens = 0;  // tokens the fine-tune processed (steps × batch × tokens)
   int64_t seq_len = 0;       // tokens per training example (the longest, within the context)

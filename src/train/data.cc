@@ -408,6 +408,13 @@ Batch TrainingData::sample(int64_t step, int64_t batch, int64_t seq_len, uint64_
   return out;
 }
 
+Batch TrainingData::example_batch(int64_t index, int64_t seq_len) const {
+  BD_CHECK(!is_text() && index >= 0 && index < static_cast<int64_t>(examples_.size()));
+  Batch out = empty_batch(1, seq_len, pad_id_);
+  fill_example(examples_[static_cast<size_t>(index)], 0, out);
+  return out;
+}
+
 std::vector<Batch> TrainingData::windows(int64_t seq_len, int64_t max_windows,
                                          int64_t batch) const {
   empty_batch(batch, seq_len, pad_id_);  // validates the sizes

@@ -85,6 +85,8 @@ class TrainingData {
   // batches): text — B windows of S+1 tokens at uniformly random offsets; JSONL — the next B
   // examples of a seeded per-epoch shuffle, truncated to S+1 tokens and padded (pad targets -1).
   Batch sample(int64_t step, int64_t batch, int64_t seq_len, uint64_t seed) const;
+  // JSONL only: example `index` alone as a batch of one, cut to S+1 tokens (DP-SGD's unit).
+  Batch example_batch(int64_t index, int64_t seq_len) const;
 
   // Evaluation windows: text — up to `max_windows` (all if <= 0) non-overlapping windows of S+1
   // tokens from the start of the stream (consecutive windows share their boundary token so every

@@ -1,6 +1,7 @@
 #include "train/finetune.h"
 
 #include <fmt/format.h>
+#include <sodium.h>
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -13,6 +14,7 @@
 #include "io/weight_files.h"
 #include "train/loss.h"
 #include "train/optimizer.h"
+#include "train/privacy.h"
 #include "util/error.h"
 #include "util/files.h"
 
@@ -46,7 +48,13 @@ json run_identity(const FinetuneOptions& o, const TrainingData& data) {
               {"beta1", o.beta1},
               {"beta2", o.beta2},
               {"max_grad_norm", o.max_grad_norm},
-              {"seed", o.seed}};
+              {"seed", o.seed},
+              // DP-SGD's noise is set for the whole run: a private run resumes only unchanged.
+              {"dp", o.dp_epsilon > 0 ? json{{"epsilon", o.dp_epsilon},
+                                             {"delta", o.dp_delta},
+                                             {"clip", o.dp_clip},
+                                             {"steps", o.steps}}
+                                      : json()}};
 }
 
 void write_checkpoint(const TrainModel<float>& model, AdamW<float>& adam, int64_t step,
@@ -190,11 +198,101 @@ FinetuneResult finetune(const FinetuneOptions& o,
     if (step >= o.steps) fail("--resume: the checkpoint is at step {}, the run has {} steps", step, o.steps);
   }
 
+  // DP-SGD: the noise multiplier that keeps the whole run within the ε target.
+  const bool dp = o.dp_epsilon > 0;
+  double sigma = 0, q = 0;
+  int64_t examples = 0;
+  if (dp) {
+    if (data.is_text()) {
+      fail(
+          "DP-SGD protects one training sequence at a time, so it needs JSONL examples "
+          "(conversations or prompt/response pairs); {} is plain text",
+          o.data.string());
+    }
+    if (!(o.dp_clip > 0)) fail("--dp-clip must be positive, got {}", o.dp_clip);
+    examples = static_cast<int64_t>(data.examples().size());
+    if (!(o.dp_delta > 0 && o.dp_delta < 1.0 / static_cast<double>(examples))) {
+      fail("--dp-delta must be in (0, 1/examples) = (0, {:.3g}) for {} examples, got {}",
+           1.0 / static_cast<double>(examples), examples, o.dp_delta);
+    }
+    q = std::min(1.0, static_cast<double>(o.batch * o.grad_accum) / static_cast<double>(examples));
+    sigma = dp_sgd_noise_for_epsilon(q, o.steps, o.dp_delta, o.dp_epsilon);
+    result.dp_noise_multiplier = sigma;
+    result.dp_sample_rate = q;
+    if (sodium_init() < 0) fail("libsodium failed to initialize");
+  }
+  // A standard normal from the OS's cryptographic randomness: DP noise must not be predictable
+  // from a seed.
+  auto secure_gaussian = [] {
+    uint64_t bits[2];
+    randombytes_buf(bits, sizeof bits);
+    const double u1 = (static_cast<double>(bits[0] >> 11) + 1) / 9007199254740993.0;
+    const double u2 = static_cast<double>(bits[1] >> 11) / 9007199254740992.0;
+    return std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2);
+  };
+  std::vector<float> dp_sum;
+
   const int64_t V = config.vocab_size;
   std::vector<float> dlogits;
   const auto start = std::chrono::steady_clock::now();
   int64_t tokens_done = 0;
   for (; step < o.steps; ++step) {
+    if (dp) {
+      // Poisson sampling; each sampled example's gradient clipped; noise on the sum.
+      std::span<float> grads = model.grads();
+      dp_sum.assign(grads.size(), 0.0f);
+      double nll = 0, targets = 0;
+      const auto threshold = static_cast<uint32_t>(std::min(1.0, q) * 4294967295.0);
+      for (int64_t i = 0; i < examples; ++i) {
+        if (q < 1 && randombytes_random() >= threshold) continue;
+        const Batch b = data.example_batch(i, o.seq_len);
+        const double t = static_cast<double>(b.target_count());
+        if (t == 0) continue;
+        model.zero_grads();
+        std::span<float> logits = model.forward(b.tokens, 1, b.seq_len);
+        dlogits.resize(logits.size());
+        nll += cross_entropy(logits, b.targets, V, t, dlogits, pool);
+        model.backward(dlogits, {});
+        targets += t;
+        tokens_done += b.seq_len;
+        double norm2 = 0;
+        for (float g : grads) norm2 += static_cast<double>(g) * g;
+        const auto scale = static_cast<float>(std::min(1.0, o.dp_clip / std::sqrt(norm2 + 1e-30)));
+        for (size_t k = 0; k < grads.size(); ++k) dp_sum[k] += scale * grads[k];
+      }
+      const double expected = q * static_cast<double>(examples);
+      for (size_t k = 0; k < grads.size(); ++k) {
+        grads[k] =
+            static_cast<float>((dp_sum[k] + sigma * o.dp_clip * secure_gaussian()) / expected);
+      }
+      const double loss = targets > 0 ? nll / targets : 0.0;
+      double norm2 = 0;
+      for (float g : grads) norm2 += static_cast<double>(g) * g;
+      const double lr = cosine_lr(step, o.steps, opts.warmup, o.lr, o.min_lr_ratio);
+      adam.step(model.values(), model.grads(), lr);
+      const double elapsed =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      FinetuneStep s{
+          step + 1, o.steps, loss, lr, std::sqrt(norm2), tokens_done / std::max(elapsed, 1e-9), 0};
+      s.eta_s = elapsed / static_cast<double>(step + 1 - result.resumed_from) *
+                static_cast<double>(o.steps - step - 1);
+      s.epsilon = dp_sgd_epsilon(q, sigma, step + 1, o.dp_delta).epsilon;
+      if (step == result.resumed_from) result.first_loss = loss;
+      result.last_loss = loss;
+      result.tokens_per_s = s.tokens_per_s;
+      result.dp_epsilon_spent = s.epsilon;
+      ++result.steps_run;
+      if (on_step) on_step(s);
+      if (o.stop_after > 0 && step + 1 == o.stop_after && step + 1 < o.steps) {
+        write_checkpoint(model, adam, step + 1, identity, opts, dtype);
+        result.stopped = true;
+        return result;
+      }
+      if (o.save_every > 0 && (step + 1) % o.save_every == 0 && step + 1 < o.steps) {
+        write_checkpoint(model, adam, step + 1, identity, opts, dtype);
+      }
+      continue;
+    }
     std::vector<Batch> micro;
     double targets = 0;
     for (int64_t m = 0; m < o.grad_accum; ++m) {

@@ -33,11 +33,17 @@ struct FinetuneOptions {
   bool resume = false;
   int64_t stop_after = 0;   // stop after this step with a checkpoint (0: run to the end)
   bool progress = true;     // one line per log interval on stderr
+  // DP-SGD (docs/privacy.md) when dp_epsilon > 0: each JSONL example is in a step's batch with
+  // probability q = batch·grad_accum / examples (Poisson sampling), its gradient is clipped to
+  // dp_clip, Gaussian noise of std σ·dp_clip (σ found for dp_epsilon over all the steps) is added
+  // to the sum, which is divided by q·examples. ε is accounted by RDP (train/privacy.h).
+  double dp_epsilon = 0, dp_delta = 1e-5, dp_clip = 1.0;
 };
 
 struct FinetuneStep {
   int64_t step = 0, steps = 0;
   double loss = 0, lr = 0, grad_norm = 0, tokens_per_s = 0, eta_s = 0;
+  double epsilon = -1;  // with DP-SGD: ε spent so far (δ as given)
 };
 
 struct FinetuneResult {
@@ -47,6 +53,8 @@ struct FinetuneResult {
   double tokens_per_s = 0;
   int64_t parameter_count = 0;
   int64_t peak_activation_bytes = 0;
+  // With DP-SGD: the noise multiplier, sampling rate and the ε spent over the whole run.
+  double dp_noise_multiplier = 0, dp_sample_rate = 0, dp_epsilon_spent = 0;
 };
 
 // Runs the fine-tune; `on_step` (optional) sees every step. The result is a Hugging Face folder

@@ -1,6 +1,10 @@
 // Fine-tuning and scale distillation end to end on the real stories260K: determinism, resuming a
 // stopped run, calibration lowering the distillation loss and recording itself, bad input.
+#include "train/finetune.h"
+
 #include <gtest/gtest.h>
+
+#include <cmath>
 #include <nlohmann/json.hpp>
 
 #include "delta/adapter.h"
@@ -9,7 +13,7 @@
 #include "io/safetensors.h"
 #include "support/test_support.h"
 #include "train/calibrate.h"
-#include "train/finetune.h"
+#include "train/privacy.h"
 #include "util/error.h"
 #include "util/files.h"
 
@@ -181,6 +185,65 @@ TEST_F(FinetuneTest, CommandLineAndBadInput) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_NE(r.err.find("error:"), std::string::npos);
   EXPECT_FALSE(fs::exists(scratch_ / "bad.bdelta"));
+}
+
+}  // namespace
+}  // namespace bitdelta
+
+namespace bitdelta {
+namespace {
+
+// DP-SGD: the noise multiplier is set so the whole run spends at most its ε (and nearly all of
+// it), ε grows step by step as the accountant says, the noise comes from the OS (two runs with
+// the same seed differ, where non-private ones are bitwise equal), and data it cannot protect
+// example by example, or a δ too large for the data, is refused.
+TEST_F(FinetuneTest, DpSgdSpendsItsBudgetAndRefusesWhatItCannotProtect) {
+  std::string jsonl;
+  for (int i = 0; i < 40; ++i) {
+    jsonl += nlohmann::json{{"prompt", "Tell me about day " + std::to_string(i) + "."},
+                            {"response", "On day " + std::to_string(i) + " the sun was warm."}}
+                 .dump() +
+             "\n";
+  }
+  testing::write_text(scratch_ / "user.jsonl", jsonl);
+  FinetuneOptions f = options("dp1");
+  f.data = scratch_ / "user.jsonl";
+  f.steps = 10;
+  f.batch = 4;
+  f.dp_epsilon = 3;
+  f.dp_delta = 1e-3;
+  f.dp_clip = 0.5;
+  ThreadPool pool(2);
+  std::vector<double> eps;
+  const FinetuneResult r = finetune(
+      f, [&](const FinetuneStep& s) { eps.push_back(s.epsilon); }, pool);
+  EXPECT_DOUBLE_EQ(r.dp_sample_rate, 0.1);
+  EXPECT_GT(r.dp_noise_multiplier, 0.5);
+  EXPECT_LE(r.dp_epsilon_spent, 3.0);
+  EXPECT_GT(r.dp_epsilon_spent, 2.95);
+  EXPECT_DOUBLE_EQ(r.dp_epsilon_spent,
+                   dp_sgd_epsilon(0.1, r.dp_noise_multiplier, 10, 1e-3).epsilon);
+  ASSERT_EQ(eps.size(), 10u);
+  for (size_t i = 1; i < eps.size(); ++i) EXPECT_GT(eps[i], eps[i - 1]);
+  EXPECT_TRUE(std::isfinite(r.last_loss));
+
+  FinetuneOptions again = f;
+  again.out = scratch_ / "dp2";
+  finetune(again, {}, pool);
+  EXPECT_NE(read_file(scratch_ / "dp1" / "model.safetensors"),
+            read_file(scratch_ / "dp2" / "model.safetensors"))
+      << "DP noise must not be reproducible from the seed";
+
+  FinetuneOptions text = f;
+  text.data = data_;
+  text.out = scratch_ / "dp3";
+  EXPECT_NE(testing::error_message([&] { finetune(text, {}, pool); }).find("needs JSONL examples"),
+            std::string::npos);
+  FinetuneOptions big_delta = f;
+  big_delta.dp_delta = 0.05;
+  big_delta.out = scratch_ / "dp4";
+  EXPECT_NE(testing::error_message([&] { finetune(big_delta, {}, pool); }).find("--dp-delta"),
+            std::string::npos);
 }
 
 }  // namespace
