@@ -115,22 +115,21 @@ double DomainObjective::score(const AdapterWeights* adapter) {
   return choices_ ? choice_accuracy(adapter) : likelihood(adapter);
 }
 
-double DomainObjective::likelihood(const AdapterWeights* adapter) {
+ModelScore DomainObjective::scores(const TrainingData& data, const AdapterWeights* adapter) {
   EvalOptions e;
   e.seq_len = std::min<int64_t>(o_.seq_len, base_.config().max_position_embeddings);
   e.max_windows = 0;
   e.score_base = adapter == nullptr;
-  const EvalReport r = evaluate({&base_, nullptr, adapter}, *scored_, e, pool_);
-  return -r.find(adapter ? "bitdelta" : "base")->nll;  // mean log-likelihood per token
+  const EvalReport r = evaluate({&base_, nullptr, adapter}, data, e, pool_);
+  return *r.find(adapter ? "bitdelta" : "base");
+}
+
+double DomainObjective::likelihood(const AdapterWeights* adapter) {
+  return -scores(*scored_, adapter).nll;  // mean log-likelihood per token
 }
 
 double DomainObjective::choice_accuracy(const AdapterWeights* adapter) {
-  EvalOptions e;
-  e.seq_len = std::min<int64_t>(o_.seq_len, base_.config().max_position_embeddings);
-  e.max_windows = 0;
-  e.score_base = adapter == nullptr;
-  const EvalReport r = evaluate({&base_, nullptr, adapter}, *choices_, e, pool_);
-  const ModelScore& s = *r.find(adapter ? "bitdelta" : "base");
+  const ModelScore s = scores(*choices_, adapter);
   size_t k = 0;
   double right = 0, log_p = 0;
   for (const ChoiceItem& item : data_.choices) {

@@ -18,6 +18,7 @@
 #include "model/transformer.h"
 #include "tokenizer/chat_template.h"
 #include "train/data.h"
+#include "train/eval.h"
 #include "util/thread_pool.h"
 
 namespace bitdelta {
@@ -75,6 +76,8 @@ class DomainObjective {
                          const std::function<void(double, double)>& on_evaluation);
 
  private:
+  // The held-out scores of base + adapter (the base alone when null) on `data`.
+  ModelScore scores(const TrainingData& data, const AdapterWeights* adapter);
   double likelihood(const AdapterWeights* adapter);
   double choice_accuracy(const AdapterWeights* adapter);
   double external(const AdapterWeights* adapter);

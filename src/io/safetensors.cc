@@ -343,6 +343,28 @@ void SafetensorsWriter::write(const std::filesystem::path& path) const {
   write(path, 0, nullptr);
 }
 
+namespace {
+
+// The safetensors length prefix: the header's size as a little-endian u64.
+std::array<uint8_t, 8> length_prefix(uint64_t n) {
+  std::array<uint8_t, 8> bytes;
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(n >> (8 * i));
+  return bytes;
+}
+
+// The `checksums` metadata entry: the canonical header text's hash and each tensor's.
+std::string checksums_entry(const std::map<std::string, std::string>& metadata,
+                            const std::vector<TensorInfo>& table, const json& sums) {
+  const std::string header_text = checksum_header_text(metadata, table);
+  return json{{"algorithm", kChecksumAlgorithm},
+              {"header", xxh3_hex({reinterpret_cast<const uint8_t*>(header_text.data()),
+                                   header_text.size()})},
+              {"tensors", sums}}
+      .dump();
+}
+
+}  // namespace
+
 void SafetensorsWriter::write(
     const std::filesystem::path& path, size_t header_reserve,
     const std::function<std::map<std::string, std::string>()>& late_metadata) const {
@@ -361,18 +383,11 @@ void SafetensorsWriter::write(
       table.push_back({e.name, e.dtype, e.shape, offset, offset + e.nbytes});
       offset += e.nbytes;
     }
-    const std::string header_text = checksum_header_text(metadata, table);
-    metadata[kChecksumsKey] = json{
-        {"algorithm", kChecksumAlgorithm},
-        {"header",
-         xxh3_hex({reinterpret_cast<const uint8_t*>(header_text.data()), header_text.size()})},
-        {"tensors", sums}}.dump();
+    metadata[kChecksumsKey] = checksums_entry(metadata, table, sums);
     std::string text = header_json(metadata);
     text.append((text.size() + 7) / 8 * 8 - text.size(), ' ');
-    std::array<uint8_t, 8> prefix;
-    for (int i = 0; i < 8; ++i) prefix[i] = static_cast<uint8_t>(uint64_t{text.size()} >> (8 * i));
     AtomicFile out(path);
-    out.write(prefix);
+    out.write(length_prefix(text.size()));
     out.write(text);
     for (const auto& e : entries_) out.write(e.data);
     out.commit();
@@ -388,11 +403,6 @@ void SafetensorsWriter::write(
   // Pad with spaces so the data section starts 8-byte aligned, as the reference writer does.
   const size_t header_size = (text.size() + header_reserve + 7) / 8 * 8;
   text.append(header_size - text.size(), ' ');
-  auto length_prefix = [](uint64_t n) {
-    std::array<uint8_t, 8> bytes;
-    for (int i = 0; i < 8; ++i) bytes[i] = static_cast<uint8_t>(n >> (8 * i));
-    return bytes;
-  };
   AtomicFile out(path);
   out.write(length_prefix(text.size()));
   out.write(text);
@@ -419,14 +429,7 @@ void SafetensorsWriter::write(
       for (auto& [key, value] : late_metadata()) metadata[key] = std::move(value);
     }
     metadata.erase(kChecksumsKey);  // never another file's (or a callback's) checksums
-    if (checksums_) {
-      const std::string header_text = checksum_header_text(metadata, table);
-      metadata[kChecksumsKey] = json{
-          {"algorithm", kChecksumAlgorithm},
-          {"header",
-           xxh3_hex({reinterpret_cast<const uint8_t*>(header_text.data()), header_text.size()})},
-          {"tensors", sums}}.dump();
-    }
+    if (checksums_) metadata[kChecksumsKey] = checksums_entry(metadata, table, sums);
     std::string final_text = header_json(metadata);
     BD_CHECK(final_text.size() <= header_size, "late metadata ({} bytes) exceeds the reserve",
              final_text.size());

@@ -237,6 +237,7 @@ FinetuneResult finetune(const FinetuneOptions& o,
   const auto start = std::chrono::steady_clock::now();
   int64_t tokens_done = 0;
   for (; step < o.steps; ++step) {
+    double loss = 0, norm = 0;
     if (dp) {
       // Poisson sampling; each sampled example's gradient clipped; noise on the sum.
       std::span<float> grads = model.grads();
@@ -261,60 +262,38 @@ FinetuneResult finetune(const FinetuneOptions& o,
         for (size_t k = 0; k < grads.size(); ++k) dp_sum[k] += scale * grads[k];
       }
       const double expected = q * static_cast<double>(examples);
+      double norm2 = 0;
       for (size_t k = 0; k < grads.size(); ++k) {
         grads[k] =
             static_cast<float>((dp_sum[k] + sigma * o.dp_clip * secure_gaussian()) / expected);
+        norm2 += static_cast<double>(grads[k]) * grads[k];
       }
-      const double loss = targets > 0 ? nll / targets : 0.0;
-      double norm2 = 0;
-      for (float g : grads) norm2 += static_cast<double>(g) * g;
-      const double lr = cosine_lr(step, o.steps, opts.warmup, o.lr, o.min_lr_ratio);
-      adam.step(model.values(), model.grads(), lr);
-      const double elapsed =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      FinetuneStep s{
-          step + 1, o.steps, loss, lr, std::sqrt(norm2), tokens_done / std::max(elapsed, 1e-9), 0};
-      s.eta_s = elapsed / static_cast<double>(step + 1 - result.resumed_from) *
-                static_cast<double>(o.steps - step - 1);
-      s.epsilon = dp_sgd_epsilon(q, sigma, step + 1, o.dp_delta).epsilon;
-      if (step == result.resumed_from) result.first_loss = loss;
-      result.last_loss = loss;
-      result.tokens_per_s = s.tokens_per_s;
-      result.dp_epsilon_spent = s.epsilon;
-      ++result.steps_run;
-      if (on_step) on_step(s);
-      if (o.stop_after > 0 && step + 1 == o.stop_after && step + 1 < o.steps) {
-        write_checkpoint(model, adam, step + 1, identity, opts, dtype);
-        result.stopped = true;
-        return result;
+      loss = targets > 0 ? nll / targets : 0.0;
+      norm = std::sqrt(norm2);
+    } else {
+      std::vector<Batch> micro;
+      double targets = 0;
+      for (int64_t m = 0; m < o.grad_accum; ++m) {
+        micro.push_back(data.sample(step * o.grad_accum + m, o.batch, o.seq_len, o.seed));
+        targets += static_cast<double>(micro.back().target_count());
       }
-      if (o.save_every > 0 && (step + 1) % o.save_every == 0 && step + 1 < o.steps) {
-        write_checkpoint(model, adam, step + 1, identity, opts, dtype);
+      model.zero_grads();
+      double nll = 0;
+      for (const Batch& b : micro) {
+        std::span<float> logits = model.forward(b.tokens, b.batch, b.seq_len);
+        dlogits.resize(logits.size());
+        nll += cross_entropy(logits, b.targets, V, targets, dlogits, pool);
+        model.backward(dlogits, {});
+        result.peak_activation_bytes =
+            std::max(result.peak_activation_bytes, model.activation_bytes());
+        tokens_done += b.batch * b.seq_len;
       }
-      continue;
+      loss = targets > 0 ? nll / targets : 0.0;
+      if (std::isfinite(loss)) norm = clip_grad_norm(model.grads(), o.max_grad_norm);
     }
-    std::vector<Batch> micro;
-    double targets = 0;
-    for (int64_t m = 0; m < o.grad_accum; ++m) {
-      micro.push_back(data.sample(step * o.grad_accum + m, o.batch, o.seq_len, o.seed));
-      targets += static_cast<double>(micro.back().target_count());
-    }
-    model.zero_grads();
-    double nll = 0;
-    for (const Batch& b : micro) {
-      std::span<float> logits = model.forward(b.tokens, b.batch, b.seq_len);
-      dlogits.resize(logits.size());
-      nll += cross_entropy(logits, b.targets, V, targets, dlogits, pool);
-      model.backward(dlogits, {});
-      result.peak_activation_bytes =
-          std::max(result.peak_activation_bytes, model.activation_bytes());
-      tokens_done += b.batch * b.seq_len;
-    }
-    const double loss = targets > 0 ? nll / targets : 0.0;
     if (!std::isfinite(loss)) {
       fail("the loss became {} at step {}; lower --lr or check the data", loss, step + 1);
     }
-    const double norm = clip_grad_norm(model.grads(), o.max_grad_norm);
     const double lr = cosine_lr(step, o.steps, opts.warmup, o.lr, o.min_lr_ratio);
     adam.step(model.values(), model.grads(), lr);
 
@@ -323,6 +302,8 @@ FinetuneResult finetune(const FinetuneOptions& o,
     FinetuneStep s{step + 1, o.steps, loss, lr, norm, tokens_done / std::max(elapsed, 1e-9), 0};
     s.eta_s = elapsed / static_cast<double>(step + 1 - result.resumed_from) *
               static_cast<double>(o.steps - step - 1);
+    if (dp)
+      s.epsilon = result.dp_epsilon_spent = dp_sgd_epsilon(q, sigma, step + 1, o.dp_delta).epsilon;
     if (step == result.resumed_from) result.first_loss = loss;
     result.last_loss = loss;
     result.tokens_per_s = s.tokens_per_s;
