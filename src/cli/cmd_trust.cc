@@ -129,13 +129,20 @@ CLI::App* register_audit(CLI::App& app, Runner& runner) {
       ->check(CLI::ExistingFile);
   verify->add_option("--trusted-keys", o->trusted, "The head must be signed by one of these keys");
   verify->add_flag("--json", o->json, "Print the result as JSON");
-  auto* show = cmd->add_subcommand("show", "Print the log's entries, one JSON object per line");
+  auto* show = cmd->add_subcommand(
+      "show",
+      "Print the log's entries, one JSON object per line (a damaged log too, with a warning)");
   show->add_option("LOG", o->log, "The log (STORE/audit.jsonl)")
       ->required()
       ->check(CLI::ExistingFile);
   runner = [=] {
     if (show->parsed()) {
-      for (const auto& e : AuditLog(o->log).entries()) fmt::print("{}\n", e.dump());
+      // Shown as it is, damaged or not (verify says what is wrong).
+      const std::string text = read_file(o->log);
+      fmt::print("{}", text);
+      if (!text.empty() && text.back() != '\n') fmt::print("\n");
+      const AuditVerification v = verify_audit_log(o->log);
+      if (!v.ok) fmt::print(stderr, "warning: {}\n", v.problem);
       return 0;
     }
     std::optional<TrustedKeys> trusted;

@@ -148,7 +148,7 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   const fs::path finetuned = o.work_dir / "finetuned";
 
   // 1-3: the records, the user's analytics, the examples.
-  begin(1, fmt::format("reading {} records from {}", o.domain, o.data.string()));
+  begin(1, fmt::format("reading {} records from {}", o.domain, o.data.filename().string()));
   const ModelConfig config = load_model_config(o.base / "config.json");
   const Tokenizer tokenizer = Tokenizer::from_folder(o.base);
   const ChatTemplate chat =
