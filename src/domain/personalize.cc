@@ -70,16 +70,13 @@ void write_rescaled(const fs::path& in, const fs::path& out, float m,
   w.write(out);
 }
 
-int64_t next_version(const AdapterStore* store, const std::string& domain,
-                     const std::string& user) {
-  int64_t v = 0;
-  if (store != nullptr) {
-    for (const AdapterRecord& r : store->list(domain, user)) v = std::max(v, r.id.version);
-  }
-  return v + 1;
-}
-
 }  // namespace
+
+int64_t next_adapter_version(const AdapterStore& store, const std::string& domain,
+                             const std::string& user) {
+  const std::optional<AdapterRecord> latest = store.find(AdapterId{domain, user, 0});
+  return latest ? latest->id.version + 1 : 1;
+}
 
 json PersonalizeResult::to_json() const {
   json out = {{"adapter_id", id.to_string()},
@@ -168,7 +165,9 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
                                 examples.heldout.size())});
 
   AdapterId id{o.domain, user.user,
-               o.version > 0 ? o.version : next_version(o.store, o.domain, user.user)};
+               o.version > 0   ? o.version
+               : o.store ? next_adapter_version(*o.store, o.domain, user.user)
+                         : 1};
   if (o.store != nullptr && o.store->find(id)) {
     fail("{} is already in the store; versions are immutable: pick another version or 'auto'",
          id.to_string());

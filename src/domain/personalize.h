@@ -92,6 +92,10 @@ struct PersonalizeResult {
   nlohmann::json to_json() const;
 };
 
+// The version a new adapter of domain/user takes: one past the latest in the store (1 if none).
+int64_t next_adapter_version(const AdapterStore& store, const std::string& domain,
+                             const std::string& user);
+
 // Runs the pipeline. `on_event` (optional) sees progress; when `cancel` becomes true the run
 // stops at the next step with Cancelled (work_dir keeps the last checkpoint). Nothing is
 // registered or written to `out` unless every stage succeeded. Errors say what is wrong with the

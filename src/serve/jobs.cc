@@ -351,11 +351,9 @@ void JobRunner::run(JobRecord job) {
     }
   }
   if (job.adapter_id.empty()) {
-    int64_t version = 0;
-    for (const AdapterRecord& r : store_.list(job.domain, job.user)) {
-      version = std::max(version, r.id.version);
-    }
-    job.adapter_id = AdapterId{job.domain, job.user, version + 1}.to_string();
+    job.adapter_id =
+        AdapterId{job.domain, job.user, next_adapter_version(store_, job.domain, job.user)}
+            .to_string();
   }
   p.version = AdapterId::parse(job.adapter_id).version;
   job.state = "running";

@@ -715,15 +715,15 @@ struct Server::Impl {
              json data = json::array();
              for (const json& e : audit->entries()) {
                if (e["seq"].get<int64_t>() <= after) continue;
-               const std::string adapter = e.value("adapter_id", "");
-               const size_t slash = adapter.find('/');
-               const std::string d = adapter.substr(0, slash);
-               const std::string u =
-                   slash == std::string::npos
-                       ? ""
-                       : adapter.substr(slash + 1, adapter.find('/', slash + 1) - slash - 1);
-               if (!who.is_admin() && (adapter.empty() || !may_list(who, AdapterId{d, u, 1})))
-                 continue;
+               // domain/user/vN of an adapter, domain/user of a job, or nothing.
+               AdapterId id;
+               try {
+                 id = AdapterId::parse(e.value("adapter_id", ""), /*allow_latest=*/true);
+               } catch (const Error&) {
+               }
+               const std::string& d = id.domain;
+               const std::string& u = id.user;
+               if (!who.is_admin() && (d.empty() || !may_list(who, id))) continue;
                if ((domain && *domain != d) || (user && *user != u) ||
                    (action && *action != e.value("action", ""))) {
                  continue;
