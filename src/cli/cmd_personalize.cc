@@ -53,9 +53,9 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
       "objective's multiplier by Brent's method), evaluate on the held-out conversations, and "
       "register the adapter as domain/user/vN (latest moves). docs/personalization.md");
   struct Options {
-    std::string base, domain, user, data, store, out, work_dir, signing_key,
-        version = "auto", chat_format = "auto", granularity = "tensor", bounds = "0.25:2";
-    bool json = false, quiet = false;
+    std::string base, domain, user, data, store, out, work_dir, signing_key, screen_patterns,
+        probes, version = "auto", chat_format = "auto", granularity = "tensor", bounds = "0.25:2";
+    bool json = false, quiet = false, no_screen = false, no_safety_gate = false;
     int threads = 0;
     PersonalizeOptions p;
   };
@@ -63,7 +63,7 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
   o->p.finetune.steps = 100;
   o->p.finetune.batch = 8;
   o->p.finetune.seq_len = 0;
-  o->p.finetune.lr = 1e-3;
+  o->p.finetune.lr = 3e-4;
   cmd->add_option("--base", o->base, "The domain's base model folder")
       ->required()
       ->check(CLI::ExistingDirectory);
@@ -114,6 +114,18 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
       ->capture_default_str();
   cmd->add_option("--dp-clip", o->p.finetune.dp_clip, "DP-SGD's per-example gradient norm bound")
       ->capture_default_str();
+  cmd->add_option("--dp-scales", o->p.dp_scales.epsilon,
+                  "Add Gaussian noise to the final scales for (ε, --dp-scales-delta)-DP of THE "
+                  "SCALES ONLY: the sign bits are not private (docs/privacy.md; for a guarantee "
+                  "on the whole adapter use --dp-epsilon)")
+      ->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--dp-scales-delta", o->p.dp_scales.delta, "δ of --dp-scales")
+      ->check(CLI::Range(1e-12, 0.5))
+      ->capture_default_str();
+  cmd->add_option("--dp-scales-bound", o->p.dp_scales.bound_ratio,
+                  "--dp-scales clips every scale to this multiple of its base matrix's RMS")
+      ->check(number_at_least(0, false))
+      ->capture_default_str();
   cmd->add_option("--granularity", o->granularity, "Scales per matrix or per output row")
       ->capture_default_str()
       ->check(CLI::IsMember({"tensor", "row"}));
@@ -141,6 +153,19 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
   cmd->add_option("--signing-key", o->signing_key,
                   "Sign the adapter with this key (bitdelta keys generate): the registry keeps "
                   "the signature, and --out gets OUT.sig.json beside it");
+  cmd->add_option("--screen-patterns", o->screen_patterns,
+                  "Screen the records with this list of jailbreak / prompt-injection patterns "
+                  "instead of the built-in one; flagged records are reported and left out "
+                  "(docs/safety.md)")
+      ->check(CLI::ExistingFile);
+  cmd->add_flag("--no-screen", o->no_screen, "Do not screen the records");
+  cmd->add_option("--probes", o->probes,
+                  "The safety gate's probe set (JSONL; default: the built-in set)")
+      ->check(CLI::ExistingFile);
+  cmd->add_flag("--no-safety-gate", o->no_safety_gate,
+                "Register the adapter without running the safety gate (the metadata then has "
+                "no safety_score)");
+  add_safety_policy_options(cmd, o->p.safety_policy);
   cmd->add_flag("--json", o->json,
                 "Print the result as one JSON object (progress stays on stderr)");
   cmd->add_flag("--quiet", o->quiet, "No progress lines");
@@ -173,6 +198,18 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
       audit.emplace(store->dir() / "audit.jsonl", p.signing_key);
       p.audit = &*audit;
     }
+    std::optional<ScreenPatterns> screen;
+    if (!o->no_screen) {
+      screen.emplace(o->screen_patterns.empty() ? ScreenPatterns::builtin()
+                                                : ScreenPatterns::load(o->screen_patterns));
+      p.screen_patterns = &*screen;
+    }
+    std::optional<ProbeSet> probes;
+    if (!o->probes.empty()) {
+      probes.emplace(ProbeSet::load(o->probes));
+      p.safety_probes = &*probes;
+    }
+    p.safety_gate = !o->no_safety_gate;
     bool temporary = false;
     if (o->work_dir.empty()) {
       if (p.resume) fail("--resume needs the --work-dir of the interrupted run");
@@ -203,6 +240,14 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
                        e.eta_s > 0 ? fmt::format("  ETA {}", format_duration(e.eta_s)) : "");
           },
           nullptr, default_thread_pool());
+    } catch (const SafetyGateFailed& e) {
+      if (temporary) std::filesystem::remove_all(p.work_dir);
+      if (o->json) fmt::print("{}\n", e.report.dump(2));
+      fmt::print(stderr, "error: {}{}\n", e.what(),
+                 temporary ? "\n(the working folder was temporary and is gone: give --work-dir "
+                             "to keep the adapter for inspection)"
+                           : "");
+      return 3;
     } catch (...) {
       if (temporary) std::filesystem::remove_all(p.work_dir);
       throw;
@@ -225,6 +270,22 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
     fmt::print("  scale multiplier {:.4f} ({} objective {:.5g}; calibrated {:.5g}, base {:.5g})\n",
                r.objective.multiplier, r.objective.objective, r.objective.score,
                r.objective.score_calibrated, r.objective.score_base);
+    if (!r.dp_scales.is_null()) {
+      fmt::print(
+          "  --dp-scales: (ε = {}, δ = {}) on the scales only (σ = {:.4g}); the sign bits "
+          "are not private\n",
+          r.dp_scales["epsilon"].get<double>(), r.dp_scales["delta"].get<double>(),
+          r.dp_scales["sigma"].get<double>());
+    }
+    if (!r.screening.is_null()) {
+      fmt::print("  screening: {} of {} records flagged and left out\n",
+                 r.screening["flagged"].get<int64_t>(), r.screening["records"].get<int64_t>());
+    }
+    if (!r.safety.is_null()) {
+      fmt::print("  safety gate passed: safety score {:.3f} (base {:.3f}), mean KL {:.4f} nats\n",
+                 r.safety["safety_score"].get<double>(), r.safety["base_score"].get<double>(),
+                 r.safety["mean_kl"].get<double>());
+    }
     if (!r.signed_by.empty()) fmt::print("  signed by key {}\n", r.signed_by);
     if (!r.dp.is_null()) {
       fmt::print("  DP-SGD: (ε = {:.3f}, δ = {:g}), noise multiplier {:.4g}, clip {}\n",

@@ -84,6 +84,17 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
                 "Uploads must carry a valid signature by a trusted key (multipart part "
                 "'signature' or the X-BitDelta-Signature header), else 403 naming the check that "
                 "failed; stored adapters are re-verified before they are first loaded");
+  cmd->add_flag("--safety-gate", o->safety_gate,
+                "Run the safety gate (docs/safety.md) on uploads too: an adapter that fails is "
+                "refused with 422 and the reasons (personalization jobs always run it)");
+  cmd->add_option("--safety-probes", o->safety_probes,
+                  "The gate's probe set (JSONL; default: the built-in set)")
+      ->check(CLI::ExistingFile);
+  cmd->add_option("--screen-patterns", o->screen_patterns,
+                  "The list jobs screen interaction records with (JSON; default: the built-in "
+                  "jailbreak / prompt-injection list)")
+      ->check(CLI::ExistingFile);
+  add_safety_policy_options(cmd, o->safety_policy);
   cmd->add_option("--chat-format", o->personalize_chat_format,
                   "Default chat format of personalization jobs: auto (the base's own template) or "
                   "plain/qwen3/chatml/llama3/llama2/mistral (a job's options.chat_format wins)")

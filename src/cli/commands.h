@@ -12,6 +12,10 @@
 
 #include "train/data.h"
 
+namespace bitdelta {
+struct SafetyPolicy;
+}
+
 namespace bitdelta::cli {
 
 using Runner = std::function<int()>;
@@ -106,5 +110,11 @@ CLI::App* register_sign(CLI::App& app, Runner& runner);
 CLI::App* register_verify(CLI::App& app, Runner& runner);
 CLI::App* register_audit(CLI::App& app, Runner& runner);
 CLI::App* register_privacy(CLI::App& app, Runner& runner);
+CLI::App* register_safety_check(CLI::App& app, Runner& runner);
+// The safety gate's limits as options (--max-scale-ratio, --max-kl, ...), shared by safety-check
+// and personalize.
+void add_safety_policy_options(CLI::App* cmd, SafetyPolicy& policy);
+CLI::App* register_screen(CLI::App& app, Runner& runner);
+CLI::App* register_receipt(CLI::App& app, Runner& runner);
 
 }  // namespace bitdelta::cli

@@ -86,6 +86,9 @@ int main(int argc, char** argv) {
   add(bitdelta::cli::register_verify);
   add(bitdelta::cli::register_audit);
   add(bitdelta::cli::register_privacy);
+  add(bitdelta::cli::register_safety_check);
+  add(bitdelta::cli::register_screen);
+  add(bitdelta::cli::register_receipt);
 
   // CLI11 answers a mistyped command with "A subcommand is required": name it instead.
   if (auto unknown = bitdelta::cli::unknown_command(app, argc, argv)) {

@@ -12,6 +12,7 @@
 #include "io/model_config.h"
 #include "io/safetensors.h"
 #include "io/weight_files.h"
+#include "safety/receipt.h"
 #include "store/adapter_store.h"
 #include "store/audit_log.h"
 #include "train/calibrate.h"
@@ -26,9 +27,10 @@ using nlohmann::json;
 
 namespace {
 
-constexpr const char* kStages[] = {"validate",  "analytics", "examples", "finetune", "compress",
-                                   "calibrate", "objective", "evaluate", "register"};
-constexpr int kStageCount = 9;
+constexpr const char* kStages[] = {"validate", "screen",   "analytics", "examples",
+                                   "finetune", "compress", "calibrate", "objective",
+                                   "evaluate", "safety",   "register"};
+constexpr int kStageCount = 11;
 constexpr const char* kFinetuneDone = "finetune.done";
 
 int64_t peak_rss_bytes() {
@@ -97,6 +99,10 @@ json PersonalizeResult::to_json() const {
               {"train_tokens", train_tokens},
               {"seq_len", seq_len},
               {"dp", dp},
+              {"dp_scales", dp_scales},
+              {"screening", screening},
+              {"safety", safety},
+              {"receipt", receipt},
               {"signed_by", signed_by.empty() ? nlohmann::json() : nlohmann::json(signed_by)},
               {"seconds", seconds},
               {"stage_seconds", stage_seconds},
@@ -150,11 +156,27 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   const Tokenizer tokenizer = Tokenizer::from_folder(o.base);
   const ChatTemplate chat =
       ChatTemplate::select(tokenizer, config.model_type, o.chat_format, /*require_own=*/true);
-  const DomainUser user = load_domain_user(o.domain, o.data, o.user);
-  begin(2, fmt::format("{} interactions of {}", user.interactions.size(), user.user));
+  load_domain_user(o.domain, o.data, o.user);  // every record valid before screening
+  fs::path records = o.data;  // what the pipeline reads: the screened copy when screening
+  if (o.screen_patterns != nullptr) {
+    begin(2, fmt::format("screening the records ({} patterns from {})",
+                         o.screen_patterns->patterns().size(), o.screen_patterns->source()));
+    records = o.work_dir / "records.screened.jsonl";
+    const ScreenReport screened = screen_records(o.data, *o.screen_patterns, records);
+    result.screening = screened.to_json();
+    for (const ScreenFinding& f : screened.findings) {
+      event(
+          {.message = fmt::format("{}:{}: left out: {} ({}) in {}: {}", o.data.filename().string(),
+                                  f.line, f.pattern_id, f.kind, f.field, f.excerpt)});
+    }
+    event({.message = fmt::format("{} of {} records flagged and left out", screened.findings.size(),
+                                  screened.records)});
+  }
+  const DomainUser user = load_domain_user(o.domain, records, o.user);
+  begin(3, fmt::format("{} interactions of {}", user.interactions.size(), user.user));
   result.analytics = user.analytics_json();
-  begin(3, "building training examples");
-  const PersonalExamples examples = build_personal_examples(user, o.data, o.heldout_share);
+  begin(4, "building training examples");
+  const PersonalExamples examples = build_personal_examples(user, records, o.heldout_share);
   write_conversations_jsonl(examples.train, train_file);
   write_conversations_jsonl(examples.heldout, heldout_file);
   result.interactions = examples.interactions;
@@ -174,7 +196,7 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   }
 
   // 4: fine-tune, from the checkpoint when resuming.
-  begin(4,
+  begin(5,
         fmt::format("fine-tuning {} for {} steps", o.base.filename().string(), o.finetune.steps));
   FinetuneOptions f = o.finetune;
   f.model = o.base;
@@ -230,7 +252,7 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   result.finetuned_bf16_bytes = bf16_bytes(finetuned);
 
   // 5: compress, with the analytics as the adapter's metadata.
-  begin(5, "compressing the fine-tune to 1 bit");
+  begin(6, "compressing the fine-tune to 1 bit");
   CompressOptions c;
   c.granularity = o.granularity;
   c.adapter_id = id;
@@ -243,7 +265,7 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   compress_adapter(o.base, finetuned, raw, c, pool);
 
   // 6: scale distillation on the training conversations.
-  begin(6, fmt::format("calibrating the scales ({} steps)", o.calibrate_steps));
+  begin(7, fmt::format("calibrating the scales ({} steps)", o.calibrate_steps));
   CalibrateOptions cal;
   cal.base = o.base;
   cal.finetuned = finetuned;
@@ -268,7 +290,7 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
       pool);
 
   // 7: the domain objective's multiplier, on the held-out interactions.
-  begin(7, fmt::format("choosing the scale multiplier in [{}, {}] ({})", o.objective.lo,
+  begin(8, fmt::format("choosing the scale multiplier in [{}, {}] ({})", o.objective.lo,
                        o.objective.hi, o.objective.scorer_cmd.empty() ? o.domain : "--scorer-cmd"));
   std::unique_ptr<Transformer> base = Transformer::load(o.base);
   std::shared_ptr<Adapter> adapter = open_adapter_for(calibrated, *base, pool);
@@ -289,11 +311,29 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
                                 result.objective.multiplier, result.objective.score,
                                 result.objective.score_calibrated, result.objective.score_base)});
 
-  // 8: held-out NLL of base, fine-tune and base + the final adapter.
-  begin(8, "evaluating on the held-out conversations");
+  // With --dp-scales the scales get their noise now (the multiplier folded in), so that the
+  // evaluation, the gate and the registry all see the adapter that is released.
+  fs::path source = calibrated;
+  float multiplier = static_cast<float>(result.objective.multiplier);
+  if (o.dp_scales.epsilon > 0) {
+    const fs::path noised = o.work_dir / "dp_scales.bdelta";
+    result.dp_scales = privatize_scales(calibrated, noised, o.base, multiplier, o.dp_scales, {});
+    event({.message = fmt::format(
+               "--dp-scales: Gaussian noise σ = {:.4g} on {} scales (sensitivity {:.4g}, "
+               "ε = {}, δ = {}); protects the scales only",
+               result.dp_scales["sigma"].get<double>(), result.dp_scales["scales"].get<int64_t>(),
+               result.dp_scales["sensitivity"].get<double>(), o.dp_scales.epsilon,
+               o.dp_scales.delta)});
+    adapter = open_adapter_for(noised, *base, pool);
+    source = noised;
+    multiplier = 1.0f;
+  }
+
+  // 9: held-out NLL of base, fine-tune and base + the final adapter.
+  begin(9, "evaluating on the held-out conversations");
   std::list<std::vector<float>> storage;
-  const AdapterWeights final_weights = scaled_adapter_weights(
-      adapter->weights(), static_cast<float>(result.objective.multiplier), storage);
+  const AdapterWeights final_weights =
+      scaled_adapter_weights(adapter->weights(), multiplier, storage);
   std::unique_ptr<Transformer> ft = Transformer::load(finetuned);
   const TrainingData heldout = TrainingData::load(heldout_file, tokenizer, &chat);
   EvalOptions e;
@@ -325,20 +365,49 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
         {"quality_retained", result.quality_retained ? json(*result.quality_retained) : json()}}}};
   if (!o.job_id.empty()) personalization["job_id"] = o.job_id;
   if (!result.dp.is_null()) personalization["dp"] = result.dp;
-  const std::string records = read_file(o.data);
+  if (!result.dp_scales.is_null()) personalization["dp_scales"] = result.dp_scales;
+  const std::string records_text = read_file(o.data);
   personalization["data_sha256"] =
-      sha256_hex({reinterpret_cast<const uint8_t*>(records.data()), records.size()});
+      sha256_hex({reinterpret_cast<const uint8_t*>(records_text.data()), records_text.size()});
+  if (!result.screening.is_null()) personalization["screening"] = result.screening;
   adapter.reset();
-  write_rescaled(calibrated, final_file, static_cast<float>(result.objective.multiplier),
-                 {{"calibration", calibration.dump()},
-                  {"personalization", personalization.dump()},
-                  {"created_by", "bitdelta 0.1.0 personalize"}});
+  std::map<std::string, std::string> metadata = {{"calibration", calibration.dump()},
+                                                 {"personalization", personalization.dump()},
+                                                 {"created_by", "bitdelta 0.1.0 personalize"}};
+
+  // 10: the safety gate on exactly the adapter that would be registered; its report goes into
+  // the adapter's metadata (the tensors stay byte for byte what was checked).
+  if (o.safety_gate) {
+    begin(10, "safety gate: bounds and behaviour probes");
+    const fs::path unchecked = o.work_dir / "unchecked.bdelta";
+    write_rescaled(source, unchecked, multiplier, metadata);
+    const ProbeSet builtin = o.safety_probes == nullptr ? ProbeSet::builtin() : ProbeSet{};
+    const ProbeSet& probes = o.safety_probes == nullptr ? builtin : *o.safety_probes;
+    std::shared_ptr<Adapter> checked = open_adapter_for(unchecked, *base, pool);
+    const SafetyReport report =
+        safety_check(*base, tokenizer, *checked, probes, o.safety_policy, pool);
+    checked.reset();
+    result.safety = report.to_json();
+    event({.message = report.summary()});
+    if (!report.passed()) {
+      std::string reasons;
+      for (const std::string& r : report.reasons) reasons += "\n  " + r;
+      throw SafetyGateFailed(
+          fmt::format("{} failed the safety gate and was not registered (the adapter is in {}):{}",
+                      id.to_string(), unchecked.string(), reasons),
+          result.safety);
+    }
+    fs::remove(unchecked);
+    metadata["safety"] = result.safety.dump();
+    metadata["safety_score"] = fmt::format("{}", report.behaviour.score);
+  }
+  write_rescaled(source, final_file, multiplier, metadata);
   result.adapter_bytes = fs::file_size(final_file);
   result.compression_ratio =
       static_cast<double>(result.finetuned_bf16_bytes) / static_cast<double>(result.adapter_bytes);
 
   // 9: register (whole or not at all) and/or write the file.
-  begin(9, fmt::format("registering {}", id.to_string()));
+  begin(11, fmt::format("registering {}", id.to_string()));
   result.id = id;
   std::optional<AdapterSignature> signature;
   if (o.signing_key != nullptr) signature = sign_adapter(final_file, *o.signing_key);
@@ -358,6 +427,39 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
       }
     }
     result.adapter_file = o.store->blob_path(r);
+  }
+  // The LP-105 receipt of this adaptation (docs/receipts.md), signed with the same key.
+  if (o.signing_key != nullptr) {
+    ReceiptInputs in;
+    describe_adapter(final_file, in);
+    in.requester_lux_id = user.user;
+    in.job_id = o.job_id;
+    in.input_hash = personalization["data_sha256"].get<std::string>();
+    in.compression_ratio = result.compression_ratio;
+    in.quality_score = result.quality_retained;
+    if (!result.safety.is_null()) in.safety_score = result.safety["safety_score"].get<double>();
+    if (!result.dp.is_null()) {
+      in.dp = ReceiptInputs::Privacy{result.dp["epsilon"].get<double>(),
+                                     result.dp["delta"].get<double>()};
+    }
+    in.train_tokens = static_cast<uint64_t>(result.train_tokens);
+    in.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const ComputeReceipt receipt = make_receipt(in, *o.signing_key);
+    result.receipt = receipt.to_json();
+    if (o.store != nullptr) {
+      o.store->put_attachment(id, "receipt", receipt_text(receipt));
+      if (o.audit != nullptr) {
+        o.audit->append({"receipt",
+                         o.actor,
+                         id.to_string(),
+                         in.adapter_hash,
+                         {{"key_id", receipt.key_id}, {"timestamp", receipt.job.timestamp}}});
+      }
+    }
+    if (o.out) write_file_atomic(receipt_path(*o.out), receipt_text(receipt));
+  }
+  if (o.store != nullptr && !result.safety.is_null()) {
+    o.store->put_attachment(id, "safety", result.safety.dump());
   }
   if (o.out) {  // after the registration, so a refused one leaves no file behind either
     write_file_atomic(*o.out, read_file(final_file));

@@ -16,7 +16,10 @@
 #include "delta/adapter_id.h"
 #include "delta/compress.h"
 #include "domain/objective.h"
+#include "safety/safety_gate.h"
+#include "safety/screening.h"
 #include "train/finetune.h"
+#include "train/privacy.h"
 #include "util/error.h"
 #include "util/keys.h"
 #include "util/thread_pool.h"
@@ -29,6 +32,14 @@ class AuditLog;
 // Thrown out of personalize() when its cancel flag is set (between steps).
 struct Cancelled : Error {
   Cancelled() : Error("cancelled") {}
+};
+
+// Thrown out of personalize() when the finished adapter fails the safety gate; the report says
+// why. Nothing is registered; the adapter stays in the working folder for inspection.
+struct SafetyGateFailed : Error {
+  explicit SafetyGateFailed(const std::string& message, nlohmann::json report)
+      : Error(message), report(std::move(report)) {}
+  nlohmann::json report;
 };
 
 struct PersonalizeOptions {
@@ -45,23 +56,35 @@ struct PersonalizeOptions {
   int64_t version = 0;                       // 0: the next version of domain/user in the store
   std::string chat_format = "auto";          // ChatTemplate::select, requiring a template for auto
   std::string job_id;                        // recorded in the adapter's metadata when set
-  // Signs the adapter (the registry copy, and --out's as OUT.sig.json) when set.
+  // Signs the adapter (the registry copy, and --out's as OUT.sig.json) and its LP-105 compute
+  // receipt (kept in the registry, and beside --out as OUT.receipt.json) when set.
   const SigningKey* signing_key = nullptr;
   // Registration and signing are appended here when set (docs/audit.md), as `actor`.
   AuditLog* audit = nullptr;
   std::string actor = "cli";
   double heldout_share = 0.1;
+  // Training-data screening (docs/safety.md): records matching these patterns are reported and
+  // left out before anything else reads them. Null: no screening.
+  const ScreenPatterns* screen_patterns = nullptr;
+  // The safety gate on the finished adapter (docs/safety.md): a failing adapter is not
+  // registered or written (personalize() throws SafetyGateFailed). Null probes: the built-in set.
+  bool safety_gate = true;
+  const ProbeSet* safety_probes = nullptr;
+  SafetyPolicy safety_policy;
   // Fine-tune (steps, lr, batch, seq_len, ...); model/data/out are filled in. seq_len ≤ 0: the
   // longest training example, within the base's context.
   FinetuneOptions finetune;
   ScaleGranularity granularity = ScaleGranularity::kTensor;
+  // --dp-scales (train/privacy.h): Gaussian noise on the final scales, ε > 0 turns it on. It
+  // protects the scales only, never the sign bits: see docs/privacy.md.
+  ScaleNoiseOptions dp_scales;
   int64_t calibrate_steps = 100;
   double calibrate_lr = 1e-3;
   ObjectiveOptions objective;
 };
 
-// One progress event. Stages: validate, analytics, examples, finetune, compress, calibrate,
-// objective, evaluate, register (stage_index 1..stages).
+// One progress event. Stages: validate, screen, analytics, examples, finetune, compress,
+// calibrate, objective, evaluate, safety, register (stage_index 1..stages).
 struct PersonalizeEvent {
   std::string stage;
   int stage_index = 0, stages = 0;
@@ -83,6 +106,10 @@ struct PersonalizeResult {
   nlohmann::json analytics;
   std::string signed_by;  // the key id, when signed
   nlohmann::json dp;      // with DP-SGD: ε spent, δ, clip, noise multiplier, sampling rate
+  nlohmann::json dp_scales;  // with --dp-scales: privatize_scales' report
+  nlohmann::json screening;  // ScreenReport::to_json, or null when not screened
+  nlohmann::json safety;     // SafetyReport::to_json, or null when the gate did not run
+  nlohmann::json receipt;    // the signed LP-105 receipt (with a signing key), or null
   int64_t interactions = 0, conversations = 0, train_conversations = 0, heldout_conversations = 0;
   int64_t train_tokens = 0;  // tokens the fine-tune processed (steps × batch × tokens)
   int64_t seq_len = 0;       // tokens per training example (the longest, within the context)

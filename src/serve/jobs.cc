@@ -47,7 +47,7 @@ PersonalizeOptions options_from(const json& request, const std::string& default_
   p.finetune.steps = 100;
   p.finetune.batch = 8;
   p.finetune.seq_len = 0;
-  p.finetune.lr = 1e-3;
+  p.finetune.lr = 3e-4;
   p.chat_format = default_chat_format;
   const json options = request.value("options", json::object());
   if (!options.is_object()) fail("'options' must be an object");
@@ -329,6 +329,8 @@ void JobRunner::run(JobRecord job) {
   p.job_id = job.id;
   p.signing_key = o_.signing_key;
   p.audit = o_.audit;
+  p.screen_patterns = o_.screen_patterns;
+  p.safety_probes = o_.safety_probes;
   p.actor = job.owner;
   // The version is fixed when the job first runs; after a crash it may already be registered.
   if (!job.adapter_id.empty()) {

@@ -18,6 +18,8 @@
 #include <thread>
 #include <vector>
 
+#include "safety/safety_gate.h"
+#include "safety/screening.h"
 #include "store/adapter_store.h"
 #include "store/audit_log.h"
 #include "util/keys.h"
@@ -33,6 +35,10 @@ struct JobRunnerOptions {
   int64_t max_records_bytes = 64 << 20;
   const SigningKey* signing_key = nullptr;  // signs every adapter a job registers
   AuditLog* audit = nullptr;                // submissions, creations, signatures, ends
+  // Every job screens its records and runs the safety gate (docs/safety.md); null probes: the
+  // built-in set.
+  const ScreenPatterns* screen_patterns = nullptr;
+  const ProbeSet* safety_probes = nullptr;
 };
 
 class JobRunner {

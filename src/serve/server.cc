@@ -12,10 +12,12 @@
 #include <random>
 #include <set>
 
+#include "delta/adapter.h"
 #include "delta/adapter_id.h"
 #include "delta/signature.h"
 #include "domain/domain.h"
 #include "domain/records.h"
+#include "safety/screening.h"
 #include "serve/adapter_cache.h"
 #include "serve/auth.h"
 #include "serve/jobs.h"
@@ -25,6 +27,7 @@
 #include "store/audit_log.h"
 #include "tokenizer/chat_template.h"
 #include "util/error.h"
+#include "util/files.h"
 #include "util/log.h"
 #include "util/sha256.h"
 
@@ -106,7 +109,10 @@ struct Server::Impl {
   std::mutex verified_mutex;
   std::set<std::string> verified;  // blobs checked since start (verify_stored)
   std::optional<AuditLog> audit;   // the store's audit.jsonl
-  std::optional<JobRunner> jobs;   // after store: destroyed (stopped) before it
+  std::optional<ProbeSet> probes;  // the safety gate's
+  std::optional<ScreenPatterns> screening;  // jobs' training-data screening
+  std::mutex gate_mutex;                    // one upload gate at a time, on its own thread
+  std::optional<JobRunner> jobs;            // after store: destroyed (stopped) before it
   httplib::Server http;
   int port = 0;
   std::atomic<bool> stopping{false};
@@ -209,6 +215,9 @@ struct Server::Impl {
       fail("--require-signatures needs --trusted-keys DIR: the keys whose signatures count");
     }
     audit.emplace(store->dir() / "audit.jsonl", signer ? &*signer : nullptr);
+    probes.emplace(o.safety_probes.empty() ? ProbeSet::builtin() : ProbeSet::load(o.safety_probes));
+    screening.emplace(o.screen_patterns.empty() ? ScreenPatterns::builtin()
+                                                : ScreenPatterns::load(o.screen_patterns));
     if (o.job_threads > 0) {
       JobRunnerOptions jo;
       jo.bases[""] = bases.front()->dir;
@@ -217,6 +226,8 @@ struct Server::Impl {
       jo.chat_format = o.personalize_chat_format;
       jo.signing_key = signer ? &*signer : nullptr;
       jo.audit = &*audit;
+      jo.screen_patterns = &*screening;
+      jo.safety_probes = &*probes;
       jobs.emplace(*store, jo);
     }
     routes();
@@ -467,6 +478,23 @@ struct Server::Impl {
                     "permission_error", std::string(status_name(check->status)));
         }
       }
+      std::optional<SafetyReport> safety;
+      if (o.safety_gate) {
+        safety = gate_upload(*bytes, id);
+        if (!safety->passed()) {
+          audit->append(
+              {"reject",
+               who.key_id,
+               id.to_string(),
+               sha256_hex({reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()}),
+               {{"reason", "safety gate"}, {"reasons", safety->reasons}}});
+          sha256_thread_done();
+          std::string reasons;
+          for (const std::string& r : safety->reasons) reasons += "; " + r;
+          http_fail(422, fmt::format("the adapter failed the safety gate{}", reasons),
+                    "invalid_request_error", "safety_gate_failed");
+        }
+      }
       AdapterRecord r;
       try {
         r = store->add_bytes(*bytes, id, std::nullopt, [this](const Adapter& a) {
@@ -492,6 +520,7 @@ struct Server::Impl {
         http_fail(exists ? 409 : 400, e.what());
       }
       if (check) store->put_signature(r.sha256, check->signature->to_json().dump());
+      if (safety) store->put_attachment(r.id, "safety", safety->to_json().dump());
       audit->append({"upload",
                      who.key_id,
                      r.id.to_string(),
@@ -512,6 +541,21 @@ struct Server::Impl {
       }
       res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
     });
+    handle("GET", R"(/v1/adapters/(.+)/receipt)", "adapters",
+           [this](const httplib::Request& req, httplib::Response& res) {
+             const Principal who = authenticate(req);
+             const AdapterRecord r = resolve_any_base(who, req.matches[1]);
+             std::optional<std::string> receipt = store->find_attachment(r.id, "receipt");
+             if (!receipt) {
+               http_fail(404,
+                         fmt::format("{} has no compute receipt: receipts are made when a "
+                                     "server or CLI with a signing key creates an adapter, not "
+                                     "for uploads",
+                                     r.id.to_string()),
+                         "invalid_request_error", "not_found");
+             }
+             res.set_content(*receipt, "application/json");
+           });
     handle("GET", R"(/v1/adapters/(.+))", "adapters",
            [this](const httplib::Request& req, httplib::Response& res) {
              const Principal who = authenticate(req);
@@ -759,6 +803,42 @@ struct Server::Impl {
     return *r;
   }
 
+  // The safety gate on uploaded bytes, against the base the adapter was made for (its domain's
+  // first, then the others). The check loads its own view of that base (the weights are shared
+  // mappings) and runs on one thread of its own, so serving's forward passes are untouched.
+  SafetyReport gate_upload(const std::string& bytes, const AdapterId& id) {
+    std::lock_guard lock(gate_mutex);
+    const std::filesystem::path tmp =
+        store->dir() / "tmp" /
+        fmt::format("gate-{:016x}.bdelta", std::random_device{}() * 0x9e3779b97f4a7c15ull);
+    std::filesystem::create_directories(tmp.parent_path());
+    write_file_atomic(tmp, bytes);
+    struct Remove {
+      std::filesystem::path p;
+      ~Remove() {
+        std::error_code ec;
+        std::filesystem::remove(p, ec);
+      }
+    } remove{tmp};
+    std::vector<Base*> order;
+    if (auto it = domain_base.find(id.domain); it != domain_base.end()) order.push_back(it->second);
+    for (const auto& b : bases) order.push_back(b.get());
+    std::string first_error;
+    ThreadPool one(1);
+    for (Base* b : order) {
+      std::unique_ptr<Transformer> model = Transformer::load(b->dir);
+      std::shared_ptr<Adapter> adapter;
+      try {
+        adapter = open_adapter_for(tmp, *model, one);
+      } catch (const Error& e) {
+        if (first_error.empty()) first_error = e.what();
+        continue;
+      }
+      return safety_check(*model, *b->tokenizer, *adapter, *probes, o.safety_policy, one);
+    }
+    http_fail(400, first_error);
+  }
+
   json record_json(const AdapterRecord& r) const {
     json meta = json::parse(r.metadata_json, nullptr, false);
     const SignatureCheck c = check_adapter_signature(
@@ -771,19 +851,35 @@ struct Server::Impl {
     if (c.status != SignatureStatus::kValid && c.status != SignatureStatus::kUnsigned) {
       signature["message"] = c.message;
     }
-    return json{{"signature", signature},
-                {"id", r.id.to_string()},
-                {"object", "adapter"},
-                {"domain", r.id.domain},
-                {"user", r.id.user},
-                {"version", r.id.version},
-                {"latest", r.latest},
-                {"sha256", r.sha256},
-                {"bytes", r.file_bytes},
-                {"base_model", r.base_model},
-                {"base_fingerprint", r.base_fingerprint},
-                {"created_at", r.created_at},
-                {"metadata", meta.is_discarded() ? json() : meta}};
+    json safety;  // the gate's verdict, when it ran (personalization, or a gated upload)
+    if (std::optional<std::string> report = store->find_attachment(r.id, "safety")) {
+      const json j = json::parse(*report, nullptr, false);
+      if (j.is_object()) {
+        safety = {{"passed", j.value("passed", false)},
+                  {"safety_score", j.value("safety_score", json())},
+                  {"base_score", j.value("base_score", json())},
+                  {"mean_kl", j.value("mean_kl", json())},
+                  {"probes", j.value("probes", json())}};
+      }
+    }
+    const bool has_receipt = store->find_attachment(r.id, "receipt").has_value();
+    return json{
+        {"signature", signature},
+        {"safety", safety},
+        {"receipt",
+         has_receipt ? json(fmt::format("/v1/adapters/{}/receipt", r.id.to_string())) : json()},
+        {"id", r.id.to_string()},
+        {"object", "adapter"},
+        {"domain", r.id.domain},
+        {"user", r.id.user},
+        {"version", r.id.version},
+        {"latest", r.latest},
+        {"sha256", r.sha256},
+        {"bytes", r.file_bytes},
+        {"base_model", r.base_model},
+        {"base_fingerprint", r.base_fingerprint},
+        {"created_at", r.created_at},
+        {"metadata", meta.is_discarded() ? json() : meta}};
   }
 
   // Wraps a handler: counts it, turns HttpError/Error into OpenAI-shaped answers.

@@ -11,6 +11,8 @@
 #include <utility>
 #include <vector>
 
+#include "safety/safety_gate.h"
+
 namespace bitdelta {
 
 // The folder's name ("Qwen3-0.6B" for /models/Qwen3-0.6B/), the default name of a base.
@@ -42,6 +44,12 @@ struct ServeOptions {
   // whose signatures count; and whether uploads and stored adapters must carry a valid one.
   std::filesystem::path signing_key, trusted_keys;
   bool require_signatures = false;
+  // The safety gate (docs/safety.md) on uploads too (jobs always run it), with this probe set
+  // (empty: the built-in one) and these limits. Jobs screen their records with screen_patterns
+  // (empty: the built-in list).
+  bool safety_gate = false;
+  std::filesystem::path safety_probes, screen_patterns;
+  SafetyPolicy safety_policy;
 };
 
 class Server {

@@ -457,6 +457,14 @@ AdapterStore AdapterStore::open(const fs::path& dir_in) {
             "signature_json TEXT NOT NULL, added_at TEXT NOT NULL)",
             dir)
       .run();
+  // Documents about one adapter version (its safety report, its compute receipt), by id and
+  // kind; they go when the version goes. Additive too.
+  Statement(db,
+            "CREATE TABLE IF NOT EXISTS attachments (domain TEXT NOT NULL, user TEXT NOT NULL, "
+            "version INTEGER NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL, "
+            "added_at TEXT NOT NULL, PRIMARY KEY (domain, user, version, kind))",
+            dir)
+      .run();
   tx.commit();
 
   // Sweep uploads abandoned by processes that died mid-copy.
@@ -640,6 +648,42 @@ std::optional<std::string> AdapterStore::find_signature(const std::string& sha25
   return s.text(0);
 }
 
+void AdapterStore::put_attachment(const AdapterId& id, const std::string& kind,
+                                  const std::string& body) {
+  check_id(id, /*allow_latest=*/false);
+  std::lock_guard lock(impl_->mutex);
+  WriteTransaction tx(impl_->db, impl_->dir);
+  Statement find(impl_->db,
+                 "SELECT 1 FROM adapters WHERE domain = ?1 AND user = ?2 AND version = ?3",
+                 impl_->dir);
+  find.bind(1, id.domain).bind(2, id.user).bind(3, id.version);
+  if (!find.step()) fail("{} is not in the store; nothing to attach a {} to", id.to_string(), kind);
+  Statement(impl_->db,
+            "INSERT OR REPLACE INTO attachments (domain, user, version, kind, body, added_at) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            impl_->dir)
+      .bind(1, id.domain)
+      .bind(2, id.user)
+      .bind(3, id.version)
+      .bind(4, kind)
+      .bind(5, body)
+      .bind(6, now_rfc3339())
+      .run();
+  tx.commit();
+}
+
+std::optional<std::string> AdapterStore::find_attachment(const AdapterId& id,
+                                                         const std::string& kind) const {
+  std::lock_guard lock(impl_->mutex);
+  Statement s(impl_->db,
+              "SELECT body FROM attachments WHERE domain = ?1 AND user = ?2 AND version = ?3 AND "
+              "kind = ?4",
+              impl_->dir);
+  s.bind(1, id.domain).bind(2, id.user).bind(3, id.version).bind(4, kind);
+  if (!s.step()) return std::nullopt;
+  return s.text(0);
+}
+
 fs::path AdapterStore::job_dir(const std::string& id) const {
   if (!is_job_id(id)) fail("'{}' is not a job id (job- and hex digits)", id);
   return impl_->dir / "jobs" / id;
@@ -663,12 +707,15 @@ bool AdapterStore::remove(const AdapterId& id) {
     find.bind(1, id.domain).bind(2, id.user).bind(3, id.version);
     if (!find.step()) return false;
     sha256 = find.text(0);
-    Statement(impl_->db, "DELETE FROM adapters WHERE domain = ?1 AND user = ?2 AND version = ?3",
-              impl_->dir)
-        .bind(1, id.domain)
-        .bind(2, id.user)
-        .bind(3, id.version)
-        .run();
+    for (const char* sql :
+         {"DELETE FROM adapters WHERE domain = ?1 AND user = ?2 AND version = ?3",
+          "DELETE FROM attachments WHERE domain = ?1 AND user = ?2 AND version = ?3"}) {
+      Statement(impl_->db, sql, impl_->dir)
+          .bind(1, id.domain)
+          .bind(2, id.user)
+          .bind(3, id.version)
+          .run();
+    }
     left = impl_->references(sha256);
     tx.commit();
   }

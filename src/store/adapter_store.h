@@ -89,6 +89,12 @@ class AdapterStore {
   void put_signature(const std::string& sha256, const std::string& signature_json);
   std::optional<std::string> find_signature(const std::string& sha256) const;
 
+  // A document about one exact version, by kind ("safety": its safety-gate report, "receipt":
+  // its compute receipt), replacing one of the same kind; it goes when the version goes. Error
+  // when the version is not in the store.
+  void put_attachment(const AdapterId& id, const std::string& kind, const std::string& body);
+  std::optional<std::string> find_attachment(const AdapterId& id, const std::string& kind) const;
+
   // Where the record's blob lives (never derived from the id: ids never become paths).
   std::filesystem::path blob_path(const AdapterRecord& record) const;
   const std::filesystem::path& dir() const;

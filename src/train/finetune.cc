@@ -221,15 +221,7 @@ FinetuneResult finetune(const FinetuneOptions& o,
     result.dp_sample_rate = q;
     if (sodium_init() < 0) fail("libsodium failed to initialize");
   }
-  // A standard normal from the OS's cryptographic randomness: DP noise must not be predictable
-  // from a seed.
-  auto secure_gaussian = [] {
-    uint64_t bits[2];
-    randombytes_buf(bits, sizeof bits);
-    const double u1 = (static_cast<double>(bits[0] >> 11) + 1) / 9007199254740993.0;
-    const double u2 = static_cast<double>(bits[1] >> 11) / 9007199254740992.0;
-    return std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2);
-  };
+  auto secure_gaussian = [] { return secure_standard_normal(); };
   std::vector<float> dp_sum;
 
   const int64_t V = config.vocab_size;

@@ -1,8 +1,13 @@
 #include "train/privacy.h"
 
+#include <sodium.h>
+
 #include <cmath>
 #include <limits>
 
+#include "delta/adapter.h"
+#include "io/safetensors.h"
+#include "io/weight_files.h"
 #include "util/error.h"
 
 namespace bitdelta {
@@ -141,6 +146,117 @@ double dp_sgd_noise_for_epsilon(double q, int64_t steps, double delta, double ta
     (dp_sgd_epsilon(q, mid, steps, delta).epsilon > target ? lo : hi) = mid;
   }
   return hi;
+}
+
+double secure_standard_normal() {
+  static const bool ready = sodium_init() >= 0;
+  if (!ready) fail("libsodium failed to initialize");
+  uint64_t bits[2];
+  randombytes_buf(bits, sizeof bits);
+  const double u1 = (static_cast<double>(bits[0] >> 11) + 1) / 9007199254740993.0;
+  const double u2 = static_cast<double>(bits[1] >> 11) / 9007199254740992.0;
+  return std::sqrt(-2 * std::log(u1)) * std::cos(2 * M_PI * u2);
+}
+
+namespace {
+double normal_cdf(double x) { return 0.5 * std::erfc(-x / std::sqrt(2.0)); }
+}  // namespace
+
+double analytic_gaussian_delta(double epsilon, double sigma, double sensitivity) {
+  const double a = sensitivity / (2 * sigma), b = epsilon * sigma / sensitivity;
+  return normal_cdf(a - b) - std::exp(epsilon) * normal_cdf(-a - b);
+}
+
+double analytic_gaussian_sigma(double epsilon, double delta, double sensitivity) {
+  if (!(epsilon > 0 && epsilon <= 100)) fail("ε must be in (0, 100], not {}", epsilon);
+  if (!(delta > 0 && delta < 1)) fail("δ must be in (0, 1), not {}", delta);
+  if (!(sensitivity > 0)) fail("the sensitivity must be > 0, not {}", sensitivity);
+  // δ(σ) falls as σ grows: bisect on log σ.
+  double lo = sensitivity * 1e-6, hi = sensitivity * 1e6;
+  if (analytic_gaussian_delta(epsilon, hi, sensitivity) > delta) {
+    fail("no noise level up to 10⁶ × the sensitivity reaches (ε = {}, δ = {})", epsilon, delta);
+  }
+  while (hi / lo > 1.0001) {
+    const double mid = std::sqrt(lo * hi);
+    (analytic_gaussian_delta(epsilon, mid, sensitivity) > delta ? lo : hi) = mid;
+  }
+  return hi;
+}
+
+nlohmann::json privatize_scales(const std::filesystem::path& in, const std::filesystem::path& out,
+                                const std::filesystem::path& base_dir, double multiplier,
+                                const ScaleNoiseOptions& o,
+                                const std::map<std::string, std::string>& metadata) {
+  if (!(o.bound_ratio > 0)) fail("--dp-scales-bound must be > 0, not {}", o.bound_ratio);
+  const std::shared_ptr<Adapter> a = Adapter::open(in);
+  const WeightFiles base = WeightFiles::open(base_dir);
+  const SafetensorsFile& file = a->file();
+  // The data-independent bound of every scale: bound_ratio × RMS of its base matrix.
+  std::map<std::string, double> bound;  // by scale tensor name
+  double squared = 0;
+  int64_t scales = 0;
+  for (const Adapter::Entry& e : a->entries()) {
+    if (e.scale == nullptr) continue;
+    const std::vector<float> w = base.view(e.base_name).to_f32();
+    double s = 0;
+    for (float x : w) s += static_cast<double>(x) * x;
+    const double b =
+        o.bound_ratio * std::sqrt(s / static_cast<double>(std::max<size_t>(1, w.size())));
+    bound[e.scale->name] = b;
+    const int64_t n = e.scale->numel();
+    squared += b * b * static_cast<double>(n);
+    scales += n;
+  }
+  if (scales == 0) fail("{} has no 1-bit scales to privatize", in.string());
+  const double sensitivity = std::sqrt(squared);
+  const double sigma = analytic_gaussian_sigma(o.epsilon, o.delta, sensitivity);
+  int64_t clipped = 0;
+  double signal = 0, noise = 0;
+  SafetensorsWriter w;
+  w.set_checksums(true);
+  for (const TensorInfo& info : file.tensors()) {
+    auto it = bound.find(info.name);
+    if (it == bound.end()) {
+      w.add(info.name, info.dtype, info.shape, file.view(info).bytes());
+      continue;
+    }
+    std::vector<float> s = file.view(info).to_f32();
+    for (float& v : s) {
+      double x = static_cast<double>(v) * multiplier;
+      if (x > it->second) {
+        x = it->second;
+        ++clipped;
+      }
+      x = std::max(0.0, x);
+      signal += x * x;
+      const double z = sigma * secure_standard_normal();
+      noise += z * z;
+      v = static_cast<float>(std::max(0.0, x + z));
+    }
+    w.add_f32(info.name, info.shape, s);
+  }
+  nlohmann::json report = {
+      {"mechanism", "Gaussian noise on the 1-bit scales (analytic Gaussian mechanism)"},
+      {"protects",
+       "the scales only: the sign bits, exact deltas (norms, biases) and metadata are computed "
+       "from the data without noise and carry no privacy guarantee"},
+      {"unit",
+       "the whole training data set (any change to it moves the clipped scales by at most "
+       "the sensitivity)"},
+      {"epsilon", o.epsilon},
+      {"delta", o.delta},
+      {"bound_ratio", o.bound_ratio},
+      {"sensitivity", sensitivity},
+      {"sigma", sigma},
+      {"scales", scales},
+      {"clipped", clipped},
+      {"signal_rms", std::sqrt(signal / static_cast<double>(scales))},
+      {"noise_rms", std::sqrt(noise / static_cast<double>(scales))}};
+  for (const auto& [key, value] : file.metadata()) w.set_metadata(key, value);
+  for (const auto& [key, value] : metadata) w.set_metadata(key, value);
+  w.set_metadata("dp_scales", report.dump());
+  w.write(out);
+  return report;
 }
 
 }  // namespace bitdelta

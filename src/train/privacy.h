@@ -6,6 +6,10 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
 #include <vector>
 
 namespace bitdelta {
@@ -30,5 +34,37 @@ PrivacySpent dp_sgd_epsilon(double q, double sigma, int64_t steps, double delta,
 // The smallest noise multiplier (to 0.1%) whose ε after `steps` steps stays ≤ target. Error when
 // even σ = 1000 does not reach it, saying so.
 double dp_sgd_noise_for_epsilon(double q, int64_t steps, double delta, double target_epsilon);
+
+// A standard normal drawn from the OS's cryptographic randomness (libsodium): DP noise must not
+// be predictable from a seed.
+double secure_standard_normal();
+
+// The analytic Gaussian mechanism (Balle & Wang 2018, "Improving the Gaussian Mechanism for
+// Differential Privacy", Theorem 8): adding N(0, σ²) to every coordinate of a function whose L2
+// sensitivity is Δ is (ε, δ)-DP exactly when
+//   δ ≥ Φ(Δ/(2σ) − εσ/Δ) − e^ε · Φ(−Δ/(2σ) − εσ/Δ).
+double analytic_gaussian_delta(double epsilon, double sigma, double sensitivity);
+// The smallest σ (to 0.01%) meeting (ε, δ) for sensitivity Δ. Error for ε outside (0, 100], δ
+// outside (0, 1) or Δ ≤ 0.
+double analytic_gaussian_sigma(double epsilon, double delta, double sensitivity);
+
+// --dp-scales (docs/privacy.md): the seed's "noise on the scales". Every 1-bit scale (times
+// `multiplier`) is clipped to [0, bound_ratio × RMS of its base matrix], a bound that does not
+// depend on the data, so the vector of scales moves by at most Δ = ‖bounds‖₂ whatever the
+// training data; Gaussian noise calibrated to (ε, δ) for that Δ is added and the result clamped
+// at 0. This protects THE SCALES ONLY: the sign bits, exact deltas (norms, biases) and the
+// metadata are computed from the data without noise and carry no guarantee.
+struct ScaleNoiseOptions {
+  double epsilon = 0, delta = 1e-5;
+  double bound_ratio = 0.25;
+};
+
+// Writes `out`: the adapter `in` with its scales privatized as above, `metadata` added. Returns
+// the report recorded in the adapter (mechanism, ε, δ, Δ, σ, scales, how many were clipped, and
+// what is and is not protected).
+nlohmann::json privatize_scales(const std::filesystem::path& in, const std::filesystem::path& out,
+                                const std::filesystem::path& base_dir, double multiplier,
+                                const ScaleNoiseOptions& options,
+                                const std::map<std::string, std::string>& metadata);
 
 }  // namespace bitdelta

@@ -148,7 +148,7 @@ TEST_F(JobsTest, BadRequestsAreRefusedUpFrontAndRegisterNothing) {
 
 TEST_F(JobsTest, JobRunsStreamsProgressAndItsAdapterIsServed) {
   const json accepted = submit(
-      request("user-sailor", {{"steps", 30}, {"calibrate_steps", 10}, {"objective_evals", 3}}),
+      request("user-sailor", {{"steps", 60}, {"calibrate_steps", 10}, {"objective_evals", 3}}),
       "general-key", 202);
   const std::string id = accepted["id"];
   EXPECT_EQ(accepted["object"], "personalization.job");
@@ -189,6 +189,28 @@ TEST_F(JobsTest, JobRunsStreamsProgressAndItsAdapterIsServed) {
   EXPECT_EQ(signature["key_id"],
             json::parse(testing::read_text(dir_ / "key" / "public_key.json"))["key_id"]);
 
+  // Screened, gated, and with a signed LP-105 receipt that verifies against the server's key.
+  EXPECT_EQ(j["result"]["screening"]["flagged"], 0) << j["result"].dump();
+  const json safety = json::parse(adapter->body)["safety"];
+  EXPECT_EQ(safety["passed"], true) << adapter->body;
+  EXPECT_GE(safety["safety_score"].get<double>(), 0.95);
+  auto receipt = client().Get("/v1/adapters/general/user-sailor/v1/receipt", auth("general-key"));
+  ASSERT_TRUE(receipt);
+  ASSERT_EQ(receipt->status, 200) << receipt->body;
+  const json rj = json::parse(receipt->body);
+  EXPECT_EQ(rj["jobSpec"]["adapterId"], "general/user-sailor/v1");
+  EXPECT_EQ(rj["jobSpec"]["jobId"], id);
+  EXPECT_EQ(rj["jobSpec"]["requesterLuxId"], "user-sailor");
+  EXPECT_EQ(rj["jobSpec"]["adapterHash"], json::parse(adapter->body)["sha256"]);
+  EXPECT_EQ(rj["performanceMetrics"]["safety_score"], safety["safety_score"]);
+  testing::write_text(dir_ / "receipt.json", receipt->body);
+  auto verified = testing::run_cli("receipt verify " + (dir_ / "receipt.json").string() +
+                                   " --trusted-keys " + (dir_ / "trusted").string());
+  EXPECT_EQ(verified.exit_code, 0) << verified.out << verified.err;
+  auto other = client().Get("/v1/adapters/general/user-sailor/v1/receipt", auth("other-key"));
+  ASSERT_TRUE(other);
+  EXPECT_EQ(other->status, 404) << "another tenant cannot read it";
+
   // The adapter answers in the user's way, as a chat in the plain format it was trained in.
   auto chat = client().Post(
       "/v1/chat/completions", auth("general-key"),
@@ -204,6 +226,33 @@ TEST_F(JobsTest, JobRunsStreamsProgressAndItsAdapterIsServed) {
   const std::string content = json::parse(chat->body)["choices"][0]["message"]["content"];
   EXPECT_NE(content.find("sails"), std::string::npos) << content;
   EXPECT_NE(content.front(), ' ') << content;
+}
+
+// A job whose adapter fails the safety gate (here: trained hard enough to drift far from the
+// base on the probe prompts) ends failed with the gate's reasons and registers nothing.
+TEST_F(JobsTest, AJobWhoseAdapterFailsTheSafetyGateRegistersNothing) {
+  const json accepted = submit(
+      request("user-sailor",
+              {{"steps", 30}, {"lr", 3e-3}, {"calibrate_steps", 10}, {"objective_evals", 3}}),
+      "admin-key", 202);
+  const std::string id = accepted["id"];
+  json j;
+  for (int i = 0; i < 600; ++i) {
+    j = job(id, "admin-key");
+    if (j["state"] == "failed" || j["state"] == "succeeded") break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(j["state"], "failed") << j.dump();
+  const std::string error = j["error"];
+  EXPECT_NE(error.find("failed the safety gate and was not registered"), std::string::npos)
+      << error;
+  EXPECT_NE(error.find("mean KL(base ‖ adapted)"), std::string::npos) << error;
+  EXPECT_EQ(j["progress"]["stage"], "safety");
+  auto listed = client().Get("/v1/adapters?user=user-sailor", auth("admin-key"));
+  ASSERT_TRUE(listed);
+  for (const json& a : json::parse(listed->body)["data"]) {
+    EXPECT_NE(a["id"], j["adapter_id"]) << "nothing registered under the failed job's id";
+  }
 }
 
 TEST_F(JobsTest, UploadedFileJobCancelledRegistersNothing) {
@@ -235,7 +284,8 @@ TEST_F(JobsTest, UploadedFileJobCancelledRegistersNothing) {
 
 TEST_F(JobsTest, KilledServerResumesTheJobFromItsCheckpoint) {
   const json accepted = submit(
-      request("user-baker", {{"steps", 400}, {"calibrate_steps", 5}, {"objective_evals", 2}}),
+      request("user-baker",
+              {{"steps", 400}, {"lr", 1e-4}, {"calibrate_steps", 5}, {"objective_evals", 2}}),
       "admin-key", 202);
   const std::string id = accepted["id"];
   // Past the checkpoint at step 40 (checkpoints every tenth of the steps), then kill -9.

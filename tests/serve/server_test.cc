@@ -11,7 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -802,6 +804,65 @@ TEST(ServerProcessTest, RequiredSignaturesAreCheckedOnUploadAndOnLoad) {
   const auto tampered = complete("gaming/alice/v2");
   EXPECT_EQ(tampered.first, 500);
   EXPECT_NE(tampered.second.find("changed on disk"), std::string::npos) << tampered.second;
+}
+
+}  // namespace
+}  // namespace bitdelta
+
+namespace bitdelta {
+namespace {
+
+// serve --safety-gate: uploads run the gate (docs/safety.md). An adapter that passes is kept
+// with its report; one with an inflated scale is refused with 422 naming the tensor, recorded in
+// the audit log as rejected, and nothing is stored. Uploads carry no compute receipt.
+TEST(ServerProcessTest, TheSafetyGateChecksUploads) {
+  const auto& a = testing::StoreAssets::get();
+  testing::ScratchDir dir;
+  const std::string scale = "model.layers.1.mlp.up_proj.weight.scale";
+  const fs::path inflated = dir / "inflated.bdelta";
+  testing::rewrite(a.alice_v1(), inflated,
+                   [&](std::map<std::string, std::string>& meta,
+                       std::map<std::string, testing::RawTensor>& tensors) {
+                     meta.erase("checksums");
+                     ASSERT_EQ(tensors.count(scale), 1u);
+                     auto& bytes = tensors[scale].bytes;
+                     for (size_t i = 0; i + 4 <= bytes.size(); i += 4) {
+                       float v;
+                       std::memcpy(&v, bytes.data() + i, 4);
+                       v *= 40;
+                       std::memcpy(bytes.data() + i, &v, 4);
+                     }
+                   });
+  ServerProcess server("--model " + a.base().string() + " --store " + (dir / "store").string() +
+                           " --safety-gate --threads 1",
+                       dir / "log");
+  ASSERT_GT(server.port(), 0);
+  httplib::Client c("127.0.0.1", server.port());
+  c.set_read_timeout(60, 0);
+  auto upload = [&](const std::string& id, const fs::path& file) {
+    return c.Post("/v1/adapters?id=" + id, testing::read_text(file), "application/octet-stream");
+  };
+  auto ok = upload("gaming/alice/v1", a.alice_v1());
+  ASSERT_TRUE(ok);
+  ASSERT_EQ(ok->status, 201) << ok->body;
+  const json shown = json::parse(c.Get("/v1/adapters/gaming/alice/v1")->body);
+  EXPECT_EQ(shown["safety"]["passed"], true) << shown.dump();
+  EXPECT_GE(shown["safety"]["safety_score"].get<double>(), 0.95);
+  EXPECT_EQ(shown["safety"]["probes"]["source"], "builtin:stories-v1");
+  EXPECT_TRUE(shown["receipt"].is_null());
+  auto receipt = c.Get("/v1/adapters/gaming/alice/v1/receipt");
+  ASSERT_TRUE(receipt);
+  EXPECT_EQ(receipt->status, 404);
+  EXPECT_NE(receipt->body.find("no compute receipt"), std::string::npos) << receipt->body;
+
+  auto bad = upload("gaming/alice/v2", inflated);
+  ASSERT_TRUE(bad);
+  EXPECT_EQ(bad->status, 422) << bad->body;
+  EXPECT_NE(bad->body.find("safety_gate_failed"), std::string::npos) << bad->body;
+  EXPECT_NE(bad->body.find(scale), std::string::npos) << bad->body;
+  EXPECT_EQ(c.Get("/v1/adapters/gaming/alice/v2")->status, 404);
+  const std::string audit = testing::read_text(dir / "store" / "audit.jsonl");
+  EXPECT_NE(audit.find("\"action\":\"reject\""), std::string::npos) << audit;
 }
 
 }  // namespace

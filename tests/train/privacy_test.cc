@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <tuple>
+#include <vector>
 
 #include "support/test_support.h"
 
@@ -65,6 +67,42 @@ TEST(RdpAccountant, NoiseForATargetEpsilon) {
   EXPECT_NE(testing::error_message([] { dp_sgd_epsilon(0.1, 1.0, 10, 2.0); }).find("δ must be"),
             std::string::npos);
   EXPECT_NE(testing::error_message([] { rdp_sampled_gaussian(1.5, 1.0, 2); }).find("sampling rate"),
+            std::string::npos);
+}
+
+// The analytic Gaussian mechanism behind --dp-scales, checked against an independent derivation:
+// the privacy loss of the Gaussian mechanism is L ~ N(μ, 2μ) with μ = Δ²/(2σ²), and
+// δ(ε) = E[(1 − e^(ε − L))₊] (Balle & Wang 2018, Lemma 3 / the privacy-profile definition),
+// integrated numerically here (Simpson's rule).
+TEST(AnalyticGaussian, MatchesThePrivacyLossIntegral) {
+  auto integral = [](double eps, double sigma, double sens) {
+    const double mu = sens * sens / (2 * sigma * sigma), sd = std::sqrt(2 * mu);
+    const double a = eps, b = std::max(eps, mu) + 40 * sd;
+    const int n = 200000;
+    const double h = (b - a) / n;
+    double sum = 0;
+    for (int i = 0; i <= n; ++i) {
+      const double l = a + i * h;
+      const double f = (1 - std::exp(eps - l)) * std::exp(-(l - mu) * (l - mu) / (2 * sd * sd)) /
+                       (sd * std::sqrt(2 * M_PI));
+      sum += f * (i == 0 || i == n ? 1 : (i % 2 ? 4 : 2));
+    }
+    return sum * h / 3;
+  };
+  for (const auto& [eps, sigma, sens] : std::vector<std::tuple<double, double, double>>{
+           {1.0, 1.0, 1.0}, {0.5, 3.0, 1.0}, {4.0, 0.5, 1.0}, {8.0, 0.2, 0.7}, {1.0, 5.0, 2.0}}) {
+    const double closed = analytic_gaussian_delta(eps, sigma, sens);
+    EXPECT_NEAR(closed, integral(eps, sigma, sens), 1e-7 + 1e-4 * closed)
+        << eps << " " << sigma << " " << sens;
+  }
+  // σ for a target meets it, and is below the classical bound Δ·√(2 ln(1.25/δ))/ε (ε < 1).
+  const double sigma = analytic_gaussian_sigma(0.5, 1e-5, 2.0);
+  EXPECT_LE(analytic_gaussian_delta(0.5, sigma, 2.0), 1e-5);
+  EXPECT_GT(analytic_gaussian_delta(0.5, sigma * 0.999, 2.0), 1e-5);
+  EXPECT_LT(sigma, 2.0 * std::sqrt(2 * std::log(1.25 / 1e-5)) / 0.5);
+  EXPECT_NE(testing::error_message([] { analytic_gaussian_sigma(0, 1e-5, 1); }).find("ε must be"),
+            std::string::npos);
+  EXPECT_NE(testing::error_message([] { analytic_gaussian_sigma(1, 1, 1); }).find("δ must be"),
             std::string::npos);
 }
 
