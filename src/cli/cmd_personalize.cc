@@ -129,6 +129,11 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
   cmd->add_option("--granularity", o->granularity, "Scales per matrix or per output row")
       ->capture_default_str()
       ->check(CLI::IsMember({"tensor", "row"}));
+  cmd->add_option("--calibration-data", o->p.calibration_data,
+                  "Public text for scale distillation (text or JSONL) instead of the user's "
+                  "conversations (under --dp-epsilon: instead of text sampled from the DP "
+                  "fine-tune)")
+      ->check(CLI::ExistingFile);
   cmd->add_option("--calibrate-steps", o->p.calibrate_steps, "Scale-distillation steps")
       ->capture_default_str()
       ->check(positive());
@@ -159,6 +164,9 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
                   "(docs/safety.md)")
       ->check(CLI::ExistingFile);
   cmd->add_flag("--no-screen", o->no_screen, "Do not screen the records");
+  cmd->add_flag("--require-consent", o->p.require_consent,
+                "With --store: personalize only a user whose consent is recorded there (bitdelta "
+                "consent set); a withdrawn consent always refuses (docs/consent.md)");
   cmd->add_option("--probes", o->probes,
                   "The safety gate's probe set (JSONL; default: the built-in set)")
       ->check(CLI::ExistingFile);

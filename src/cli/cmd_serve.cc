@@ -84,6 +84,9 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
                 "Uploads must carry a valid signature by a trusted key (multipart part "
                 "'signature' or the X-BitDelta-Signature header), else 403 naming the check that "
                 "failed; stored adapters are re-verified before they are first loaded");
+  cmd->add_flag("--require-consent", o->require_consent,
+                "Personalize only users whose consent is recorded (PUT /v1/consent/{user}); "
+                "without it, only a withdrawn consent refuses (docs/consent.md)");
   cmd->add_flag("--safety-gate", o->safety_gate,
                 "Run the safety gate (docs/safety.md) on uploads too: an adapter that fails is "
                 "refused with 422 and the reasons (personalization jobs always run it)");

@@ -116,5 +116,6 @@ CLI::App* register_safety_check(CLI::App& app, Runner& runner);
 void add_safety_policy_options(CLI::App* cmd, SafetyPolicy& policy);
 CLI::App* register_screen(CLI::App& app, Runner& runner);
 CLI::App* register_receipt(CLI::App& app, Runner& runner);
+CLI::App* register_consent(CLI::App& app, Runner& runner);
 
 }  // namespace bitdelta::cli

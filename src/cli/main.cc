@@ -89,6 +89,7 @@ int main(int argc, char** argv) {
   add(bitdelta::cli::register_safety_check);
   add(bitdelta::cli::register_screen);
   add(bitdelta::cli::register_receipt);
+  add(bitdelta::cli::register_consent);
 
   // CLI11 answers a mistyped command with "A subcommand is required": name it instead.
   if (auto unknown = bitdelta::cli::unknown_command(app, argc, argv)) {

@@ -12,6 +12,7 @@
 #include "io/model_config.h"
 #include "io/safetensors.h"
 #include "io/weight_files.h"
+#include "model/generate.h"
 #include "safety/receipt.h"
 #include "store/adapter_store.h"
 #include "store/audit_log.h"
@@ -70,6 +71,29 @@ void write_rescaled(const fs::path& in, const fs::path& out, float m,
   for (const auto& [key, value] : file.metadata()) w.set_metadata(key, value);
   for (const auto& [key, value] : metadata) w.set_metadata(key, value);
   w.write(out);
+}
+
+// Text sampled from `model_dir` (temperature 1, from BOS): what scale distillation reads when
+// the user's own records must not be read again (DP-SGD). `samples` texts of up to `tokens`
+// tokens each, as a text file (samples separated by blank lines).
+void write_sampled_text(const fs::path& model_dir, const Tokenizer& tokenizer, int64_t samples,
+                        int64_t tokens, const fs::path& out, ThreadPool& pool) {
+  std::unique_ptr<Transformer> model = Transformer::load(model_dir);
+  std::vector<int32_t> prompt;
+  if (tokenizer.bos_id()) prompt.push_back(*tokenizer.bos_id());
+  if (prompt.empty()) prompt = tokenizer.encode("\n", /*parse_special=*/false);
+  std::string text;
+  for (int64_t i = 0; i < samples; ++i) {
+    GenerateOptions g;
+    g.max_tokens = tokens;
+    g.sampling.temperature = 1.0f;
+    g.sampling.seed = static_cast<uint64_t>(i) + 1;
+    if (tokenizer.eos_id()) g.stop_ids.push_back(*tokenizer.eos_id());
+    const GenerateResult r = generate(*model, &tokenizer, prompt, g, nullptr, pool);
+    if (!r.text.empty()) text += r.text + "\n\n";
+  }
+  if (text.empty()) fail("the fine-tune produced no text to calibrate on");
+  write_file_atomic(out, text);
 }
 
 }  // namespace
@@ -156,7 +180,10 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   const Tokenizer tokenizer = Tokenizer::from_folder(o.base);
   const ChatTemplate chat =
       ChatTemplate::select(tokenizer, config.model_type, o.chat_format, /*require_own=*/true);
-  load_domain_user(o.domain, o.data, o.user);  // every record valid before screening
+  {
+    const DomainUser all = load_domain_user(o.domain, o.data, o.user);  // every record valid
+    if (o.store != nullptr) o.store->check_consent(all.user, o.domain, o.require_consent);
+  }
   fs::path records = o.data;  // what the pipeline reads: the screened copy when screening
   if (o.screen_patterns != nullptr) {
     begin(2, fmt::format("screening the records ({} patterns from {})",
@@ -270,8 +297,17 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   cal.base = o.base;
   cal.finetuned = finetuned;
   cal.adapter = raw;
+  const bool dp_sgd = !result.dp.is_null();
   cal.data = train_file;
   cal.data_options.chat_format = std::string(chat.choice_name());
+  if (!o.calibration_data.empty()) {
+    cal.data = o.calibration_data;
+  } else if (dp_sgd) {
+    cal.data = o.work_dir / "dp_calibration.txt";
+    event({.message = "DP-SGD: distilling on text sampled from the DP fine-tune, not on the "
+                      "user's records"});
+    write_sampled_text(finetuned, tokenizer, 32, f.seq_len, cal.data, pool);
+  }
   cal.out = calibrated;
   cal.steps = o.calibrate_steps;
   cal.lr = o.calibrate_lr;
@@ -300,16 +336,36 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   DomainObjective objective(examples.objective, examples.heldout, *base, tokenizer, chat,
                             objective_options, o.work_dir, pool);
   int evaluation = 0;
-  result.objective = objective.search(adapter->weights(), [&](double m, double score) {
-    ++evaluation;
-    event({.step = evaluation,
-           .steps = o.objective.max_evaluations + 1,
-           .message = fmt::format("m = {:.4f}: score {:.5g}", m, score)});
-    check_cancel();
-  });
-  event({.message = fmt::format("multiplier {:.4f}: score {:.5g} (calibrated {:.5g}, base {:.5g})",
+  if (dp_sgd) {
+    // Tuning the multiplier on held-out records would be a release of them outside ε.
+    result.objective.objective = "none";
+    result.objective.description =
+        "not tuned: under DP-SGD the held-out records are not used to shape the adapter";
+    result.objective.lo = result.objective.hi = result.objective.multiplier = 1;
+  } else {
+    result.objective = objective.search(adapter->weights(), [&](double m, double score) {
+      ++evaluation;
+      event({.step = evaluation,
+             .steps = o.objective.max_evaluations + 1,
+             .message = fmt::format("m = {:.4f}: score {:.5g}", m, score)});
+      check_cancel();
+    });
+  }
+  if (dp_sgd) {
+    event({.message = "multiplier 1 (not tuned on held-out records under DP-SGD)"});
+    result.dp["covers"] =
+        "the adapter's tensors: the fine-tune ran DP-SGD, scale distillation read only text "
+        "sampled from that fine-tune (or the public --calibration-data), and no held-out record "
+        "shaped the adapter; all of it is post-processing of the DP fine-tune";
+    result.dp["not_covered"] =
+        "the metadata computed from the raw records without noise: analytics, system prompt, "
+        "held-out NLLs and quality, the screening report, and the records' SHA-256";
+  } else {
+    event(
+        {.message = fmt::format("multiplier {:.4f}: score {:.5g} (calibrated {:.5g}, base {:.5g})",
                                 result.objective.multiplier, result.objective.score,
                                 result.objective.score_calibrated, result.objective.score_base)});
+  }
 
   // With --dp-scales the scales get their noise now (the multiplier folded in), so that the
   // evaluation, the gate and the registry all see the adapter that is released.
@@ -384,14 +440,14 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
     const ProbeSet builtin = o.safety_probes == nullptr ? ProbeSet::builtin() : ProbeSet{};
     const ProbeSet& probes = o.safety_probes == nullptr ? builtin : *o.safety_probes;
     std::shared_ptr<Adapter> checked = open_adapter_for(unchecked, *base, pool);
-    const SafetyReport report =
+    const SafetyReport gate =
         safety_check(*base, tokenizer, *checked, probes, o.safety_policy, pool);
     checked.reset();
-    result.safety = report.to_json();
-    event({.message = report.summary()});
-    if (!report.passed()) {
+    result.safety = gate.to_json();
+    event({.message = gate.summary()});
+    if (!gate.passed()) {
       std::string reasons;
-      for (const std::string& r : report.reasons) reasons += "\n  " + r;
+      for (const std::string& r : gate.reasons) reasons += "\n  " + r;
       throw SafetyGateFailed(
           fmt::format("{} failed the safety gate and was not registered (the adapter is in {}):{}",
                       id.to_string(), unchecked.string(), reasons),
@@ -399,7 +455,7 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
     }
     fs::remove(unchecked);
     metadata["safety"] = result.safety.dump();
-    metadata["safety_score"] = fmt::format("{}", report.behaviour.score);
+    metadata["safety_score"] = fmt::format("{}", gate.behaviour.score);
   }
   write_rescaled(source, final_file, multiplier, metadata);
   result.adapter_bytes = fs::file_size(final_file);

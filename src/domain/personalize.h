@@ -37,8 +37,8 @@ struct Cancelled : Error {
 // Thrown out of personalize() when the finished adapter fails the safety gate; the report says
 // why. Nothing is registered; the adapter stays in the working folder for inspection.
 struct SafetyGateFailed : Error {
-  explicit SafetyGateFailed(const std::string& message, nlohmann::json report)
-      : Error(message), report(std::move(report)) {}
+  explicit SafetyGateFailed(const std::string& message, nlohmann::json gate_report)
+      : Error(message), report(std::move(gate_report)) {}
   nlohmann::json report;
 };
 
@@ -62,6 +62,9 @@ struct PersonalizeOptions {
   // Registration and signing are appended here when set (docs/audit.md), as `actor`.
   AuditLog* audit = nullptr;
   std::string actor = "cli";
+  // Consent (docs/consent.md), checked in the store when there is one: a user who withdrew it is
+  // refused (ConsentRefused); with require_consent, so is one who never gave it.
+  bool require_consent = false;
   double heldout_share = 0.1;
   // Training-data screening (docs/safety.md): records matching these patterns are reported and
   // left out before anything else reads them. Null: no screening.
@@ -78,6 +81,11 @@ struct PersonalizeOptions {
   // --dp-scales (train/privacy.h): Gaussian noise on the final scales, ε > 0 turns it on. It
   // protects the scales only, never the sign bits: see docs/privacy.md.
   ScaleNoiseOptions dp_scales;
+  // Scale distillation's text. Empty: the user's training conversations — except under DP-SGD,
+  // where reading them again would fall outside the guarantee, so the pipeline distils on text
+  // sampled from the DP fine-tune instead (post-processing) and keeps the multiplier at 1
+  // (docs/privacy.md). A public file given here is used either way.
+  std::filesystem::path calibration_data;
   int64_t calibrate_steps = 100;
   double calibrate_lr = 1e-3;
   ObjectiveOptions objective;

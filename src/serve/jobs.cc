@@ -331,6 +331,7 @@ void JobRunner::run(JobRecord job) {
   p.audit = o_.audit;
   p.screen_patterns = o_.screen_patterns;
   p.safety_probes = o_.safety_probes;
+  p.require_consent = o_.require_consent;
   p.actor = job.owner;
   // The version is fixed when the job first runs; after a crash it may already be registered.
   if (!job.adapter_id.empty()) {

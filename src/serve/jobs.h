@@ -39,6 +39,7 @@ struct JobRunnerOptions {
   // built-in set.
   const ScreenPatterns* screen_patterns = nullptr;
   const ProbeSet* safety_probes = nullptr;
+  bool require_consent = false;  // docs/consent.md
 };
 
 class JobRunner {

@@ -228,6 +228,7 @@ struct Server::Impl {
       jo.audit = &*audit;
       jo.screen_patterns = &*screening;
       jo.safety_probes = &*probes;
+      jo.require_consent = o.require_consent;
       jobs.emplace(*store, jo);
     }
     routes();
@@ -541,7 +542,8 @@ struct Server::Impl {
       }
       res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
     });
-    handle("GET", R"(/v1/adapters/(.+)/receipt)", "adapters",
+    // domain/user or domain/user/vN, then /receipt (so a user named "receipt" stays reachable).
+    handle("GET", R"(/v1/adapters/([^/]+/[^/]+(?:/[^/]+)?)/receipt)", "adapters",
            [this](const httplib::Request& req, httplib::Response& res) {
              const Principal who = authenticate(req);
              const AdapterRecord r = resolve_any_base(who, req.matches[1]);
@@ -578,6 +580,112 @@ struct Server::Impl {
            });
     job_routes();
     audit_route();
+    consent_routes();
+  }
+
+  // PUT/GET /v1/consent/{user}: users' consent to personalization (docs/consent.md). A key may
+  // read and set the consent of the users and domains it may personalize.
+  void consent_routes() {
+    auto user_of = [](const std::string& raw) {
+      try {
+        validate_user_id(raw);
+        return canonical_user_id(raw);
+      } catch (const Error& e) {
+        http_fail(400, e.what());
+      }
+    };
+    auto record_json = [](const ConsentRecord& c) {
+      return json{{"domain", c.domain},
+                  {"personalization", c.personalization},
+                  {"note", c.note},
+                  {"updated_at", c.updated_at},
+                  {"updated_by", c.updated_by}};
+    };
+    handle(
+        "PUT", R"(/v1/consent/([^/]+))", "consent",
+        [this, user_of, record_json](const httplib::Request& req, httplib::Response& res) {
+          const Principal who = authenticate(req);
+          const std::string user = user_of(req.matches[1]);
+          const json body = parse_body(req);
+          for (const auto& [key, value] : body.items()) {
+            if (key != "domain" && key != "personalization" && key != "note") {
+              http_fail(400, fmt::format("unknown field '{}': a consent record has domain, "
+                                         "personalization and note",
+                                         key));
+            }
+          }
+          if (!body.contains("domain") || !body["domain"].is_string()) {
+            http_fail(400, fmt::format("'domain' is required: {} or \"*\" for all", kDomainNames));
+          }
+          if (!body.contains("personalization") || !body["personalization"].is_boolean()) {
+            http_fail(400, "'personalization' is required: true (given) or false (withdrawn)");
+          }
+          if (body.contains("note") && !body["note"].is_string()) {
+            http_fail(400, "'note' must be a string");
+          }
+          const std::string domain = body["domain"];
+          if (domain != "*" && !is_domain(domain)) {
+            http_fail(400, fmt::format("unknown domain '{}': {} or \"*\"", domain, kDomainNames));
+          }
+          for (const char* d : {"education", "gaming", "defi", "general"}) {
+            if ((domain == "*" || domain == d) && !may_modify(who, AdapterId{d, user, 1})) {
+              http_fail(403, "this key may not set that user's consent in that domain",
+                        "permission_error");
+            }
+          }
+          ConsentRecord c{user,
+                          domain,
+                          body["personalization"].get<bool>(),
+                          body.value("note", std::string()),
+                          "",
+                          who.key_id};
+          const std::optional<ConsentRecord> previous = store->put_consent(c);
+          const std::optional<ConsentRecord> now = store->consent_for(user, domain);
+          // One entry per domain it covers, so each domain's tenants see it in /v1/audit.
+          for (const char* d : {"education", "gaming", "defi", "general"}) {
+            if (domain != "*" && domain != d) continue;
+            audit->append({"consent",
+                           who.key_id,
+                           std::string(d) + "/" + user,
+                           "",
+                           {{"scope", domain},
+                            {"personalization", c.personalization},
+                            {"previous", previous ? json(previous->personalization) : json()},
+                            {"note", c.note}}});
+          }
+          res.set_content(
+              json{{"object", "consent"}, {"user", user}, {"record", record_json(*now)}}.dump(),
+              "application/json");
+        });
+    handle("GET", R"(/v1/consent/([^/]+))", "consent",
+           [this, user_of, record_json](const httplib::Request& req, httplib::Response& res) {
+             const Principal who = authenticate(req);
+             const std::string user = user_of(req.matches[1]);
+             json records = json::array(), effective = json::object();
+             bool any = false;
+             for (const char* d : {"education", "gaming", "defi", "general"}) {
+               if (!may_list(who, AdapterId{d, user, 1})) continue;
+               any = true;
+               const std::optional<ConsentRecord> c = store->consent_for(user, d);
+               effective[d] = c ? json(c->personalization) : json();
+             }
+             if (!any) {
+               http_fail(404, fmt::format("user '{}' not found", user), "invalid_request_error",
+                         "not_found");
+             }
+             for (const ConsentRecord& c : store->list_consent(user)) {
+               if (c.domain == "*" || effective.contains(c.domain)) {
+                 records.push_back(record_json(c));
+               }
+             }
+             res.set_content(json{{"object", "consent"},
+                                  {"user", user},
+                                  {"records", records},
+                                  {"effective", effective},
+                                  {"required", o.require_consent}}
+                                 .dump(),
+                             "application/json");
+           });
   }
 
   // POST /v1/personalize, /v1/jobs...: personalization jobs (docs/jobs.md).
@@ -631,6 +739,11 @@ struct Server::Impl {
                if (!may_modify(who, id)) {
                  http_fail(403, "this key may not personalize for that user or domain",
                            "permission_error");
+               }
+               try {
+                 store->check_consent(id.user, id.domain, o.require_consent);
+               } catch (const ConsentRefused& e) {
+                 http_fail(403, e.what(), "permission_error", "consent_required");
                }
              }
              JobRecord job;
@@ -900,6 +1013,8 @@ struct Server::Impl {
     };
     if (std::string_view(method) == "GET") http.Get(pattern, wrapped);
     else if (std::string_view(method) == "POST") http.Post(pattern, wrapped);
+    else if (std::string_view(method) == "PUT")
+      http.Put(pattern, wrapped);
     else http.Delete(pattern, wrapped);
   }
 

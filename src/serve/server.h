@@ -44,6 +44,8 @@ struct ServeOptions {
   // whose signatures count; and whether uploads and stored adapters must carry a valid one.
   std::filesystem::path signing_key, trusted_keys;
   bool require_signatures = false;
+  // Consent (docs/consent.md): personalization needs a recorded grant, not just no withdrawal.
+  bool require_consent = false;
   // The safety gate (docs/safety.md) on uploads too (jobs always run it), with this probe set
   // (empty: the built-in one) and these limits. Jobs screen their records with screen_patterns
   // (empty: the built-in list).

@@ -457,6 +457,13 @@ AdapterStore AdapterStore::open(const fs::path& dir_in) {
             "signature_json TEXT NOT NULL, added_at TEXT NOT NULL)",
             dir)
       .run();
+  // Users' consent to personalization (docs/consent.md); additive too.
+  Statement(db,
+            "CREATE TABLE IF NOT EXISTS consent (user TEXT NOT NULL, domain TEXT NOT NULL, "
+            "personalization INTEGER NOT NULL, note TEXT NOT NULL, updated_at TEXT NOT NULL, "
+            "updated_by TEXT NOT NULL, PRIMARY KEY (user, domain))",
+            dir)
+      .run();
   // Documents about one adapter version (its safety report, its compute receipt), by id and
   // kind; they go when the version goes. Additive too.
   Statement(db,
@@ -646,6 +653,79 @@ std::optional<std::string> AdapterStore::find_signature(const std::string& sha25
   s.bind(1, sha256);
   if (!s.step()) return std::nullopt;
   return s.text(0);
+}
+
+namespace {
+
+ConsentRecord read_consent(const Statement& s) {
+  return ConsentRecord{s.text(0), s.text(1), s.text(2) == "1", s.text(3), s.text(4), s.text(5)};
+}
+
+constexpr const char* kConsentColumns =
+    "user, domain, CAST(personalization AS TEXT), note, updated_at, updated_by";
+
+}  // namespace
+
+std::optional<ConsentRecord> AdapterStore::put_consent(ConsentRecord r) {
+  check_id(AdapterId{r.domain == "*" ? "any" : r.domain, r.user, 1}, /*allow_latest=*/false);
+  r.updated_at = now_rfc3339();
+  std::optional<ConsentRecord> previous = consent_for(r.user, r.domain);
+  if (previous && previous->domain != r.domain) previous.reset();
+  std::lock_guard lock(impl_->mutex);
+  Statement(impl_->db,
+            "INSERT OR REPLACE INTO consent (user, domain, personalization, note, updated_at, "
+            "updated_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            impl_->dir)
+      .bind(1, r.user)
+      .bind(2, r.domain)
+      .bind(3, static_cast<int64_t>(r.personalization ? 1 : 0))
+      .bind(4, r.note)
+      .bind(5, r.updated_at)
+      .bind(6, r.updated_by)
+      .run();
+  return previous;
+}
+
+std::vector<ConsentRecord> AdapterStore::list_consent(const std::string& user) const {
+  std::lock_guard lock(impl_->mutex);
+  const std::string sql = fmt::format(
+      "SELECT {} FROM consent WHERE user = ?1 ORDER BY domain != '*', domain", kConsentColumns);
+  Statement s(impl_->db, sql.c_str(), impl_->dir);
+  s.bind(1, user);
+  std::vector<ConsentRecord> out;
+  while (s.step()) out.push_back(read_consent(s));
+  return out;
+}
+
+std::optional<ConsentRecord> AdapterStore::consent_for(const std::string& user,
+                                                       const std::string& domain) const {
+  std::lock_guard lock(impl_->mutex);
+  const std::string sql = fmt::format(
+      "SELECT {} FROM consent WHERE user = ?1 AND domain IN (?2, '*') ORDER BY domain = '*' "
+      "LIMIT 1",
+      kConsentColumns);
+  Statement s(impl_->db, sql.c_str(), impl_->dir);
+  s.bind(1, user).bind(2, domain);
+  if (!s.step()) return std::nullopt;
+  return read_consent(s);
+}
+
+void AdapterStore::check_consent(const std::string& user, const std::string& domain,
+                                 bool require_explicit) const {
+  const std::optional<ConsentRecord> c = consent_for(user, domain);
+  if (c && !c->personalization) {
+    throw ConsentRefused(fmt::format(
+        "{} withdrew consent to personalization{} on {}{}; nothing is trained on their records "
+        "until it is given again (PUT /v1/consent/{} or bitdelta consent set)",
+        user, c->domain == "*" ? "" : " in " + domain, c->updated_at,
+        c->note.empty() ? "" : " (\"" + c->note + "\")", user));
+  }
+  if (!c && require_explicit) {
+    throw ConsentRefused(fmt::format(
+        "{} has not consented to personalization in {} and this operator requires it; record "
+        "their consent first (PUT /v1/consent/{} or bitdelta consent set)",
+        user, domain, user));
+  }
 }
 
 void AdapterStore::put_attachment(const AdapterId& id, const std::string& kind,

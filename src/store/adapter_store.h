@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "delta/adapter_id.h"
+#include "util/error.h"
 
 namespace bitdelta {
 
@@ -46,6 +47,21 @@ struct JobRecord {
   std::string error;                   // on failure: the reason
   std::string adapter_id;              // the id it registers (fixed once it starts running)
   std::string created_at, updated_at;  // RFC 3339
+};
+
+// A user's consent to personalization (docs/consent.md): per domain, or "*" for every domain (a
+// record for the domain itself wins). No record: the operator's default applies.
+struct ConsentRecord {
+  std::string user, domain;  // canonical user id; a domain name or "*"
+  bool personalization = false;
+  std::string note;                    // why, as the user or operator gave it
+  std::string updated_at, updated_by;  // RFC 3339; the key id (or "cli") that set it
+};
+
+// Thrown when a user's consent does not allow personalizing them (withdrawn, or not given where
+// the operator requires it).
+struct ConsentRefused : Error {
+  using Error::Error;
 };
 
 class AdapterStore {
@@ -94,6 +110,19 @@ class AdapterStore {
   // when the version is not in the store.
   void put_attachment(const AdapterId& id, const std::string& kind, const std::string& body);
   std::optional<std::string> find_attachment(const AdapterId& id, const std::string& kind) const;
+
+  // Sets the user's consent for a domain (or "*"), returning the record it replaces. Error for
+  // a domain that is neither a name of letters, digits, '-' or '_' nor "*", or a bad user id.
+  std::optional<ConsentRecord> put_consent(ConsentRecord record);
+  // The user's records, "*" first then by domain.
+  std::vector<ConsentRecord> list_consent(const std::string& user) const;
+  // The record that decides for `domain`: the domain's own, else the user's "*"; nullopt: none.
+  std::optional<ConsentRecord> consent_for(const std::string& user,
+                                           const std::string& domain) const;
+  // Throws ConsentRefused, saying why and how to change it, unless the user's consent allows
+  // personalizing them in `domain` (granted; or, when not required, not withdrawn).
+  void check_consent(const std::string& user, const std::string& domain,
+                     bool require_explicit) const;
 
   // Where the record's blob lives (never derived from the id: ids never become paths).
   std::filesystem::path blob_path(const AdapterRecord& record) const;

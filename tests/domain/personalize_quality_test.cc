@@ -79,9 +79,9 @@ void print_header() {
   static bool printed = false;
   if (printed) return;
   printed = true;
-  std::printf("\n%-9s %13s %10s %13s %9s %9s %9s %9s %10s %8s\n", "domain", "adapter_bytes",
+  std::printf("\n%-9s %13s %10s %13s %9s %9s %9s %9s %10s %7s %7s %8s\n", "domain", "adapter_bytes",
               "file_ratio", "payload_ratio", "nll_base", "nll_ft", "nll_adapt", "retained",
-              "multiplier", "seconds");
+              "multiplier", "safety", "kl", "seconds");
 }
 
 TEST_P(PersonalizeQuality, Table) {
@@ -126,6 +126,11 @@ TEST_P(PersonalizeQuality, Table) {
   EXPECT_LE(multiplier, 2.0);
   EXPECT_GE(objective["score"].get<double>(), objective["score_calibrated"].get<double>());
   EXPECT_TRUE(j["analytics"].contains(c.analytics_key)) << j["analytics"].dump();
+  // An ordinary personalization passes the safety gate (docs/safety.md) and its records are
+  // clean.
+  EXPECT_EQ(j["safety"]["passed"], true) << j["safety"].dump();
+  EXPECT_GE(j["safety"]["safety_score"].get<double>(), 0.95);
+  EXPECT_EQ(j["screening"]["flagged"], 0);
 
   // The registered blob carries the analytics and the chat format.
   const auto inspected = testing::run_cli("inspect --json " + quoted(blob));
@@ -144,10 +149,12 @@ TEST_P(PersonalizeQuality, Table) {
   EXPECT_EQ(calibration["objective"]["multiplier"], objective["multiplier"]);
 
   print_header();
-  std::printf("%-9s %13llu %10.1f %13.1f %9.4f %9.4f %9.4f %9.3f %10.4f %8.1f\n", c.domain,
-              static_cast<unsigned long long>(adapter_bytes), file_ratio, payload_ratio,
+  std::printf("%-9s %13llu %10.1f %13.1f %9.4f %9.4f %9.4f %9.3f %10.4f %7.3f %7.3f %8.1f\n",
+              c.domain, static_cast<unsigned long long>(adapter_bytes), file_ratio, payload_ratio,
               h["nll_base"].get<double>(), h["nll_finetuned"].get<double>(),
-              h["nll_adapter"].get<double>(), retained, multiplier, j["seconds"].get<double>());
+              h["nll_adapter"].get<double>(), retained, multiplier,
+              j["safety"]["safety_score"].get<double>(), j["safety"]["mean_kl"].get<double>(),
+              j["seconds"].get<double>());
   std::fflush(stdout);
 
   if (c.second_run) {

@@ -255,6 +255,80 @@ TEST_F(JobsTest, AJobWhoseAdapterFailsTheSafetyGateRegistersNothing) {
   }
 }
 
+// Consent (docs/consent.md): set and read per user over HTTP within a key's scope, audited, and
+// enforced: a user who withdrew it is not personalized, and a job queued before the withdrawal
+// fails when it starts.
+TEST_F(JobsTest, ConsentIsRecordedAuditedAndEnforced) {
+  auto put = [&](const std::string& user, const json& body, const std::string& key) {
+    auto res = client().Put("/v1/consent/" + user, auth(key), body.dump(), "application/json");
+    EXPECT_TRUE(res);
+    return res ? std::pair{res->status, json::parse(res->body, nullptr, false)}
+               : std::pair{0, json()};
+  };
+  // Bad bodies and scopes.
+  EXPECT_EQ(put("user-sailor", {{"domain", "general"}}, "admin-key").first, 400);
+  EXPECT_EQ(
+      put("user-sailor", {{"domain", "cooking"}, {"personalization", false}}, "admin-key").first,
+      400);
+  EXPECT_EQ(
+      put("user-sailor", {{"domain", "general"}, {"personalization", "no"}}, "admin-key").first,
+      400);
+  EXPECT_EQ(
+      put("user-sailor", {{"domain", "general"}, {"personalization", false}, {"x", 1}}, "admin-key")
+          .first,
+      400);
+  EXPECT_EQ(put("user-sailor", {{"domain", "*"}, {"personalization", false}}, "general-key").first,
+            403)
+      << "a tenant of one domain cannot decide for all";
+  EXPECT_EQ(
+      put("user-sailor", {{"domain", "general"}, {"personalization", false}}, "other-key").first,
+      403);
+
+  const auto withdrawn =
+      put("user-sailor", {{"domain", "general"}, {"personalization", false}, {"note", "stop"}},
+          "general-key");
+  ASSERT_EQ(withdrawn.first, 200) << withdrawn.second.dump();
+  EXPECT_EQ(withdrawn.second["record"]["personalization"], false);
+  auto got = client().Get("/v1/consent/user-sailor", auth("general-key"));
+  ASSERT_TRUE(got);
+  const json shown = json::parse(got->body);
+  EXPECT_EQ(shown["effective"], json({{"general", false}})) << shown.dump();
+  EXPECT_EQ(shown["records"].size(), 1u);
+
+  const json refused = submit(request("user-sailor", {{"steps", 5}}), "general-key", 403);
+  EXPECT_NE(refused["error"]["message"].get<std::string>().find("withdrew consent"),
+            std::string::npos)
+      << refused.dump();
+  EXPECT_EQ(refused["error"]["code"], "consent_required");
+
+  // Given again: accepted. Withdrawn while the job waits behind a long one: it fails at start.
+  ASSERT_EQ(
+      put("user-sailor", {{"domain", "general"}, {"personalization", true}}, "general-key").first,
+      200);
+  const json blocker = submit(request("user-baker", {{"steps", 5000}}), "admin-key", 202);
+  const json queued = submit(request("user-sailor", {{"steps", 5}}), "general-key", 202);
+  ASSERT_EQ(put("user-sailor", {{"domain", "*"}, {"personalization", false}}, "admin-key").first,
+            200);
+  ASSERT_EQ(
+      put("user-sailor", {{"domain", "general"}, {"personalization", false}}, "admin-key").first,
+      200);
+  auto cancel = client().Delete("/v1/jobs/" + blocker["id"].get<std::string>(), auth("admin-key"));
+  ASSERT_TRUE(cancel);
+  const json ended = wait(queued["id"]);
+  EXPECT_EQ(ended["state"], "failed") << ended.dump();
+  EXPECT_NE(ended.value("error", "").find("withdrew consent"), std::string::npos) << ended.dump();
+
+  // Audited, one entry per domain covered, visible to the domain's tenant.
+  auto audit = client().Get("/v1/audit?action=consent", auth("general-key"));
+  ASSERT_TRUE(audit);
+  const json entries = json::parse(audit->body)["data"];
+  ASSERT_EQ(entries.size(), 4u) << audit->body;  // false, true, * (general), false
+  EXPECT_EQ(entries[0]["adapter_id"], "general/user-sailor");
+  EXPECT_EQ(entries[0]["details"]["note"], "stop");
+  EXPECT_EQ(entries[1]["details"]["previous"], false);
+  EXPECT_EQ(entries[2]["details"]["scope"], "*");
+}
+
 TEST_F(JobsTest, UploadedFileJobCancelledRegistersNothing) {
   std::string records;
   for (const json& r : general_records()) records += r.dump() + "\n";
