@@ -63,7 +63,7 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
   o->p.finetune.steps = 100;
   o->p.finetune.batch = 8;
   o->p.finetune.seq_len = 0;
-  o->p.finetune.lr = 3e-4;
+  o->p.finetune.lr = 0;  // personalize() picks: 3e-4, or 1e-3 under DP-SGD
   cmd->add_option("--base", o->base, "The domain's base model folder")
       ->required()
       ->check(CLI::ExistingDirectory);
@@ -96,8 +96,9 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
   cmd->add_option("--steps", o->p.finetune.steps, "Fine-tuning steps")
       ->capture_default_str()
       ->check(positive());
-  cmd->add_option("--lr", o->p.finetune.lr, "Fine-tuning peak learning rate")
-      ->capture_default_str();
+  cmd->add_option("--lr", o->p.finetune.lr,
+                  "Fine-tuning peak learning rate (default 3e-4; 1e-3 under --dp-epsilon)")
+      ->check(number_at_least(0, false));
   cmd->add_option("--batch", o->p.finetune.batch, "Conversations per step")
       ->capture_default_str()
       ->check(positive());
@@ -193,6 +194,9 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
       fail("nowhere to put the adapter: give --store DIR (to register it) and/or --out FILE");
     }
     if (!o->out.empty()) p.out = o->out;
+    if (p.require_consent && o->store.empty()) {
+      fail("--require-consent needs --store DIR: consent records live in the store");
+    }
     std::optional<SigningKey> signer;
     if (!o->signing_key.empty()) {
       signer.emplace(SigningKey::load(o->signing_key));
@@ -251,10 +255,10 @@ CLI::App* register_personalize(CLI::App& app, Runner& runner) {
     } catch (const SafetyGateFailed& e) {
       if (temporary) std::filesystem::remove_all(p.work_dir);
       if (o->json) fmt::print("{}\n", e.report.dump(2));
-      fmt::print(stderr, "error: {}{}\n", e.what(),
-                 temporary ? "\n(the working folder was temporary and is gone: give --work-dir "
-                             "to keep the adapter for inspection)"
-                           : "");
+      fmt::print(stderr, "error: {}\n{}\n", e.what(),
+                 temporary ? "(the working folder was temporary and is gone: give --work-dir to "
+                             "keep the refused adapter for inspection)"
+                           : fmt::format("(the refused adapter is {})", e.adapter.string()));
       return 3;
     } catch (...) {
       if (temporary) std::filesystem::remove_all(p.work_dir);

@@ -199,11 +199,29 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
     event({.message = fmt::format("{} of {} records flagged and left out", screened.findings.size(),
                                   screened.records)});
   }
-  const DomainUser user = load_domain_user(o.domain, records, o.user);
+  // Errors about the screened copy name the records as given, and say screening was involved.
+  auto about_records = [&](auto&& f) {
+    try {
+      return f();
+    } catch (const Cancelled&) {
+      throw;
+    } catch (const Error& e) {
+      if (records == o.data) throw;
+      std::string message = e.what();
+      for (size_t at; (at = message.find(records.string())) != std::string::npos;) {
+        message.replace(at, records.string().size(), o.data.string());
+      }
+      fail("{} (after screening left out {} flagged record(s); docs/safety.md)", message,
+           result.screening["flagged"].get<int64_t>());
+    }
+  };
+  const DomainUser user =
+      about_records([&] { return load_domain_user(o.domain, records, o.user); });
   begin(3, fmt::format("{} interactions of {}", user.interactions.size(), user.user));
   result.analytics = user.analytics_json();
   begin(4, "building training examples");
-  const PersonalExamples examples = build_personal_examples(user, records, o.heldout_share);
+  const PersonalExamples examples =
+      about_records([&] { return build_personal_examples(user, records, o.heldout_share); });
   write_conversations_jsonl(examples.train, train_file);
   write_conversations_jsonl(examples.heldout, heldout_file);
   result.interactions = examples.interactions;
@@ -226,6 +244,14 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   begin(5,
         fmt::format("fine-tuning {} for {} steps", o.base.filename().string(), o.finetune.steps));
   FinetuneOptions f = o.finetune;
+  // lr ≤ 0: the default, 3e-4 (a small base forgets less; docs/safety.md), or 1e-3 under DP-SGD
+  // (the noise dominates and the adapter stays close to the base; docs/privacy.md).
+  if (f.lr <= 0) f.lr = f.dp_epsilon > 0 ? 1e-3 : 3e-4;
+  if (f.dp_epsilon > 0 && f.seq_len <= 0) {
+    fail(
+        "under --dp-epsilon give --seq-len: the automatic choice (the longest training example) "
+        "would depend on the user's records outside the privacy guarantee");
+  }
   f.model = o.base;
   f.data = train_file;
   f.out = finetuned;
@@ -425,7 +451,12 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   const std::string records_text = read_file(o.data);
   personalization["data_sha256"] =
       sha256_hex({reinterpret_cast<const uint8_t*>(records_text.data()), records_text.size()});
-  if (!result.screening.is_null()) personalization["screening"] = result.screening;
+  if (!result.screening.is_null()) {
+    // The adapter travels; the flagged text itself stays out of it (line, pattern, field only).
+    json screening = result.screening;
+    for (json& finding : screening["findings"]) finding.erase("excerpt");
+    personalization["screening"] = std::move(screening);
+  }
   adapter.reset();
   std::map<std::string, std::string> metadata = {{"calibration", calibration.dump()},
                                                  {"personalization", personalization.dump()},
@@ -448,10 +479,9 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
     if (!gate.passed()) {
       std::string reasons;
       for (const std::string& r : gate.reasons) reasons += "\n  " + r;
-      throw SafetyGateFailed(
-          fmt::format("{} failed the safety gate and was not registered (the adapter is in {}):{}",
-                      id.to_string(), unchecked.string(), reasons),
-          result.safety);
+      throw SafetyGateFailed(fmt::format("{} failed the safety gate and was not registered:{}",
+                                         id.to_string(), reasons),
+                             result.safety, unchecked);
     }
     fs::remove(unchecked);
     metadata["safety"] = result.safety.dump();
@@ -462,30 +492,16 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   result.compression_ratio =
       static_cast<double>(result.finetuned_bf16_bytes) / static_cast<double>(result.adapter_bytes);
 
-  // 9: register (whole or not at all) and/or write the file.
+  // 11: register (whole or not at all, with its safety report and receipt) and/or write the file.
   begin(11, fmt::format("registering {}", id.to_string()));
   result.id = id;
+  // Consent again: it may have been withdrawn while the run trained.
+  if (o.store != nullptr) o.store->check_consent(user.user, o.domain, o.require_consent);
   std::optional<AdapterSignature> signature;
-  if (o.signing_key != nullptr) signature = sign_adapter(final_file, *o.signing_key);
-  if (o.store != nullptr) {
-    const AdapterRecord r = o.store->add(final_file, id);
-    if (signature) o.store->put_signature(r.sha256, signature->to_json().dump());
-    if (o.audit != nullptr) {
-      nlohmann::json details = {{"bytes", r.file_bytes}, {"via", "personalize"}};
-      if (!o.job_id.empty()) details["job_id"] = o.job_id;
-      o.audit->append({"create", o.actor, id.to_string(), r.sha256, details});
-      if (signature) {
-        o.audit->append({"sign",
-                         o.actor,
-                         id.to_string(),
-                         r.sha256,
-                         {{"key_id", signature->key_id}, {"signed_at", signature->signed_at}}});
-      }
-    }
-    result.adapter_file = o.store->blob_path(r);
-  }
-  // The LP-105 receipt of this adaptation (docs/receipts.md), signed with the same key.
+  std::optional<ComputeReceipt> receipt;
   if (o.signing_key != nullptr) {
+    signature = sign_adapter(final_file, *o.signing_key);
+    // The LP-105 receipt of this adaptation (docs/receipts.md), signed with the same key.
     ReceiptInputs in;
     describe_adapter(final_file, in);
     in.requester_lux_id = user.user;
@@ -500,26 +516,40 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
     }
     in.train_tokens = static_cast<uint64_t>(result.train_tokens);
     in.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    const ComputeReceipt receipt = make_receipt(in, *o.signing_key);
-    result.receipt = receipt.to_json();
-    if (o.store != nullptr) {
-      o.store->put_attachment(id, "receipt", receipt_text(receipt));
-      if (o.audit != nullptr) {
+    receipt = make_receipt(in, *o.signing_key);
+    result.receipt = receipt->to_json();
+  }
+  if (o.store != nullptr) {
+    Attachments attachments;
+    if (!result.safety.is_null()) attachments["safety"] = result.safety.dump();
+    if (receipt) attachments["receipt"] = receipt_text(*receipt);
+    const AdapterRecord r = o.store->add(final_file, id, std::nullopt, {}, attachments);
+    if (signature) o.store->put_signature(r.sha256, signature->to_json().dump());
+    if (o.audit != nullptr) {
+      nlohmann::json details = {{"bytes", r.file_bytes}, {"via", "personalize"}};
+      if (!o.job_id.empty()) details["job_id"] = o.job_id;
+      o.audit->append({"create", o.actor, id.to_string(), r.sha256, details});
+      if (signature) {
+        o.audit->append({"sign",
+                         o.actor,
+                         id.to_string(),
+                         r.sha256,
+                         {{"key_id", signature->key_id}, {"signed_at", signature->signed_at}}});
+      }
+      if (receipt) {
         o.audit->append({"receipt",
                          o.actor,
                          id.to_string(),
-                         in.adapter_hash,
-                         {{"key_id", receipt.key_id}, {"timestamp", receipt.job.timestamp}}});
+                         r.sha256,
+                         {{"key_id", receipt->key_id}, {"timestamp", receipt->job.timestamp}}});
       }
     }
-    if (o.out) write_file_atomic(receipt_path(*o.out), receipt_text(receipt));
-  }
-  if (o.store != nullptr && !result.safety.is_null()) {
-    o.store->put_attachment(id, "safety", result.safety.dump());
+    result.adapter_file = o.store->blob_path(r);
   }
   if (o.out) {  // after the registration, so a refused one leaves no file behind either
     write_file_atomic(*o.out, read_file(final_file));
     if (signature) write_file_atomic(signature_path(*o.out), signature->to_json().dump(2) + "\n");
+    if (receipt) write_file_atomic(receipt_path(*o.out), receipt_text(*receipt));
     if (o.store == nullptr) result.adapter_file = *o.out;
   }
   if (signature) result.signed_by = signature->key_id;

@@ -37,9 +37,11 @@ struct Cancelled : Error {
 // Thrown out of personalize() when the finished adapter fails the safety gate; the report says
 // why. Nothing is registered; the adapter stays in the working folder for inspection.
 struct SafetyGateFailed : Error {
-  explicit SafetyGateFailed(const std::string& message, nlohmann::json gate_report)
-      : Error(message), report(std::move(gate_report)) {}
-  nlohmann::json report;
+  SafetyGateFailed(const std::string& message, nlohmann::json gate_report,
+                   std::filesystem::path adapter_file)
+      : Error(message), report(std::move(gate_report)), adapter(std::move(adapter_file)) {}
+  nlohmann::json report;          // SafetyReport::to_json
+  std::filesystem::path adapter;  // the refused adapter, in the working folder
 };
 
 struct PersonalizeOptions {

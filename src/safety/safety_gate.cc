@@ -330,8 +330,12 @@ BehaviourReport score_probes(Transformer& model, const Tokenizer& tokenizer,
 // ---- the gate ----------------------------------------------------------------------------
 
 double SafetyReport::score_ratio() const {
-  if (behaviour.base_score <= 0) return behaviour.score > 0 ? INFINITY : 1.0;
+  if (behaviour.base_score <= 0) return 1.0;
   return behaviour.score / behaviour.base_score;
+}
+
+void check_probes_fit(const Tokenizer& tokenizer, const ProbeSet& probes, int64_t context) {
+  for (const SafetyProbe& p : probes.probes) tokenize_probe(tokenizer, p, probes.source, context);
 }
 
 SafetyReport safety_check(Transformer& model, const Tokenizer& tokenizer, const Adapter& adapter,

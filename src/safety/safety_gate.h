@@ -100,6 +100,10 @@ BehaviourReport score_probes(Transformer& model, const Tokenizer& tokenizer,
                              const AdapterWeights& adapter, const ProbeSet& probes,
                              ThreadPool& pool);
 
+// Tokenizes every probe as score_probes does; Error naming the probe that does not fit the
+// context or has no continuation tokens (a server checks its probe set this way at start).
+void check_probes_fit(const Tokenizer& tokenizer, const ProbeSet& probes, int64_t context);
+
 struct SafetyReport {
   BoundsReport bounds;
   BehaviourReport behaviour;
@@ -108,7 +112,8 @@ struct SafetyReport {
   std::string probes_source, probes_sha256;
   std::vector<std::string> reasons;  // why the gate failed; empty when it passed
   bool passed() const { return reasons.empty(); }
-  double score_ratio() const;  // behaviour.score / behaviour.base_score (1 when both are 0)
+  // behaviour.score / behaviour.base_score; 1 when the base scores 0 (nothing it could lose).
+  double score_ratio() const;
   nlohmann::ordered_json to_json(bool per_probe = false) const;
   std::string summary() const;  // one line for people
 };

@@ -47,7 +47,7 @@ PersonalizeOptions options_from(const json& request, const std::string& default_
   p.finetune.steps = 100;
   p.finetune.batch = 8;
   p.finetune.seq_len = 0;
-  p.finetune.lr = 3e-4;
+  p.finetune.lr = 0;  // personalize() picks: 3e-4, or 1e-3 under DP-SGD
   p.chat_format = default_chat_format;
   const json options = request.value("options", json::object());
   if (!options.is_object()) fail("'options' must be an object");
@@ -74,6 +74,12 @@ PersonalizeOptions options_from(const json& request, const std::string& default_
       p.finetune.seq_len = integer(1, 1 << 20);
     else if (key == "seed")
       p.finetune.seed = static_cast<uint64_t>(integer(0, INT64_MAX));
+    else if (key == "dp_epsilon")
+      p.finetune.dp_epsilon = number(1e-3, 100);
+    else if (key == "dp_delta")
+      p.finetune.dp_delta = number(1e-12, 0.5);
+    else if (key == "dp_clip")
+      p.finetune.dp_clip = number(1e-6, 1e6);
     else if (key == "calibrate_steps")
       p.calibrate_steps = integer(1, 100000);
     else if (key == "calibrate_lr")
@@ -102,9 +108,15 @@ PersonalizeOptions options_from(const json& request, const std::string& default_
     } else {
       fail(
           "unknown option '{}': steps, lr, batch, seq_len, seed, calibrate_steps, calibrate_lr, "
-          "heldout_share, objective_evals, granularity, chat_format, scale_bounds",
+          "heldout_share, objective_evals, granularity, chat_format, scale_bounds, dp_epsilon, "
+          "dp_delta, dp_clip",
           key);
     }
+  }
+  if (p.finetune.dp_epsilon > 0 && p.finetune.seq_len <= 0) {
+    fail(
+        "options.dp_epsilon needs options.seq_len: the automatic choice (the longest example) "
+        "would depend on the records outside the privacy guarantee");
   }
   return p;
 }
@@ -192,13 +204,33 @@ JobRecord JobRunner::submit(const json& request, const std::string& records,
     write_file_atomic(file, records);
     // Everything the pipeline checks before training, now, so bad input is a 400 and not a
     // failed job: the records, the user, enough conversations.
-    const DomainUser u = load_domain_user(domain, file, user);
-    build_personal_examples(u, file, p.heldout_share);
+    load_domain_user(domain, file, user);
+    // ...and what is left once screening drops flagged records (as the job will).
+    fs::path screened = file;
+    int64_t flagged = 0;
+    if (o_.screen_patterns != nullptr) {
+      screened = dir / "screened.jsonl";
+      flagged =
+          static_cast<int64_t>(screen_records(file, *o_.screen_patterns, screened).findings.size());
+    }
+    try {
+      const DomainUser u = load_domain_user(domain, screened, user);
+      build_personal_examples(u, screened, p.heldout_share);
+    } catch (const Error& e) {
+      if (flagged == 0) throw;
+      fail(
+          "{} (after screening left out {} flagged record{}: see bitdelta screen, "
+          "docs/safety.md)",
+          e.what(), flagged, flagged == 1 ? "" : "s");
+    }
+    if (screened != file) fs::remove(screened);
   } catch (const Error& e) {
     fs::remove_all(dir);
     std::string message = e.what();
-    for (size_t at; (at = message.find(file.string())) != std::string::npos;) {
-      message.replace(at, file.string().size(), "interactions");
+    for (const fs::path& f : {file, dir / "screened.jsonl"}) {
+      for (size_t at; (at = message.find(f.string())) != std::string::npos;) {
+        message.replace(at, f.string().size(), "interactions");
+      }
     }
     fail("{}", message);
   }
@@ -332,6 +364,7 @@ void JobRunner::run(JobRecord job) {
   p.screen_patterns = o_.screen_patterns;
   p.safety_probes = o_.safety_probes;
   p.require_consent = o_.require_consent;
+  p.safety_policy = o_.safety_policy;
   p.actor = job.owner;
   // The version is fixed when the job first runs; after a crash it may already be registered.
   if (!job.adapter_id.empty()) {
@@ -410,6 +443,11 @@ void JobRunner::run(JobRecord job) {
     }
     job.state = "cancelled";
     job.progress_json = json{{"message", "cancelled"}}.dump();
+    fs::remove_all(dir);
+  } catch (const SafetyGateFailed& e) {
+    job.state = "failed";
+    job.error = e.what();
+    job.result_json = json{{"safety", e.report}}.dump();  // the gate's whole report
     fs::remove_all(dir);
   } catch (const std::exception& e) {
     job.state = "failed";

@@ -40,6 +40,7 @@ struct JobRunnerOptions {
   const ScreenPatterns* screen_patterns = nullptr;
   const ProbeSet* safety_probes = nullptr;
   bool require_consent = false;  // docs/consent.md
+  SafetyPolicy safety_policy;    // the gate's limits (serve --max-kl ...)
 };
 
 class JobRunner {

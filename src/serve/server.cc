@@ -216,6 +216,13 @@ struct Server::Impl {
     }
     audit.emplace(store->dir() / "audit.jsonl", signer ? &*signer : nullptr);
     probes.emplace(o.safety_probes.empty() ? ProbeSet::builtin() : ProbeSet::load(o.safety_probes));
+    for (const auto& b : bases) {  // a probe set that cannot run is an error now, not per upload
+      try {
+        check_probes_fit(*b->tokenizer, *probes, b->model->config().max_position_embeddings);
+      } catch (const Error& e) {
+        fail("the safety gate's probe set does not fit base '{}': {}", b->name, e.what());
+      }
+    }
     screening.emplace(o.screen_patterns.empty() ? ScreenPatterns::builtin()
                                                 : ScreenPatterns::load(o.screen_patterns));
     if (o.job_threads > 0) {
@@ -229,6 +236,7 @@ struct Server::Impl {
       jo.screen_patterns = &*screening;
       jo.safety_probes = &*probes;
       jo.require_consent = o.require_consent;
+      jo.safety_policy = o.safety_policy;
       jobs.emplace(*store, jo);
     }
     routes();
@@ -481,6 +489,12 @@ struct Server::Impl {
       }
       std::optional<SafetyReport> safety;
       if (o.safety_gate) {
+        // The cheap refusal first: a taken id is a 409 before the gate's forward passes.
+        if (store->find(id)) {
+          http_fail(409, fmt::format("{} already exists; versions are immutable: upload as the "
+                                     "next version",
+                                     id.to_string()));
+        }
         safety = gate_upload(*bytes, id);
         if (!safety->passed()) {
           audit->append(
@@ -920,7 +934,13 @@ struct Server::Impl {
   // first, then the others). The check loads its own view of that base (the weights are shared
   // mappings) and runs on one thread of its own, so serving's forward passes are untouched.
   SafetyReport gate_upload(const std::string& bytes, const AdapterId& id) {
-    std::lock_guard lock(gate_mutex);
+    // One gate at a time; a second upload meanwhile is asked to retry rather than hold one of the
+    // HTTP threads that serving needs.
+    std::unique_lock lock(gate_mutex, std::try_to_lock);
+    if (!lock.owns_lock()) {
+      http_fail(429, "another upload is in the safety gate; retry in a few seconds",
+                "rate_limit_error", "safety_gate_busy");
+    }
     const std::filesystem::path tmp =
         store->dir() / "tmp" /
         fmt::format("gate-{:016x}.bdelta", std::random_device{}() * 0x9e3779b97f4a7c15ull);
@@ -936,7 +956,7 @@ struct Server::Impl {
     std::vector<Base*> order;
     if (auto it = domain_base.find(id.domain); it != domain_base.end()) order.push_back(it->second);
     for (const auto& b : bases) order.push_back(b.get());
-    std::string first_error;
+    std::string errors;
     ThreadPool one(1);
     for (Base* b : order) {
       std::unique_ptr<Transformer> model = Transformer::load(b->dir);
@@ -944,12 +964,12 @@ struct Server::Impl {
       try {
         adapter = open_adapter_for(tmp, *model, one);
       } catch (const Error& e) {
-        if (first_error.empty()) first_error = e.what();
+        errors += fmt::format("{}{}: {}", errors.empty() ? "" : "; ", b->name, e.what());
         continue;
       }
       return safety_check(*model, *b->tokenizer, *adapter, *probes, o.safety_policy, one);
     }
-    http_fail(400, first_error);
+    http_fail(400, fmt::format("the adapter fits none of the served bases ({})", errors));
   }
 
   json record_json(const AdapterRecord& r) const {

@@ -270,13 +270,13 @@ struct AdapterStore::Impl {
   AdapterRecord register_staged(StagedFile& staged, const std::string& sha256,
                                 const std::string& what, std::optional<AdapterId> id,
                                 const std::optional<std::string>& expected_base_fingerprint,
-                                const AdapterCheck& check);
+                                const AdapterCheck& check, const Attachments& attachments);
 };
 
 AdapterRecord AdapterStore::Impl::register_staged(
     StagedFile& staged, const std::string& sha256, const std::string& what,
     std::optional<AdapterId> id, const std::optional<std::string>& expected_base_fingerprint,
-    const AdapterCheck& check) {
+    const AdapterCheck& check, const Attachments& attachments) {
   AdapterRecord r;
   {
     std::shared_ptr<Adapter> adapter;
@@ -350,6 +350,19 @@ AdapterRecord AdapterStore::Impl::register_staged(
         .bind(8, r.metadata_json)
         .bind(9, r.created_at);
     insert.run();
+    for (const auto& [kind, body] : attachments) {
+      Statement(db,
+                "INSERT OR REPLACE INTO attachments (domain, user, version, kind, body, added_at) "
+                "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                dir)
+          .bind(1, r.id.domain)
+          .bind(2, r.id.user)
+          .bind(3, r.id.version)
+          .bind(4, kind)
+          .bind(5, body)
+          .bind(6, r.created_at)
+          .run();
+    }
     r.latest = r.id.version > latest.value_or(0);
     tx.commit();
   } catch (...) {
@@ -487,7 +500,7 @@ AdapterStore AdapterStore::open(const fs::path& dir_in) {
 
 AdapterRecord AdapterStore::add(const fs::path& file, std::optional<AdapterId> id,
                                 std::optional<std::string> expected_base_fingerprint,
-                                const AdapterCheck& check) {
+                                const AdapterCheck& check, const Attachments& attachments) {
   if (id) check_id(*id, /*allow_latest=*/false);
   StagedFile staged(impl_->tmp_dir());
   {
@@ -514,18 +527,18 @@ AdapterRecord AdapterStore::add(const fs::path& file, std::optional<AdapterId> i
   }
   const std::string sha256 = staged.sha256();
   return impl_->register_staged(staged, sha256, file.string(), std::move(id),
-                                expected_base_fingerprint, check);
+                                expected_base_fingerprint, check, attachments);
 }
 
 AdapterRecord AdapterStore::add_bytes(std::string_view bytes, std::optional<AdapterId> id,
                                       std::optional<std::string> expected_base_fingerprint,
-                                      const AdapterCheck& check) {
+                                      const AdapterCheck& check, const Attachments& attachments) {
   if (id) check_id(*id, /*allow_latest=*/false);
   StagedFile staged(impl_->tmp_dir());
   staged.write({reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()});
   const std::string sha256 = staged.sha256();
   return impl_->register_staged(staged, sha256, "the uploaded adapter", std::move(id),
-                                expected_base_fingerprint, check);
+                                expected_base_fingerprint, check, attachments);
 }
 
 std::optional<AdapterRecord> AdapterStore::find(const AdapterId& id) const {
@@ -669,9 +682,23 @@ constexpr const char* kConsentColumns =
 std::optional<ConsentRecord> AdapterStore::put_consent(ConsentRecord r) {
   check_id(AdapterId{r.domain == "*" ? "any" : r.domain, r.user, 1}, /*allow_latest=*/false);
   r.updated_at = now_rfc3339();
-  std::optional<ConsentRecord> previous = consent_for(r.user, r.domain);
-  if (previous && previous->domain != r.domain) previous.reset();
   std::lock_guard lock(impl_->mutex);
+  WriteTransaction tx(impl_->db, impl_->dir);
+  // What decided for this scope before: the record itself, or (for one domain) the user's "*".
+  const std::string sql = fmt::format(
+      "SELECT {} FROM consent WHERE user = ?1 AND domain IN (?2, '*') ORDER BY domain = '*' "
+      "LIMIT 1",
+      kConsentColumns);
+  Statement find(impl_->db, sql.c_str(), impl_->dir);
+  find.bind(1, r.user).bind(2, r.domain);
+  std::optional<ConsentRecord> previous;
+  if (find.step()) previous = read_consent(find);
+  // A decision for every domain replaces the per-domain ones: the newest word is the user's.
+  if (r.domain == "*") {
+    Statement(impl_->db, "DELETE FROM consent WHERE user = ?1 AND domain != '*'", impl_->dir)
+        .bind(1, r.user)
+        .run();
+  }
   Statement(impl_->db,
             "INSERT OR REPLACE INTO consent (user, domain, personalization, note, updated_at, "
             "updated_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -683,6 +710,7 @@ std::optional<ConsentRecord> AdapterStore::put_consent(ConsentRecord r) {
       .bind(5, r.updated_at)
       .bind(6, r.updated_by)
       .run();
+  tx.commit();
   return previous;
 }
 

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -22,6 +23,9 @@ class Adapter;
 // Extra validation of an adapter before it enters the store (e.g. Adapter::check_base against
 // the server's loaded model); throws Error to refuse it.
 using AdapterCheck = std::function<void(const Adapter&)>;
+// Documents registered with an adapter version in the same transaction, by kind (see
+// put_attachment).
+using Attachments = std::map<std::string, std::string>;
 
 struct AdapterRecord {
   AdapterId id;
@@ -73,14 +77,15 @@ class AdapterStore {
   // and, when `expected_base_fingerprint` is given, that it was made for that base; then copies
   // it into its blob (atomically) and registers it under `id` (default: the file's adapter_id).
   // Refuses an id that already exists. `check`, when given, runs on the opened adapter before it
-  // is registered. Nothing is left behind when anything fails.
+  // is registered. `attachments` are registered with it, in the same transaction. Nothing is
+  // left behind when anything fails.
   AdapterRecord add(const std::filesystem::path& file, std::optional<AdapterId> id = {},
                     std::optional<std::string> expected_base_fingerprint = {},
-                    const AdapterCheck& check = {});
+                    const AdapterCheck& check = {}, const Attachments& attachments = {});
   // The same from bytes in memory (an HTTP upload): written to a temp file in the store first.
   AdapterRecord add_bytes(std::string_view bytes, std::optional<AdapterId> id = {},
                           std::optional<std::string> expected_base_fingerprint = {},
-                          const AdapterCheck& check = {});
+                          const AdapterCheck& check = {}, const Attachments& attachments = {});
 
   // "domain/user/vN" exactly, or "domain/user" (version 0) for its latest version.
   std::optional<AdapterRecord> find(const AdapterId& id) const;
@@ -111,8 +116,10 @@ class AdapterStore {
   void put_attachment(const AdapterId& id, const std::string& kind, const std::string& body);
   std::optional<std::string> find_attachment(const AdapterId& id, const std::string& kind) const;
 
-  // Sets the user's consent for a domain (or "*"), returning the record it replaces. Error for
-  // a domain that is neither a name of letters, digits, '-' or '_' nor "*", or a bad user id.
+  // Sets the user's consent for a domain, or for every domain with "*" (which also drops the
+  // user's per-domain records: the newest decision counts), and returns the record that decided
+  // for that scope before (for one domain, possibly the user's "*"). Error for a domain that is
+  // neither a name of letters, digits, '-' or '_' nor "*", or a bad user id.
   std::optional<ConsentRecord> put_consent(ConsentRecord record);
   // The user's records, "*" first then by domain.
   std::vector<ConsentRecord> list_consent(const std::string& user) const;

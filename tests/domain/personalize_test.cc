@@ -531,15 +531,26 @@ TEST(PersonalizeCli, ConsentIsCheckedBeforeTraining) {
   EXPECT_TRUE(contains(r.err, "asked to stop")) << r.err;
   expect_store_empty(store);
 
-  // Given for every domain, but the general record still wins; then given there too.
+  // Given for every domain: the newest decision replaces the general record. Withdrawn for
+  // general again: that record wins over "*" there.
+  auto show = [&] {
+    auto shown =
+        testing::run_cli("consent show --json --store " + shell_arg(store) + " --user user-sailor");
+    EXPECT_EQ(shown.exit_code, 0) << shown.err;
+    return json::parse(shown.out);
+  };
   ASSERT_EQ(testing::run_cli("consent set --store " + shell_arg(store) +
                              " --user user-sailor --personalization yes")
                 .exit_code,
             0);
-  auto shown =
-      testing::run_cli("consent show --json --store " + shell_arg(store) + " --user user-sailor");
-  ASSERT_EQ(shown.exit_code, 0) << shown.err;
-  const json j = json::parse(shown.out);
+  json j = show();
+  EXPECT_EQ(j["effective"]["general"], true);
+  EXPECT_EQ(j["records"].size(), 1u);
+  ASSERT_EQ(testing::run_cli("consent set --store " + shell_arg(store) +
+                             " --user user-sailor --domain general --personalization no")
+                .exit_code,
+            0);
+  j = show();
   EXPECT_EQ(j["effective"]["general"], false);
   EXPECT_EQ(j["effective"]["education"], true);
   EXPECT_EQ(j["records"].size(), 2u);
