@@ -1,35 +1,4 @@
-#include "serve/server.h"
-
-#include <fmt/format.h>
-#include <httplib.h>
-#include <sys/socket.h>
-
-#include <algorithm>
-#include <atomic>
-#include <chrono>
-#include <nlohmann/json.hpp>
-#include <optional>
-#include <random>
-#include <set>
-
-#include "delta/adapter.h"
-#include "delta/adapter_id.h"
-#include "delta/signature.h"
-#include "domain/domain.h"
-#include "domain/records.h"
-#include "safety/screening.h"
-#include "serve/adapter_cache.h"
-#include "serve/auth.h"
-#include "serve/jobs.h"
-#include "serve/metrics.h"
-#include "serve/scheduler.h"
-#include "store/adapter_store.h"
-#include "store/audit_log.h"
-#include "tokenizer/chat_template.h"
-#include "util/error.h"
-#include "util/files.h"
-#include "util/log.h"
-#include "util/sha256.h"
+#include "serve/server_impl.h"
 
 namespace bitdelta {
 
@@ -39,1265 +8,741 @@ std::string base_folder_name(const std::filesystem::path& dir) {
   return name;
 }
 
-namespace {
-
-using json = nlohmann::json;
-using Clock = std::chrono::steady_clock;
-
-// An error the client caused or should know about, answered in OpenAI's error shape.
-struct HttpError {
-  int status;
-  std::string message, type, code;
-};
-
-[[noreturn]] void http_fail(int status, std::string message, std::string type = "invalid_request_error",
-                            std::string code = "") {
-  throw HttpError{status, std::move(message), std::move(type), std::move(code)};
-}
-
-void write_error(httplib::Response& res, const HttpError& e) {
-  res.status = e.status;
-  json err{{"message", e.message}, {"type", e.type}, {"param", nullptr},
-           {"code", e.code.empty() ? json(nullptr) : json(e.code)}};
-  res.set_content(json{{"error", err}}.dump(), "application/json");
-}
-
-std::string random_id(const char* prefix) {
-  thread_local std::mt19937_64 rng{std::random_device{}()};
-  return fmt::format("{}-{:016x}", prefix, rng());
-}
-
-int64_t unix_now() {
-  return std::chrono::duration_cast<std::chrono::seconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-// The request's parameters shared by both endpoints.
-struct Sampling {
-  GenerateOptions options;
-  bool stream = false;
-};
-
-}  // namespace
-
-// One base model and what serves it: its tokenizer and chat template, its adapters' cache and
-// its own scheduler (engine thread). Every base's scheduler runs its parallel loops on the one
-// shared pool of model threads, where loops take turns: two busy bases split the cores about
-// evenly, and an idle base costs nothing.
-struct Base {
-  std::string name;
-  std::filesystem::path dir;
-  std::unique_ptr<Transformer> model;
-  std::optional<Tokenizer> tokenizer;
-  std::optional<ChatTemplate> chat;
-  std::vector<int32_t> stop_ids;
-  std::optional<AdapterCache> cache;
-  std::optional<Scheduler> scheduler;
-};
-
-struct Server::Impl {
-  ServeOptions o;
-  std::vector<std::unique_ptr<Base>> bases;  // the first is the default
-  std::map<std::string, Base*> domain_base;  // --domain-base
-  std::optional<AdapterStore> store;
-  std::optional<ApiKeys> keys;
-  MetricsRegistry metrics;
-  ThreadPool& pool = default_thread_pool();
-  std::optional<SigningKey> signer;    // --signing-key: signs the adapters jobs create
-  std::optional<TrustedKeys> trusted;  // --trusted-keys
-  std::mutex verified_mutex;
-  std::set<std::string> verified;  // blobs checked since start (verify_stored)
-  std::optional<AuditLog> audit;   // the store's audit.jsonl
-  std::optional<ProbeSet> probes;  // the safety gate's
-  std::optional<ScreenPatterns> screening;  // jobs' training-data screening
-  std::mutex gate_mutex;                    // one upload gate at a time, on its own thread
-  std::optional<JobRunner> jobs;            // after store: destroyed (stopped) before it
-  httplib::Server http;
-  int port = 0;
-  std::atomic<bool> stopping{false};
-  std::atomic<int64_t> in_flight{0};
-
-  CounterFamily requests = metrics.counter_family(
-      "bitdelta_http_requests_total", "HTTP requests by endpoint and status", {"endpoint", "status"});
-  Counter prompt_tokens = metrics.counter("bitdelta_prompt_tokens_total", "Prompt tokens processed");
-  Counter completion_tokens =
-      metrics.counter("bitdelta_completion_tokens_total", "Tokens generated");
-  Counter cancelled_by_client = metrics.counter(
-      "bitdelta_requests_cancelled_total", "Requests cancelled because the client went away");
-
-  // A write to the client failed (it went away): cancel its request, which frees its sequence,
-  // and end the content provider (false).
-  bool client_left(RequestChannel& channel) {
-    cancelled_by_client.inc();
-    channel.cancel();
-    return false;
-  }
-  Gauge queue_gauge = metrics.gauge("bitdelta_queue_length", "Requests waiting for a batch slot");
-  Gauge active_gauge = metrics.gauge("bitdelta_active_sequences", "Sequences in the running batch");
-  Histogram batch_size = metrics.histogram("bitdelta_batch_sequences",
-                                           "Sequences per forward pass", {1, 2, 4, 8, 16, 32, 64});
-  HistogramFamily base_batch_size = metrics.histogram_family("bitdelta_base_batch_sequences",
-                                                             "Sequences per forward pass, by base",
-                                                             {"base"}, {1, 2, 4, 8, 16, 32, 64});
-  GaugeFamily base_queue = metrics.gauge_family(
-      "bitdelta_base_queue_length", "Requests waiting for a batch slot, by base", {"base"});
-  GaugeFamily base_active = metrics.gauge_family(
-      "bitdelta_base_active_sequences", "Sequences in the running batch, by base", {"base"});
-  Histogram ttft = metrics.histogram("bitdelta_time_to_first_token_seconds",
-                                     "From request to its first generated text",
-                                     default_latency_buckets());
-  Histogram itl = metrics.histogram("bitdelta_inter_token_latency_seconds",
-                                    "Between consecutive streamed pieces of a request",
-                                    exponential_buckets(0.001, 2, 14));
-
-  explicit Impl(const ServeOptions& options) : o(options) {
-    const bool loopback = o.host == "127.0.0.1" || o.host == "localhost" || o.host == "::1";
-    if (o.api_keys.empty()) {
-      if (!loopback) {
-        fail("refusing to serve on {} without --api-keys: anyone could use and change every "
-             "adapter; give --api-keys FILE or bind to 127.0.0.1",
-             o.host);
-      }
-      keys.emplace(ApiKeys::none());
-      spdlog::warn("no --api-keys: authentication is off; listening on loopback only ({})", o.host);
-    } else {
-      keys.emplace(ApiKeys::load(o.api_keys));
-    }
-    std::vector<std::pair<std::string, std::filesystem::path>> models = o.models;
-    if (models.empty()) models.emplace_back(base_folder_name(o.model), o.model);
-    for (const auto& [name, dir] : models) {
-      if (name.empty() || name.find('/') != std::string::npos) {
-        fail("base name '{}' must be non-empty and without '/' (adapter ids use it)", name);
-      }
-      for (const auto& b : bases) {
-        if (b->name == name) fail("two bases are named '{}'; name them apart with NAME=DIR", name);
-      }
-      auto b = std::make_unique<Base>();
-      b->name = name;
-      b->dir = dir;
-      b->model = Transformer::load(dir);
-      b->tokenizer.emplace(Tokenizer::from_folder(dir));
-      try {
-        b->chat.emplace(ChatTemplate::detect(*b->tokenizer, b->model->config().model_type));
-      } catch (const Error&) {
-        // No supported template: /v1/chat/completions answers 400, completions still work.
-      }
-      if (b->tokenizer->eos_id()) b->stop_ids.push_back(*b->tokenizer->eos_id());
-      for (const char* end : {"<|im_end|>", "<|eot_id|>", "<|endoftext|>"}) {
-        if (auto id = b->tokenizer->token_id(end)) b->stop_ids.push_back(*id);
-      }
-      b->cache.emplace(*b->model, static_cast<uint64_t>(o.adapter_cache_mb) << 20, metrics, pool,
-                       name);
-      b->scheduler.emplace(*b->model, *b->tokenizer,
-                           SchedulerOptions{o.max_batch, o.max_queue, o.prefill_chunk}, pool);
-      b->scheduler->on_batch = [this, child = base_batch_size.labels({name})](
-                                   int64_t sequences, int64_t, double) mutable {
-        batch_size.observe(static_cast<double>(sequences));
-        child.observe(static_cast<double>(sequences));
-      };
-      bases.push_back(std::move(b));
-    }
-    for (const auto& [domain, name] : o.domain_bases) {
-      if (!is_domain(domain))
-        fail("--domain-base {}={}: unknown domain; {}", domain, name, kDomainNames);
-      Base* found = find_base(name);
-      if (found == nullptr) {
-        fail("--domain-base {}={}: no base is named '{}' (bases: {})", domain, name, name,
-             base_names());
-      }
-      domain_base[domain] = found;
-    }
-    store.emplace(AdapterStore::open(o.store));
-    if (!o.signing_key.empty()) signer.emplace(SigningKey::load(o.signing_key));
-    if (!o.trusted_keys.empty()) trusted.emplace(TrustedKeys::load(o.trusted_keys));
-    if (o.require_signatures && !trusted) {
-      fail("--require-signatures needs --trusted-keys DIR: the keys whose signatures count");
-    }
-    audit.emplace(store->dir() / "audit.jsonl", signer ? &*signer : nullptr);
-    probes.emplace(o.safety_probes.empty() ? ProbeSet::builtin() : ProbeSet::load(o.safety_probes));
-    for (const auto& b : bases) {  // a probe set that cannot run is an error now, not per upload
-      try {
-        check_probes_fit(*b->tokenizer, *probes, b->model->config().max_position_embeddings);
-      } catch (const Error& e) {
-        fail("the safety gate's probe set does not fit base '{}': {}", b->name, e.what());
-      }
-    }
-    screening.emplace(o.screen_patterns.empty() ? ScreenPatterns::builtin()
-                                                : ScreenPatterns::load(o.screen_patterns));
-    if (o.job_threads > 0) {
-      JobRunnerOptions jo;
-      jo.bases[""] = bases.front()->dir;
-      for (const auto& [domain, b] : domain_base) jo.bases[domain] = b->dir;
-      jo.threads = o.job_threads;
-      jo.chat_format = o.personalize_chat_format;
-      jo.signing_key = signer ? &*signer : nullptr;
-      jo.audit = &*audit;
-      jo.screen_patterns = &*screening;
-      jo.safety_probes = &*probes;
-      jo.require_consent = o.require_consent;
-      jo.safety_policy = o.safety_policy;
-      jobs.emplace(*store, jo);
-    }
-    routes();
-    http.set_payload_max_length(static_cast<size_t>(o.max_body_bytes));
-    http.new_task_queue = [n = o.http_threads] { return new httplib::ThreadPool(n); };
-    // httplib listens with a backlog of 5: a burst of new connections would see SYNs dropped
-    // and retried a second later. Keep the listening socket and widen its backlog after bind.
-    int listen_fd = -1;
-    http.set_socket_options([&listen_fd](socket_t sock) {
-      // Not httplib's default SO_REUSEPORT: with it a second server binds the same port and the
-      // kernel splits connections between the two. SO_REUSEADDR only lets a restarted server
-      // bind past connections left in TIME_WAIT; Linux still refuses a port that is listening.
-      int yes = 1;
-      setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-      listen_fd = sock;
-    });
-    if (o.port < 0 || o.port > 65535) {
-      fail("--port {} is not a TCP port: give 1-65535, or 0 for any free port", o.port);
-    }
-    if (o.port == 0) {
-      port = http.bind_to_any_port(o.host);
-    } else if (http.bind_to_port(o.host, o.port)) {
-      port = o.port;
-    } else {
-      port = -1;
-    }
-    if (port < 0) {
+Server::Impl::Impl(const ServeOptions& options) : o(options) {
+  const bool loopback = o.host == "127.0.0.1" || o.host == "localhost" || o.host == "::1";
+  if (o.api_keys.empty()) {
+    if (!loopback) {
       fail(
-          "cannot listen on {}:{}: the port is in use (another server?) or the host is not an "
-          "address of this machine; pick another --port, or 0 for any free port",
-          o.host, o.port);
+          "refusing to serve on {} without --api-keys: anyone could use and change every "
+          "adapter; give --api-keys FILE or bind to 127.0.0.1",
+          o.host);
     }
-    if (listen_fd >= 0) ::listen(listen_fd, 1024);
+    keys.emplace(ApiKeys::none());
+    spdlog::warn("no --api-keys: authentication is off; listening on loopback only ({})", o.host);
+  } else {
+    keys.emplace(ApiKeys::load(o.api_keys));
   }
-
-  Base* find_base(const std::string& name) const {
-    for (const auto& b : bases) {
-      if (b->name == name) return b.get();
-    }
-    return nullptr;
-  }
-  std::string base_names() const {
-    std::string out;
-    for (const auto& b : bases) out += (out.empty() ? "" : ", ") + b->name;
-    return out;
-  }
-  // The base an adapter runs on: the one whose fingerprint it carries (the domain's base first).
-  Base* base_of(const AdapterRecord& r) const {
-    if (auto it = domain_base.find(r.id.domain);
-        it != domain_base.end() && it->second->cache->compatible(r.sha256, store->blob_path(r))) {
-      return it->second;
+  std::vector<std::pair<std::string, std::filesystem::path>> models = o.models;
+  if (models.empty()) models.emplace_back(base_folder_name(o.model), o.model);
+  for (const auto& [name, dir] : models) {
+    if (name.empty() || name.find('/') != std::string::npos) {
+      fail("base name '{}' must be non-empty and without '/' (adapter ids use it)", name);
     }
     for (const auto& b : bases) {
-      if (b->cache->compatible(r.sha256, store->blob_path(r))) return b.get();
+      if (b->name == name) fail("two bases are named '{}'; name them apart with NAME=DIR", name);
     }
-    return nullptr;
-  }
-
-  // Who is calling: 401 without a valid key (when keys are configured).
-  Principal authenticate(const httplib::Request& req) const {
-    if (!keys->enabled()) return *keys->authenticate("");
-    const std::string header = req.get_header_value("Authorization");
-    auto token = parse_bearer(header);
-    std::optional<Principal> p = token ? keys->authenticate(*token) : std::nullopt;
-    sha256_thread_done();
-    if (!p) {
-      http_fail(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
-                "authentication_error", "invalid_api_key");
-    }
-    return *p;
-  }
-
-  // A stored adapter the principal may use, or 404 — the same answer whether it does not exist
-  // or belongs to someone else, so existence is never revealed.
-  AdapterRecord resolve(const Principal& who, const std::string& name) {
-    const std::string not_found = fmt::format(
-        "The model '{}' does not exist or you do not have access to it.", name);
-    AdapterId id;
+    auto b = std::make_unique<Base>();
+    b->name = name;
+    b->dir = dir;
+    b->model = Transformer::load(dir);
+    b->tokenizer.emplace(Tokenizer::from_folder(dir));
     try {
-      id = AdapterId::parse(name, /*allow_latest=*/true);
+      b->chat.emplace(ChatTemplate::detect(*b->tokenizer, b->model->config().model_type));
     } catch (const Error&) {
-      http_fail(404, not_found, "invalid_request_error", "model_not_found");
+      // No supported template: /v1/chat/completions answers 400, completions still work.
     }
-    if (!may_use(who, id)) http_fail(404, not_found, "invalid_request_error", "model_not_found");
-    std::optional<AdapterRecord> r = store->find(id);
-    if (!r) http_fail(404, not_found, "invalid_request_error", "model_not_found");
-    return *r;
+    if (b->tokenizer->eos_id()) b->stop_ids.push_back(*b->tokenizer->eos_id());
+    for (const char* end : {"<|im_end|>", "<|eot_id|>", "<|endoftext|>"}) {
+      if (auto id = b->tokenizer->token_id(end)) b->stop_ids.push_back(*id);
+    }
+    b->cache.emplace(*b->model, static_cast<uint64_t>(o.adapter_cache_mb) << 20, metrics, pool,
+                     name);
+    b->scheduler.emplace(*b->model, *b->tokenizer,
+                         SchedulerOptions{o.max_batch, o.max_queue, o.prefill_chunk}, pool);
+    b->scheduler->on_batch = [this, child = base_batch_size.labels({name})](
+                                 int64_t sequences, int64_t, double) mutable {
+      batch_size.observe(static_cast<double>(sequences));
+      child.observe(static_cast<double>(sequences));
+    };
+    bases.push_back(std::move(b));
   }
-
-  static json parse_body(const httplib::Request& req) {
-    json body = json::parse(req.body, nullptr, false);
-    if (body.is_discarded() || !body.is_object()) {
-      http_fail(400, "the request body is not a JSON object");
+  for (const auto& [domain, name] : o.domain_bases) {
+    if (!is_domain(domain))
+      fail("--domain-base {}={}: unknown domain; {}", domain, name, kDomainNames);
+    Base* found = find_base(name);
+    if (found == nullptr) {
+      fail("--domain-base {}={}: no base is named '{}' (bases: {})", domain, name, name,
+           base_names());
     }
-    return body;
+    domain_base[domain] = found;
   }
-
-  template <typename T>
-  static std::optional<T> field(const json& body, const char* name, json::value_t type1,
-                                json::value_t type2 = json::value_t::null) {
-    auto it = body.find(name);
-    if (it == body.end() || it->is_null()) return std::nullopt;
-    const bool number = type1 == json::value_t::number_float;
-    if (number ? !it->is_number() : (it->type() != type1 && it->type() != type2)) {
-      http_fail(400, fmt::format("'{}' has the wrong type", name));
-    }
-    return it->get<T>();
+  store.emplace(AdapterStore::open(o.store));
+  if (!o.signing_key.empty()) signer.emplace(SigningKey::load(o.signing_key));
+  if (!o.trusted_keys.empty()) trusted.emplace(TrustedKeys::load(o.trusted_keys));
+  if (o.require_signatures && !trusted) {
+    fail("--require-signatures needs --trusted-keys DIR: the keys whose signatures count");
   }
+  audit.emplace(store->dir() / "audit.jsonl", signer ? &*signer : nullptr);
+  probes.emplace(o.safety_probes.empty() ? ProbeSet::builtin() : ProbeSet::load(o.safety_probes));
+  for (const auto& b : bases) {  // a probe set that cannot run is an error now, not per upload
+    try {
+      check_probes_fit(*b->tokenizer, *probes, b->model->config().max_position_embeddings);
+    } catch (const Error& e) {
+      fail("the safety gate's probe set does not fit base '{}': {}", b->name, e.what());
+    }
+  }
+  screening.emplace(o.screen_patterns.empty() ? ScreenPatterns::builtin()
+                                              : ScreenPatterns::load(o.screen_patterns));
+  if (o.job_threads > 0) {
+    JobRunnerOptions jo;
+    jo.bases[""] = bases.front()->dir;
+    for (const auto& [domain, b] : domain_base) jo.bases[domain] = b->dir;
+    jo.threads = o.job_threads;
+    jo.chat_format = o.personalize_chat_format;
+    jo.signing_key = signer ? &*signer : nullptr;
+    jo.audit = &*audit;
+    jo.screen_patterns = &*screening;
+    jo.safety_probes = &*probes;
+    jo.require_consent = o.require_consent;
+    jo.safety_policy = o.safety_policy;
+    jobs.emplace(*store, jo);
+  }
+  routes();
+  http.set_payload_max_length(static_cast<size_t>(o.max_body_bytes));
+  http.new_task_queue = [n = o.http_threads] { return new httplib::ThreadPool(n); };
+  // httplib listens with a backlog of 5: a burst of new connections would see SYNs dropped
+  // and retried a second later. Keep the listening socket and widen its backlog after bind.
+  int listen_fd = -1;
+  http.set_socket_options([&listen_fd](socket_t sock) {
+    // Not httplib's default SO_REUSEPORT: with it a second server binds the same port and the
+    // kernel splits connections between the two. SO_REUSEADDR only lets a restarted server
+    // bind past connections left in TIME_WAIT; Linux still refuses a port that is listening.
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+    listen_fd = sock;
+  });
+  if (o.port < 0 || o.port > 65535) {
+    fail("--port {} is not a TCP port: give 1-65535, or 0 for any free port", o.port);
+  }
+  if (o.port == 0) {
+    port = http.bind_to_any_port(o.host);
+  } else if (http.bind_to_port(o.host, o.port)) {
+    port = o.port;
+  } else {
+    port = -1;
+  }
+  if (port < 0) {
+    fail(
+        "cannot listen on {}:{}: the port is in use (another server?) or the host is not an "
+        "address of this machine; pick another --port, or 0 for any free port",
+        o.host, o.port);
+  }
+  if (listen_fd >= 0) ::listen(listen_fd, 1024);
+}
 
-  // max_tokens stays -1 when the request does not say (filled in once the prompt is known).
-  Sampling sampling(const json& body, const Base& base) const {
-    Sampling s;
-    auto& opt = s.options;
-    opt.max_tokens = -1;
-    if (auto v = field<int64_t>(body, "max_tokens", json::value_t::number_unsigned,
-                                json::value_t::number_integer)) {
-      opt.max_tokens = *v;
-    }
-    if (auto v = field<int64_t>(body, "max_completion_tokens", json::value_t::number_unsigned,
-                                json::value_t::number_integer)) {
-      opt.max_tokens = *v;
-    }
-    if (opt.max_tokens < -1 || opt.max_tokens > o.max_tokens_limit ||
-        (opt.max_tokens == -1 && body.contains("max_tokens") && !body["max_tokens"].is_null())) {
-      http_fail(400, fmt::format("max_tokens must be between 0 and {}", o.max_tokens_limit));
-    }
-    opt.sampling.temperature = field<double>(body, "temperature", json::value_t::number_float).value_or(1.0);
-    opt.sampling.top_p = field<double>(body, "top_p", json::value_t::number_float).value_or(1.0);
-    if (auto seed = field<int64_t>(body, "seed", json::value_t::number_unsigned,
-                                   json::value_t::number_integer)) {
-      opt.sampling.seed = static_cast<uint64_t>(*seed);
+Base* Server::Impl::find_base(const std::string& name) const {
+  for (const auto& b : bases) {
+    if (b->name == name) return b.get();
+  }
+  return nullptr;
+}
+
+std::string Server::Impl::base_names() const {
+  std::string out;
+  for (const auto& b : bases) out += (out.empty() ? "" : ", ") + b->name;
+  return out;
+}
+
+// The base an adapter runs on: the one whose fingerprint it carries (the domain's base first).
+Base* Server::Impl::base_of(const AdapterRecord& r) const {
+  if (auto it = domain_base.find(r.id.domain);
+      it != domain_base.end() && it->second->cache->compatible(r.sha256, store->blob_path(r))) {
+    return it->second;
+  }
+  for (const auto& b : bases) {
+    if (b->cache->compatible(r.sha256, store->blob_path(r))) return b.get();
+  }
+  return nullptr;
+}
+
+// Who is calling: 401 without a valid key (when keys are configured).
+Principal Server::Impl::authenticate(const httplib::Request& req) const {
+  if (!keys->enabled()) return *keys->authenticate("");
+  const std::string header = req.get_header_value("Authorization");
+  auto token = parse_bearer(header);
+  std::optional<Principal> p = token ? keys->authenticate(*token) : std::nullopt;
+  sha256_thread_done();
+  if (!p) {
+    http_fail(401, "missing or invalid API key: send 'Authorization: Bearer <key>'",
+              "authentication_error", "invalid_api_key");
+  }
+  return *p;
+}
+
+// A stored adapter the principal may use, or 404 — the same answer whether it does not exist
+// or belongs to someone else, so existence is never revealed.
+AdapterRecord Server::Impl::resolve(const Principal& who, const std::string& name) {
+  const std::string not_found =
+      fmt::format("The model '{}' does not exist or you do not have access to it.", name);
+  AdapterId id;
+  try {
+    id = AdapterId::parse(name, /*allow_latest=*/true);
+  } catch (const Error&) {
+    http_fail(404, not_found, "invalid_request_error", "model_not_found");
+  }
+  if (!may_use(who, id)) http_fail(404, not_found, "invalid_request_error", "model_not_found");
+  std::optional<AdapterRecord> r = store->find(id);
+  if (!r) http_fail(404, not_found, "invalid_request_error", "model_not_found");
+  return *r;
+}
+
+json Server::Impl::parse_body(const httplib::Request& req) {
+  json body = json::parse(req.body, nullptr, false);
+  if (body.is_discarded() || !body.is_object()) {
+    http_fail(400, "the request body is not a JSON object");
+  }
+  return body;
+}
+
+// max_tokens stays -1 when the request does not say (filled in once the prompt is known).
+Sampling Server::Impl::sampling(const json& body, const Base& base) const {
+  Sampling s;
+  auto& opt = s.options;
+  opt.max_tokens = -1;
+  if (auto v = field<int64_t>(body, "max_tokens", json::value_t::number_unsigned,
+                              json::value_t::number_integer)) {
+    opt.max_tokens = *v;
+  }
+  if (auto v = field<int64_t>(body, "max_completion_tokens", json::value_t::number_unsigned,
+                              json::value_t::number_integer)) {
+    opt.max_tokens = *v;
+  }
+  if (opt.max_tokens < -1 || opt.max_tokens > o.max_tokens_limit ||
+      (opt.max_tokens == -1 && body.contains("max_tokens") && !body["max_tokens"].is_null())) {
+    http_fail(400, fmt::format("max_tokens must be between 0 and {}", o.max_tokens_limit));
+  }
+  opt.sampling.temperature =
+      field<double>(body, "temperature", json::value_t::number_float).value_or(1.0);
+  opt.sampling.top_p = field<double>(body, "top_p", json::value_t::number_float).value_or(1.0);
+  if (auto seed = field<int64_t>(body, "seed", json::value_t::number_unsigned,
+                                 json::value_t::number_integer)) {
+    opt.sampling.seed = static_cast<uint64_t>(*seed);
+  } else {
+    opt.sampling.seed = std::random_device{}();
+  }
+  if (auto n =
+          field<int64_t>(body, "n", json::value_t::number_unsigned, json::value_t::number_integer);
+      n && *n != 1) {
+    http_fail(400, "only n = 1 is supported");
+  }
+  if (auto it = body.find("stop"); it != body.end() && !it->is_null()) {
+    auto add = [&](const json& v) {
+      if (!v.is_string() || v.get<std::string>().empty()) {
+        http_fail(400, "'stop' must be a non-empty string or a list of up to 4 of them");
+      }
+      opt.stop_strings.push_back(v.get<std::string>());
+    };
+    if (it->is_array()) {
+      if (it->size() > 4) http_fail(400, "'stop' may hold at most 4 strings");
+      for (const json& v : *it) add(v);
     } else {
-      opt.sampling.seed = std::random_device{}();
+      add(*it);
     }
-    if (auto n = field<int64_t>(body, "n", json::value_t::number_unsigned,
-                                json::value_t::number_integer);
-        n && *n != 1) {
-      http_fail(400, "only n = 1 is supported");
+  }
+  s.stream = field<bool>(body, "stream", json::value_t::boolean).value_or(false);
+  opt.stop_ids = base.stop_ids;
+  try {
+    validate(opt.sampling);
+  } catch (const Error& e) {
+    http_fail(400, e.what());
+  }
+  return s;
+}
+
+void Server::Impl::routes() {
+  http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+    res.set_content(json{{"status", stopping ? "draining" : "ok"}}.dump(), "application/json");
+  });
+  http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+    int64_t queued = 0, active = 0;
+    for (const auto& b : bases) {
+      const SchedulerStats s = b->scheduler->stats();
+      base_queue.labels({b->name}).set(static_cast<double>(s.queued));
+      base_active.labels({b->name}).set(static_cast<double>(s.active));
+      queued += s.queued;
+      active += s.active;
     }
-    if (auto it = body.find("stop"); it != body.end() && !it->is_null()) {
-      auto add = [&](const json& v) {
-        if (!v.is_string() || v.get<std::string>().empty()) {
-          http_fail(400, "'stop' must be a non-empty string or a list of up to 4 of them");
+    queue_gauge.set(static_cast<double>(queued));
+    active_gauge.set(static_cast<double>(active));
+    res.set_content(metrics.render(), std::string(kPrometheusContentType));
+  });
+  handle("GET", "/v1/models", "models",
+         [this](const httplib::Request& req, httplib::Response& res) {
+           const Principal who = authenticate(req);
+           json data = json::array();
+           for (const auto& b : bases) {
+             json domains = json::array();
+             for (const auto& [domain, db] : domain_base) {
+               if (db == b.get()) domains.push_back(domain);
+             }
+             data.push_back({{"id", b->name},
+                             {"object", "model"},
+                             {"created", 0},
+                             {"owned_by", "base"},
+                             {"context_length", b->model->config().max_position_embeddings},
+                             {"domains", domains}});
+           }
+           for (const AdapterRecord& r : store->list()) {
+             if (!may_list(who, r.id)) continue;
+             const Base* b = base_of(r);
+             if (b == nullptr) continue;
+             data.push_back({{"id", r.id.to_string()},
+                             {"object", "model"},
+                             {"created", 0},
+                             {"owned_by", r.id.domain},
+                             {"base", b->name}});
+           }
+           res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
+         });
+  handle(
+      "POST", "/v1/completions", "completions",
+      [this](const httplib::Request& req, httplib::Response& res) { generate(req, res, false); });
+  handle("POST", "/v1/chat/completions", "chat",
+         [this](const httplib::Request& req, httplib::Response& res) { generate(req, res, true); });
+  handle(
+      "POST", "/v1/adapters", "adapters",
+      [this](const httplib::Request& req, httplib::Response& res) {
+        const Principal who = authenticate(req);
+        if (!req.has_param("id"))
+          http_fail(400, "give the adapter id: POST /v1/adapters?id=domain/user/vN");
+        AdapterId id;
+        try {
+          id = AdapterId::parse(req.get_param_value("id"));
+        } catch (const Error& e) {
+          http_fail(400, e.what());
         }
-        opt.stop_strings.push_back(v.get<std::string>());
-      };
-      if (it->is_array()) {
-        if (it->size() > 4) http_fail(400, "'stop' may hold at most 4 strings");
-        for (const json& v : *it) add(v);
-      } else {
-        add(*it);
+        if (!may_modify(who, id)) {
+          http_fail(403, "this key may not upload adapters for that user or domain",
+                    "permission_error");
+        }
+        // The adapter's bytes: the body, or the multipart part "file" (with its signature in the
+        // part "signature"); a signature may also come in the X-BitDelta-Signature header.
+        const std::string* bytes = &req.body;
+        std::string file_part;
+        std::optional<std::string> signature;
+        if (req.is_multipart_form_data()) {
+          if (!req.has_file("file"))
+            http_fail(400, "a multipart upload needs a 'file' part (the .bdelta)");
+          file_part = req.get_file_value("file").content;
+          bytes = &file_part;
+          if (req.has_file("signature")) signature = req.get_file_value("signature").content;
+        }
+        if (req.has_header("X-BitDelta-Signature"))
+          signature = req.get_header_value("X-BitDelta-Signature");
+        std::optional<SignatureCheck> check;
+        if (signature || o.require_signatures) {
+          check = check_adapter_signature(
+              sha256_hex({reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()}),
+              bytes->size(), signature, trusted ? &*trusted : nullptr);
+          sha256_thread_done();
+          // A signature that fails is refused even when none is required: it is never stored.
+          if (check->status != SignatureStatus::kValid) {
+            http_fail(403, fmt::format("signature check failed: {}", check->message),
+                      "permission_error", std::string(status_name(check->status)));
+          }
+        }
+        std::optional<SafetyReport> safety;
+        if (o.safety_gate) {
+          // The cheap refusal first: a taken id is a 409 before the gate's forward passes.
+          if (store->find(id)) {
+            http_fail(409, fmt::format("{} already exists; versions are immutable: upload as the "
+                                       "next version",
+                                       id.to_string()));
+          }
+          safety = gate_upload(*bytes, id);
+          if (!safety->passed()) {
+            audit->append(
+                {"reject",
+                 who.key_id,
+                 id.to_string(),
+                 sha256_hex({reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()}),
+                 {{"reason", "safety gate"}, {"reasons", safety->reasons}}});
+            sha256_thread_done();
+            std::string reasons;
+            for (const std::string& r : safety->reasons) reasons += "; " + r;
+            http_fail(422, fmt::format("the adapter failed the safety gate{}", reasons),
+                      "invalid_request_error", "safety_gate_failed");
+          }
+        }
+        AdapterRecord r;
+        try {
+          r = store->add_bytes(*bytes, id, std::nullopt, [this](const Adapter& a) {
+            // Accepted when it fits one of the bases (the domain's first).
+            std::vector<Base*> order;
+            if (auto it = domain_base.find(a.id().domain); it != domain_base.end()) {
+              order.push_back(it->second);
+            }
+            for (const auto& b : bases) order.push_back(b.get());
+            std::string first_error;
+            for (Base* b : order) {
+              try {
+                b->cache->check(a);
+                return;
+              } catch (const Error& e) {
+                if (first_error.empty()) first_error = e.what();
+              }
+            }
+            fail("{}", first_error);
+          });
+        } catch (const Error& e) {
+          const bool exists = std::string_view(e.what()).find("already") != std::string_view::npos;
+          http_fail(exists ? 409 : 400, e.what());
+        }
+        if (check) store->put_signature(r.sha256, check->signature->to_json().dump());
+        if (safety) store->put_attachment(r.id, "safety", safety->to_json().dump());
+        audit->append({"upload",
+                       who.key_id,
+                       r.id.to_string(),
+                       r.sha256,
+                       {{"bytes", r.file_bytes},
+                        {"signed_by", check ? json(check->signature->key_id) : json()}}});
+        res.status = 201;
+        res.set_content(record_json(r).dump(), "application/json");
+      });
+  handle("GET", "/v1/adapters", "adapters",
+         [this](const httplib::Request& req, httplib::Response& res) {
+           const Principal who = authenticate(req);
+           std::optional<std::string> domain, user;
+           if (req.has_param("domain")) domain = req.get_param_value("domain");
+           if (req.has_param("user")) user = req.get_param_value("user");
+           json data = json::array();
+           for (const AdapterRecord& r : store->list(domain, user)) {
+             if (may_list(who, r.id)) data.push_back(record_json(r));
+           }
+           res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
+         });
+  // domain/user or domain/user/vN, then /receipt (so a user named "receipt" stays reachable).
+  handle("GET", R"(/v1/adapters/([^/]+/[^/]+(?:/[^/]+)?)/receipt)", "adapters",
+         [this](const httplib::Request& req, httplib::Response& res) {
+           const Principal who = authenticate(req);
+           const AdapterRecord r = resolve_any_base(who, req.matches[1]);
+           std::optional<std::string> receipt = store->find_attachment(r.id, "receipt");
+           if (!receipt) {
+             http_fail(404,
+                       fmt::format("{} has no compute receipt: receipts are made when a "
+                                   "server or CLI with a signing key creates an adapter, not "
+                                   "for uploads",
+                                   r.id.to_string()),
+                       "invalid_request_error", "not_found");
+           }
+           res.set_content(*receipt, "application/json");
+         });
+  handle("GET", R"(/v1/adapters/(.+))", "adapters",
+         [this](const httplib::Request& req, httplib::Response& res) {
+           const Principal who = authenticate(req);
+           res.set_content(record_json(resolve_any_base(who, req.matches[1])).dump(),
+                           "application/json");
+         });
+  handle("DELETE", R"(/v1/adapters/(.+))", "adapters",
+         [this](const httplib::Request& req, httplib::Response& res) {
+           const Principal who = authenticate(req);
+           const AdapterRecord r = resolve_any_base(who, req.matches[1]);
+           if (!may_modify(who, r.id)) {
+             http_fail(404, fmt::format("adapter '{}' not found", std::string(req.matches[1])),
+                       "invalid_request_error", "not_found");
+           }
+           store->remove(r.id);
+           for (const auto& b : bases) b->cache->forget(r.sha256);
+           audit->append({"delete", who.key_id, r.id.to_string(), r.sha256, json::object()});
+           res.set_content(
+               json{{"id", r.id.to_string()}, {"object", "adapter"}, {"deleted", true}}.dump(),
+               "application/json");
+         });
+  job_routes();
+  audit_route();
+  consent_routes();
+}
+
+// A job the principal may see, or 404 (the same whether it does not exist or is someone
+// else's).
+JobRecord Server::Impl::visible_job(const Principal& who, const std::string& id) const {
+  std::optional<JobRecord> job = jobs ? jobs->find(id) : std::nullopt;
+  if (!job || !may_list(who, AdapterId{job->domain, job->user, 1})) {
+    http_fail(404, fmt::format("job '{}' not found", id), "invalid_request_error", "not_found");
+  }
+  return *job;
+}
+
+AdapterRecord Server::Impl::resolve_any_base(const Principal& who, const std::string& name) const {
+  const std::string not_found = fmt::format("adapter '{}' not found", name);
+  AdapterId id;
+  try {
+    id = AdapterId::parse(name, true);
+  } catch (const Error&) {
+    http_fail(404, not_found, "invalid_request_error", "not_found");
+  }
+  std::optional<AdapterRecord> r;
+  if (may_list(who, id)) r = store->find(id);
+  if (!r) http_fail(404, not_found, "invalid_request_error", "not_found");
+  return *r;
+}
+
+void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
+                            bool chat_request) {
+  const auto start = Clock::now();
+  const Principal who = authenticate(req);
+  const json body = parse_body(req);
+  auto model_name = field<std::string>(body, "model", json::value_t::string);
+  if (!model_name) http_fail(400, "'model' is required: the base model or an adapter id");
+  Base* base = find_base(*model_name);
+  std::optional<AdapterRecord> record;
+  if (base == nullptr) {
+    record = resolve(who, *model_name);
+    verify_stored(*record, *model_name);  // its bytes (and signature) before anything reads it
+    base = base_of(*record);
+    if (base == nullptr) {
+      http_fail(404,
+                fmt::format("The model '{}' does not exist or you do not have access to it.",
+                            *model_name),
+                "invalid_request_error", "model_not_found");
+    }
+  }
+  Sampling s = sampling(body, *base);
+  const Transformer* model = base->model.get();
+  const Tokenizer* tokenizer = &*base->tokenizer;
+
+  std::shared_ptr<Adapter> adapter;
+  if (record) {
+    const AdapterRecord& r = *record;
+    try {
+      adapter = base->cache->get(r.sha256, store->blob_path(r));  // loaded here, off the engine
+    } catch (const Error& e) {
+      http_fail(500, fmt::format("adapter '{}' could not be loaded: {}", *model_name, e.what()),
+                "server_error");
+    }
+    s.options.adapter = &adapter->weights();
+  }
+
+  std::vector<int32_t> prompt;
+  if (chat_request) {
+    // An adapter trained in another chat format than the base's (e.g. "plain" on a base
+    // without a template) is talked to in that format.
+    std::optional<ChatTemplate> adapter_chat;
+    if (adapter) {
+      if (auto it = adapter->metadata().find("chat_format"); it != adapter->metadata().end()) {
+        try {
+          adapter_chat.emplace(
+              ChatTemplate::select(*tokenizer, model->config().model_type, it->second));
+        } catch (const Error& e) {
+          http_fail(400, fmt::format("adapter '{}': {}", *model_name, e.what()));
+        }
       }
     }
-    s.stream = field<bool>(body, "stream", json::value_t::boolean).value_or(false);
-    opt.stop_ids = base.stop_ids;
+    const ChatTemplate* templ = adapter_chat ? &*adapter_chat : base->chat ? &*base->chat : nullptr;
+    if (!templ) http_fail(400, "this model has no supported chat template; use /v1/completions");
+    auto it = body.find("messages");
+    if (it == body.end() || !it->is_array() || it->empty()) {
+      http_fail(400, "'messages' must be a non-empty list of {role, content}");
+    }
+    std::vector<ChatMessage> messages;
+    for (const json& m : *it) {
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
+          !m.contains("content") || !m["content"].is_string()) {
+        http_fail(400, "each message needs a string 'role' and a string 'content'");
+      }
+      messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>(), ""});
+    }
+    std::string text;
     try {
-      validate(opt.sampling);
+      text = templ->render(messages, ChatOptions{});
     } catch (const Error& e) {
       http_fail(400, e.what());
     }
-    return s;
-  }
-
-  void routes() {
-    http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(json{{"status", stopping ? "draining" : "ok"}}.dump(), "application/json");
-    });
-    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      int64_t queued = 0, active = 0;
-      for (const auto& b : bases) {
-        const SchedulerStats s = b->scheduler->stats();
-        base_queue.labels({b->name}).set(static_cast<double>(s.queued));
-        base_active.labels({b->name}).set(static_cast<double>(s.active));
-        queued += s.queued;
-        active += s.active;
-      }
-      queue_gauge.set(static_cast<double>(queued));
-      active_gauge.set(static_cast<double>(active));
-      res.set_content(metrics.render(), std::string(kPrometheusContentType));
-    });
-    handle("GET", "/v1/models", "models", [this](const httplib::Request& req, httplib::Response& res) {
-      const Principal who = authenticate(req);
-      json data = json::array();
-      for (const auto& b : bases) {
-        json domains = json::array();
-        for (const auto& [domain, db] : domain_base) {
-          if (db == b.get()) domains.push_back(domain);
-        }
-        data.push_back({{"id", b->name},
-                        {"object", "model"},
-                        {"created", 0},
-                        {"owned_by", "base"},
-                        {"context_length", b->model->config().max_position_embeddings},
-                        {"domains", domains}});
-      }
-      for (const AdapterRecord& r : store->list()) {
-        if (!may_list(who, r.id)) continue;
-        const Base* b = base_of(r);
-        if (b == nullptr) continue;
-        data.push_back({{"id", r.id.to_string()},
-                        {"object", "model"},
-                        {"created", 0},
-                        {"owned_by", r.id.domain},
-                        {"base", b->name}});
-      }
-      res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
-    });
-    handle("POST", "/v1/completions", "completions",
-           [this](const httplib::Request& req, httplib::Response& res) { generate(req, res, false); });
-    handle("POST", "/v1/chat/completions", "chat",
-           [this](const httplib::Request& req, httplib::Response& res) { generate(req, res, true); });
-    handle("POST", "/v1/adapters", "adapters", [this](const httplib::Request& req, httplib::Response& res) {
-      const Principal who = authenticate(req);
-      if (!req.has_param("id")) http_fail(400, "give the adapter id: POST /v1/adapters?id=domain/user/vN");
-      AdapterId id;
-      try {
-        id = AdapterId::parse(req.get_param_value("id"));
-      } catch (const Error& e) {
-        http_fail(400, e.what());
-      }
-      if (!may_modify(who, id)) {
-        http_fail(403, "this key may not upload adapters for that user or domain",
-                  "permission_error");
-      }
-      // The adapter's bytes: the body, or the multipart part "file" (with its signature in the
-      // part "signature"); a signature may also come in the X-BitDelta-Signature header.
-      const std::string* bytes = &req.body;
-      std::string file_part;
-      std::optional<std::string> signature;
-      if (req.is_multipart_form_data()) {
-        if (!req.has_file("file"))
-          http_fail(400, "a multipart upload needs a 'file' part (the .bdelta)");
-        file_part = req.get_file_value("file").content;
-        bytes = &file_part;
-        if (req.has_file("signature")) signature = req.get_file_value("signature").content;
-      }
-      if (req.has_header("X-BitDelta-Signature"))
-        signature = req.get_header_value("X-BitDelta-Signature");
-      std::optional<SignatureCheck> check;
-      if (signature || o.require_signatures) {
-        check = check_adapter_signature(
-            sha256_hex({reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()}),
-            bytes->size(), signature, trusted ? &*trusted : nullptr);
-        sha256_thread_done();
-        // A signature that fails is refused even when none is required: it is never stored.
-        if (check->status != SignatureStatus::kValid) {
-          http_fail(403, fmt::format("signature check failed: {}", check->message),
-                    "permission_error", std::string(status_name(check->status)));
-        }
-      }
-      std::optional<SafetyReport> safety;
-      if (o.safety_gate) {
-        // The cheap refusal first: a taken id is a 409 before the gate's forward passes.
-        if (store->find(id)) {
-          http_fail(409, fmt::format("{} already exists; versions are immutable: upload as the "
-                                     "next version",
-                                     id.to_string()));
-        }
-        safety = gate_upload(*bytes, id);
-        if (!safety->passed()) {
-          audit->append(
-              {"reject",
-               who.key_id,
-               id.to_string(),
-               sha256_hex({reinterpret_cast<const uint8_t*>(bytes->data()), bytes->size()}),
-               {{"reason", "safety gate"}, {"reasons", safety->reasons}}});
-          sha256_thread_done();
-          std::string reasons;
-          for (const std::string& r : safety->reasons) reasons += "; " + r;
-          http_fail(422, fmt::format("the adapter failed the safety gate{}", reasons),
-                    "invalid_request_error", "safety_gate_failed");
-        }
-      }
-      AdapterRecord r;
-      try {
-        r = store->add_bytes(*bytes, id, std::nullopt, [this](const Adapter& a) {
-          // Accepted when it fits one of the bases (the domain's first).
-          std::vector<Base*> order;
-          if (auto it = domain_base.find(a.id().domain); it != domain_base.end()) {
-            order.push_back(it->second);
-          }
-          for (const auto& b : bases) order.push_back(b.get());
-          std::string first_error;
-          for (Base* b : order) {
-            try {
-              b->cache->check(a);
-              return;
-            } catch (const Error& e) {
-              if (first_error.empty()) first_error = e.what();
-            }
-          }
-          fail("{}", first_error);
-        });
-      } catch (const Error& e) {
-        const bool exists = std::string_view(e.what()).find("already") != std::string_view::npos;
-        http_fail(exists ? 409 : 400, e.what());
-      }
-      if (check) store->put_signature(r.sha256, check->signature->to_json().dump());
-      if (safety) store->put_attachment(r.id, "safety", safety->to_json().dump());
-      audit->append({"upload",
-                     who.key_id,
-                     r.id.to_string(),
-                     r.sha256,
-                     {{"bytes", r.file_bytes},
-                      {"signed_by", check ? json(check->signature->key_id) : json()}}});
-      res.status = 201;
-      res.set_content(record_json(r).dump(), "application/json");
-    });
-    handle("GET", "/v1/adapters", "adapters", [this](const httplib::Request& req, httplib::Response& res) {
-      const Principal who = authenticate(req);
-      std::optional<std::string> domain, user;
-      if (req.has_param("domain")) domain = req.get_param_value("domain");
-      if (req.has_param("user")) user = req.get_param_value("user");
-      json data = json::array();
-      for (const AdapterRecord& r : store->list(domain, user)) {
-        if (may_list(who, r.id)) data.push_back(record_json(r));
-      }
-      res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
-    });
-    // domain/user or domain/user/vN, then /receipt (so a user named "receipt" stays reachable).
-    handle("GET", R"(/v1/adapters/([^/]+/[^/]+(?:/[^/]+)?)/receipt)", "adapters",
-           [this](const httplib::Request& req, httplib::Response& res) {
-             const Principal who = authenticate(req);
-             const AdapterRecord r = resolve_any_base(who, req.matches[1]);
-             std::optional<std::string> receipt = store->find_attachment(r.id, "receipt");
-             if (!receipt) {
-               http_fail(404,
-                         fmt::format("{} has no compute receipt: receipts are made when a "
-                                     "server or CLI with a signing key creates an adapter, not "
-                                     "for uploads",
-                                     r.id.to_string()),
-                         "invalid_request_error", "not_found");
-             }
-             res.set_content(*receipt, "application/json");
-           });
-    handle("GET", R"(/v1/adapters/(.+))", "adapters",
-           [this](const httplib::Request& req, httplib::Response& res) {
-             const Principal who = authenticate(req);
-             res.set_content(record_json(resolve_any_base(who, req.matches[1])).dump(),
-                             "application/json");
-           });
-    handle("DELETE", R"(/v1/adapters/(.+))", "adapters",
-           [this](const httplib::Request& req, httplib::Response& res) {
-             const Principal who = authenticate(req);
-             const AdapterRecord r = resolve_any_base(who, req.matches[1]);
-             if (!may_modify(who, r.id)) {
-               http_fail(404, fmt::format("adapter '{}' not found", std::string(req.matches[1])),
-                         "invalid_request_error", "not_found");
-             }
-             store->remove(r.id);
-             for (const auto& b : bases) b->cache->forget(r.sha256);
-             audit->append({"delete", who.key_id, r.id.to_string(), r.sha256, json::object()});
-             res.set_content(json{{"id", r.id.to_string()}, {"object", "adapter"}, {"deleted", true}}.dump(),
-                             "application/json");
-           });
-    job_routes();
-    audit_route();
-    consent_routes();
-  }
-
-  // PUT/GET /v1/consent/{user}: users' consent to personalization (docs/consent.md). A key may
-  // read and set the consent of the users and domains it may personalize.
-  void consent_routes() {
-    auto user_of = [](const std::string& raw) {
-      try {
-        validate_user_id(raw);
-        return canonical_user_id(raw);
-      } catch (const Error& e) {
-        http_fail(400, e.what());
-      }
-    };
-    auto record_json = [](const ConsentRecord& c) {
-      return json{{"domain", c.domain},
-                  {"personalization", c.personalization},
-                  {"note", c.note},
-                  {"updated_at", c.updated_at},
-                  {"updated_by", c.updated_by}};
-    };
-    handle(
-        "PUT", R"(/v1/consent/([^/]+))", "consent",
-        [this, user_of, record_json](const httplib::Request& req, httplib::Response& res) {
-          const Principal who = authenticate(req);
-          const std::string user = user_of(req.matches[1]);
-          const json body = parse_body(req);
-          for (const auto& [key, value] : body.items()) {
-            if (key != "domain" && key != "personalization" && key != "note") {
-              http_fail(400, fmt::format("unknown field '{}': a consent record has domain, "
-                                         "personalization and note",
-                                         key));
-            }
-          }
-          if (!body.contains("domain") || !body["domain"].is_string()) {
-            http_fail(400, fmt::format("'domain' is required: {} or \"*\" for all", kDomainNames));
-          }
-          if (!body.contains("personalization") || !body["personalization"].is_boolean()) {
-            http_fail(400, "'personalization' is required: true (given) or false (withdrawn)");
-          }
-          if (body.contains("note") && !body["note"].is_string()) {
-            http_fail(400, "'note' must be a string");
-          }
-          const std::string domain = body["domain"];
-          if (domain != "*" && !is_domain(domain)) {
-            http_fail(400, fmt::format("unknown domain '{}': {} or \"*\"", domain, kDomainNames));
-          }
-          for (const char* d : {"education", "gaming", "defi", "general"}) {
-            if ((domain == "*" || domain == d) && !may_modify(who, AdapterId{d, user, 1})) {
-              http_fail(403, "this key may not set that user's consent in that domain",
-                        "permission_error");
-            }
-          }
-          ConsentRecord c{user,
-                          domain,
-                          body["personalization"].get<bool>(),
-                          body.value("note", std::string()),
-                          "",
-                          who.key_id};
-          const std::optional<ConsentRecord> previous = store->put_consent(c);
-          const std::optional<ConsentRecord> now = store->consent_for(user, domain);
-          // One entry per domain it covers, so each domain's tenants see it in /v1/audit.
-          for (const char* d : {"education", "gaming", "defi", "general"}) {
-            if (domain != "*" && domain != d) continue;
-            audit->append({"consent",
-                           who.key_id,
-                           std::string(d) + "/" + user,
-                           "",
-                           {{"scope", domain},
-                            {"personalization", c.personalization},
-                            {"previous", previous ? json(previous->personalization) : json()},
-                            {"note", c.note}}});
-          }
-          res.set_content(
-              json{{"object", "consent"}, {"user", user}, {"record", record_json(*now)}}.dump(),
-              "application/json");
-        });
-    handle("GET", R"(/v1/consent/([^/]+))", "consent",
-           [this, user_of, record_json](const httplib::Request& req, httplib::Response& res) {
-             const Principal who = authenticate(req);
-             const std::string user = user_of(req.matches[1]);
-             json records = json::array(), effective = json::object();
-             bool any = false;
-             for (const char* d : {"education", "gaming", "defi", "general"}) {
-               if (!may_list(who, AdapterId{d, user, 1})) continue;
-               any = true;
-               const std::optional<ConsentRecord> c = store->consent_for(user, d);
-               effective[d] = c ? json(c->personalization) : json();
-             }
-             if (!any) {
-               http_fail(404, fmt::format("user '{}' not found", user), "invalid_request_error",
-                         "not_found");
-             }
-             for (const ConsentRecord& c : store->list_consent(user)) {
-               if (c.domain == "*" || effective.contains(c.domain)) {
-                 records.push_back(record_json(c));
-               }
-             }
-             res.set_content(json{{"object", "consent"},
-                                  {"user", user},
-                                  {"records", records},
-                                  {"effective", effective},
-                                  {"required", o.require_consent}}
-                                 .dump(),
-                             "application/json");
-           });
-  }
-
-  // POST /v1/personalize, /v1/jobs...: personalization jobs (docs/jobs.md).
-  void job_routes() {
-    handle("POST", "/v1/personalize", "personalize",
-           [this](const httplib::Request& req, httplib::Response& res) {
-             const Principal who = authenticate(req);
-             if (!jobs)
-               http_fail(503, "personalization is off on this server (--job-threads 0)",
-                         "server_error");
-             json request;
-             std::string records;
-             if (req.is_multipart_form_data()) {
-               // An uploaded file: fields domain, user, options (JSON text), file (JSONL).
-               if (!req.has_file("file")) {
-                 http_fail(
-                     400,
-                     "a multipart upload needs a 'file' part with the interaction records (JSONL)");
-               }
-               records = req.get_file_value("file").content;
-               for (const char* key : {"domain", "user"}) {
-                 if (req.has_file(key)) request[key] = req.get_file_value(key).content;
-               }
-               if (req.has_file("options")) {
-                 request["options"] =
-                     json::parse(req.get_file_value("options").content, nullptr, false);
-                 if (request["options"].is_discarded())
-                   http_fail(400, "the 'options' part is not JSON");
-               }
-             } else {
-               request = parse_body(req);
-               auto it = request.find("interactions");
-               if (it == request.end() || !it->is_array() || it->empty()) {
-                 http_fail(400,
-                           "'interactions' must be a non-empty list of the domain's records "
-                           "(docs/domains.md), or upload them as multipart 'file'");
-               }
-               for (const json& r : *it) records += r.dump() + "\n";
-               request.erase("interactions");
-             }
-             // The same scopes as uploads: a tenant personalizes only its own users or domains.
-             if (request.contains("user") && request["user"].is_string() &&
-                 request.contains("domain") && request["domain"].is_string()) {
-               AdapterId id;
-               try {
-                 id = AdapterId{request["domain"],
-                                canonical_user_id(request["user"].get<std::string>()), 1};
-               } catch (const Error& e) {
-                 http_fail(400, e.what());
-               }
-               if (!may_modify(who, id)) {
-                 http_fail(403, "this key may not personalize for that user or domain",
-                           "permission_error");
-               }
-               try {
-                 store->check_consent(id.user, id.domain, o.require_consent);
-               } catch (const ConsentRefused& e) {
-                 http_fail(403, e.what(), "permission_error", "consent_required");
-               }
-             }
-             JobRecord job;
-             try {
-               job = jobs->submit(request, records, who.key_id);
-             } catch (const Error& e) {
-               http_fail(400, e.what());
-             }
-             res.status = 202;
-             res.set_header("Location", "/v1/jobs/" + job.id);
-             res.set_content(JobRunner::to_json(job).dump(), "application/json");
-           });
-    handle("GET", "/v1/jobs", "jobs", [this](const httplib::Request& req, httplib::Response& res) {
-      const Principal who = authenticate(req);
-      json data = json::array();
-      if (jobs) {
-        for (const JobRecord& j : store->list_jobs()) {
-          if (may_list(who, AdapterId{j.domain, j.user, 1})) data.push_back(JobRunner::to_json(j));
-        }
-      }
-      res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
-    });
-    handle("GET", R"(/v1/jobs/([^/]+))", "jobs",
-           [this](const httplib::Request& req, httplib::Response& res) {
-             const Principal who = authenticate(req);
-             res.set_content(JobRunner::to_json(visible_job(who, req.matches[1])).dump(),
-                             "application/json");
-           });
-    handle("DELETE", R"(/v1/jobs/([^/]+))", "jobs",
-           [this](const httplib::Request& req, httplib::Response& res) {
-             const Principal who = authenticate(req);
-             const JobRecord job = visible_job(who, req.matches[1]);
-             if (!may_modify(who, AdapterId{job.domain, job.user, 1})) {
-               http_fail(403, "this key may not cancel jobs for that user or domain",
-                         "permission_error");
-             }
-             if (!jobs->cancel(job.id)) {
-               http_fail(409, fmt::format("job {} already {}", job.id, job.state),
-                         "invalid_request_error");
-             }
-             res.set_content(JobRunner::to_json(*jobs->find(job.id)).dump(), "application/json");
-           });
-    handle("GET", R"(/v1/jobs/([^/]+)/events)", "jobs",
-           [this](const httplib::Request& req, httplib::Response& res) {
-             const Principal who = authenticate(req);
-             const std::string id = visible_job(who, req.matches[1]).id;
-             res.set_header("Cache-Control", "no-cache");
-             auto after = std::make_shared<int64_t>(0);
-             res.set_chunked_content_provider(
-                 "text/event-stream", [this, id, after](size_t, httplib::DataSink& sink) {
-                   for (;;) {
-                     bool finished = false;
-                     const auto events = jobs->events(id, *after, 1000, &finished);
-                     for (const auto& e : events) {
-                       const std::string line = "data: " + e.data + "\n\n";
-                       if (!sink.write(line.data(), line.size())) return false;
-                       *after = e.seq;
-                     }
-                     if (finished || stopping) {
-                       // The job as it ended (or stands, on shutdown), then the end marker.
-                       if (std::optional<JobRecord> job = jobs->find(id)) {
-                         const std::string last =
-                             "data: " + JobRunner::to_json(*job).dump() + "\n\ndata: [DONE]\n\n";
-                         sink.write(last.data(), last.size());
-                       }
-                       sink.done();
-                       return true;
-                     }
-                     if (events.empty()) {
-                       static constexpr std::string_view kHeartbeat = ": waiting\n\n";
-                       if (!sink.write(kHeartbeat.data(), kHeartbeat.size())) return false;
-                     }
-                   }
-                 });
-           });
-  }
-
-  // Before a stored adapter is first loaded: its blob still has the bytes the registry named it
-  // by, and (with --require-signatures) a valid signature by a trusted key. Checked once per blob.
-  void verify_stored(const AdapterRecord& r, const std::string& name) {
-    {
-      std::lock_guard lock(verified_mutex);
-      if (verified.count(r.sha256)) return;
-    }
-    const std::string actual = sha256_file(store->blob_path(r));
-    sha256_thread_done();
-    if (actual != r.sha256) {
-      http_fail(500,
-                fmt::format("adapter '{}': its stored file changed on disk (SHA-256 {} where "
-                            "the registry has {}); re-upload it",
-                            name, actual, r.sha256),
-                "server_error");
-    }
-    if (o.require_signatures) {
-      const SignatureCheck c = check_adapter_signature(
-          r.sha256, r.file_bytes, store->find_signature(r.sha256), trusted ? &*trusted : nullptr);
-      if (c.status != SignatureStatus::kValid) {
-        http_fail(403, fmt::format("adapter '{}' failed its signature check: {}", name, c.message),
-                  "permission_error", std::string(status_name(c.status)));
-      }
-    }
-    std::lock_guard lock(verified_mutex);
-    verified.insert(r.sha256);
-  }
-
-  // GET /v1/audit: admins see every entry; a tenant sees the entries of the adapters and jobs it
-  // may list. Filters: domain, user, action, after (entry number), limit (default 100, at most
-  // 1000).
-  void audit_route() {
-    handle("GET", "/v1/audit", "audit",
-           [this](const httplib::Request& req, httplib::Response& res) {
-             const Principal who = authenticate(req);
-             auto param = [&](const char* key) {
-               return req.has_param(key) ? std::optional<std::string>(req.get_param_value(key))
-                                         : std::nullopt;
-             };
-             int64_t after = 0, limit = 100;
-             try {
-               if (auto v = param("after")) after = std::stoll(*v);
-               if (auto v = param("limit")) limit = std::stoll(*v);
-             } catch (const std::exception&) {
-               http_fail(400, "'after' and 'limit' must be whole numbers");
-             }
-             if (limit < 1 || limit > 1000) http_fail(400, "'limit' must be between 1 and 1000");
-             const auto domain = param("domain"), user = param("user"), action = param("action");
-             json data = json::array();
-             for (const json& e : audit->entries()) {
-               if (e["seq"].get<int64_t>() <= after) continue;
-               // domain/user/vN of an adapter, domain/user of a job, or nothing.
-               AdapterId id;
-               try {
-                 id = AdapterId::parse(e.value("adapter_id", ""), /*allow_latest=*/true);
-               } catch (const Error&) {
-               }
-               const std::string& d = id.domain;
-               const std::string& u = id.user;
-               if (!who.is_admin() && (d.empty() || !may_list(who, id))) continue;
-               if ((domain && *domain != d) || (user && *user != u) ||
-                   (action && *action != e.value("action", ""))) {
-                 continue;
-               }
-               data.push_back(e);
-               if (static_cast<int64_t>(data.size()) >= limit) break;
-             }
-             res.set_content(json{{"object", "list"}, {"data", data}}.dump(), "application/json");
-           });
-  }
-
-  // A job the principal may see, or 404 (the same whether it does not exist or is someone
-  // else's).
-  JobRecord visible_job(const Principal& who, const std::string& id) const {
-    std::optional<JobRecord> job = jobs ? jobs->find(id) : std::nullopt;
-    if (!job || !may_list(who, AdapterId{job->domain, job->user, 1})) {
-      http_fail(404, fmt::format("job '{}' not found", id), "invalid_request_error", "not_found");
-    }
-    return *job;
-  }
-
-  AdapterRecord resolve_any_base(const Principal& who, const std::string& name) const {
-    const std::string not_found = fmt::format("adapter '{}' not found", name);
-    AdapterId id;
-    try {
-      id = AdapterId::parse(name, true);
-    } catch (const Error&) {
-      http_fail(404, not_found, "invalid_request_error", "not_found");
-    }
-    std::optional<AdapterRecord> r;
-    if (may_list(who, id)) r = store->find(id);
-    if (!r) http_fail(404, not_found, "invalid_request_error", "not_found");
-    return *r;
-  }
-
-  // The safety gate on uploaded bytes, against the base the adapter was made for (its domain's
-  // first, then the others). The check loads its own view of that base (the weights are shared
-  // mappings) and runs on one thread of its own, so serving's forward passes are untouched.
-  SafetyReport gate_upload(const std::string& bytes, const AdapterId& id) {
-    // One gate at a time; a second upload meanwhile is asked to retry rather than hold one of the
-    // HTTP threads that serving needs.
-    std::unique_lock lock(gate_mutex, std::try_to_lock);
-    if (!lock.owns_lock()) {
-      http_fail(429, "another upload is in the safety gate; retry in a few seconds",
-                "rate_limit_error", "safety_gate_busy");
-    }
-    const std::filesystem::path tmp =
-        store->dir() / "tmp" /
-        fmt::format("gate-{:016x}.bdelta", std::random_device{}() * 0x9e3779b97f4a7c15ull);
-    std::filesystem::create_directories(tmp.parent_path());
-    write_file_atomic(tmp, bytes);
-    struct Remove {
-      std::filesystem::path p;
-      ~Remove() {
-        std::error_code ec;
-        std::filesystem::remove(p, ec);
-      }
-    } remove{tmp};
-    std::vector<Base*> order;
-    if (auto it = domain_base.find(id.domain); it != domain_base.end()) order.push_back(it->second);
-    for (const auto& b : bases) order.push_back(b.get());
-    std::string errors;
-    ThreadPool one(1);
-    for (Base* b : order) {
-      std::unique_ptr<Transformer> model = Transformer::load(b->dir);
-      std::shared_ptr<Adapter> adapter;
-      try {
-        adapter = open_adapter_for(tmp, *model, one);
-      } catch (const Error& e) {
-        errors += fmt::format("{}{}: {}", errors.empty() ? "" : "; ", b->name, e.what());
-        continue;
-      }
-      return safety_check(*model, *b->tokenizer, *adapter, *probes, o.safety_policy, one);
-    }
-    http_fail(400, fmt::format("the adapter fits none of the served bases ({})", errors));
-  }
-
-  json record_json(const AdapterRecord& r) const {
-    json meta = json::parse(r.metadata_json, nullptr, false);
-    const SignatureCheck c = check_adapter_signature(
-        r.sha256, r.file_bytes, store->find_signature(r.sha256), trusted ? &*trusted : nullptr);
-    json signature = {{"status", status_name(c.status)}, {"trusted", c.trusted}};
-    if (c.signature) {
-      signature["key_id"] = c.signature->key_id;
-      signature["signed_at"] = c.signature->signed_at;
-    }
-    if (c.status != SignatureStatus::kValid && c.status != SignatureStatus::kUnsigned) {
-      signature["message"] = c.message;
-    }
-    json safety;  // the gate's verdict, when it ran (personalization, or a gated upload)
-    if (std::optional<std::string> report = store->find_attachment(r.id, "safety")) {
-      const json j = json::parse(*report, nullptr, false);
-      if (j.is_object()) {
-        safety = {{"passed", j.value("passed", false)},
-                  {"safety_score", j.value("safety_score", json())},
-                  {"base_score", j.value("base_score", json())},
-                  {"mean_kl", j.value("mean_kl", json())},
-                  {"probes", j.value("probes", json())}};
-      }
-    }
-    const bool has_receipt = store->find_attachment(r.id, "receipt").has_value();
-    return json{
-        {"signature", signature},
-        {"safety", safety},
-        {"receipt",
-         has_receipt ? json(fmt::format("/v1/adapters/{}/receipt", r.id.to_string())) : json()},
-        {"id", r.id.to_string()},
-        {"object", "adapter"},
-        {"domain", r.id.domain},
-        {"user", r.id.user},
-        {"version", r.id.version},
-        {"latest", r.latest},
-        {"sha256", r.sha256},
-        {"bytes", r.file_bytes},
-        {"base_model", r.base_model},
-        {"base_fingerprint", r.base_fingerprint},
-        {"created_at", r.created_at},
-        {"metadata", meta.is_discarded() ? json() : meta}};
-  }
-
-  // Wraps a handler: counts it, turns HttpError/Error into OpenAI-shaped answers.
-  template <typename Fn>
-  void handle(const char* method, const char* pattern, const char* endpoint, Fn fn) {
-    auto wrapped = [this, endpoint, fn](const httplib::Request& req, httplib::Response& res) {
-      try {
-        if (stopping) http_fail(503, "the server is shutting down", "server_error");
-        fn(req, res);
-      } catch (const HttpError& e) {
-        write_error(res, e);
-      } catch (const std::exception& e) {
-        write_error(res, {500, e.what(), "server_error", ""});
-      }
-      if (res.status == -1) res.status = 200;  // httplib fills it in after the handler otherwise
-      if (res.status == 429) res.set_header("Retry-After", "1");
-      requests.labels({endpoint, std::to_string(res.status)}).inc();
-    };
-    if (std::string_view(method) == "GET") http.Get(pattern, wrapped);
-    else if (std::string_view(method) == "POST") http.Post(pattern, wrapped);
-    else if (std::string_view(method) == "PUT")
-      http.Put(pattern, wrapped);
-    else http.Delete(pattern, wrapped);
-  }
-
-  void generate(const httplib::Request& req, httplib::Response& res, bool chat_request) {
-    const auto start = Clock::now();
-    const Principal who = authenticate(req);
-    const json body = parse_body(req);
-    auto model_name = field<std::string>(body, "model", json::value_t::string);
-    if (!model_name) http_fail(400, "'model' is required: the base model or an adapter id");
-    Base* base = find_base(*model_name);
-    std::optional<AdapterRecord> record;
-    if (base == nullptr) {
-      record = resolve(who, *model_name);
-      verify_stored(*record, *model_name);  // its bytes (and signature) before anything reads it
-      base = base_of(*record);
-      if (base == nullptr) {
-        http_fail(404,
-                  fmt::format("The model '{}' does not exist or you do not have access to it.",
-                              *model_name),
-                  "invalid_request_error", "model_not_found");
-      }
-    }
-    Sampling s = sampling(body, *base);
-    const Transformer* model = base->model.get();
-    const Tokenizer* tokenizer = &*base->tokenizer;
-
-    std::shared_ptr<Adapter> adapter;
-    if (record) {
-      const AdapterRecord& r = *record;
-      try {
-        adapter = base->cache->get(r.sha256, store->blob_path(r));  // loaded here, off the engine
-      } catch (const Error& e) {
-        http_fail(500, fmt::format("adapter '{}' could not be loaded: {}", *model_name, e.what()),
-                  "server_error");
-      }
-      s.options.adapter = &adapter->weights();
-    }
-
-    std::vector<int32_t> prompt;
-    if (chat_request) {
-      // An adapter trained in another chat format than the base's (e.g. "plain" on a base
-      // without a template) is talked to in that format.
-      std::optional<ChatTemplate> adapter_chat;
-      if (adapter) {
-        if (auto it = adapter->metadata().find("chat_format"); it != adapter->metadata().end()) {
-          try {
-            adapter_chat.emplace(
-                ChatTemplate::select(*tokenizer, model->config().model_type, it->second));
-          } catch (const Error& e) {
-            http_fail(400, fmt::format("adapter '{}': {}", *model_name, e.what()));
-          }
-        }
-      }
-      const ChatTemplate* templ = adapter_chat ? &*adapter_chat
-                                  : base->chat ? &*base->chat
-                                               : nullptr;
-      if (!templ) http_fail(400, "this model has no supported chat template; use /v1/completions");
-      auto it = body.find("messages");
-      if (it == body.end() || !it->is_array() || it->empty()) {
-        http_fail(400, "'messages' must be a non-empty list of {role, content}");
-      }
-      std::vector<ChatMessage> messages;
-      for (const json& m : *it) {
-        if (!m.is_object() || !m.contains("role") || !m["role"].is_string() ||
-            !m.contains("content") || !m["content"].is_string()) {
-          http_fail(400, "each message needs a string 'role' and a string 'content'");
-        }
-        messages.push_back({m["role"].get<std::string>(), m["content"].get<std::string>(), ""});
-      }
-      std::string text;
-      try {
-        text = templ->render(messages, ChatOptions{});
-      } catch (const Error& e) {
-        http_fail(400, e.what());
-      }
-      prompt = tokenizer->encode(text);
-      s.options.continues_prompt = false;  // the reply's content starts a text of its own
-      s.options.strip_leading_space = templ->format() == ChatFormat::kPlain;
+    prompt = tokenizer->encode(text);
+    s.options.continues_prompt = false;  // the reply's content starts a text of its own
+    s.options.strip_leading_space = templ->format() == ChatFormat::kPlain;
+  } else {
+    auto it = body.find("prompt");
+    std::string text;
+    if (it != body.end() && it->is_string()) {
+      text = it->get<std::string>();
+    } else if (it != body.end() && it->is_array() && it->size() == 1 && (*it)[0].is_string()) {
+      text = (*it)[0].get<std::string>();
     } else {
-      auto it = body.find("prompt");
-      std::string text;
-      if (it != body.end() && it->is_string()) {
-        text = it->get<std::string>();
-      } else if (it != body.end() && it->is_array() && it->size() == 1 && (*it)[0].is_string()) {
-        text = (*it)[0].get<std::string>();
-      } else {
-        http_fail(400, "'prompt' must be a string (or a list of one string)");
-      }
-      if (tokenizer->add_bos() && tokenizer->bos_id()) prompt.push_back(*tokenizer->bos_id());
-      for (int32_t id : tokenizer->encode(text, /*parse_special=*/false)) prompt.push_back(id);
+      http_fail(400, "'prompt' must be a string (or a list of one string)");
     }
-    if (prompt.empty()) http_fail(400, "the prompt is empty");
-    const int64_t context = model->config().max_position_embeddings;
-    if (s.options.max_tokens < 0) {  // OpenAI's defaults: 16 for completions, the rest for chat
-      s.options.max_tokens =
-          chat_request ? std::clamp<int64_t>(context - static_cast<int64_t>(prompt.size()), 0,
-                                             o.max_tokens_limit)
-                       : 16;
-    }
-    const int64_t limit = o.max_prompt_tokens > 0 ? o.max_prompt_tokens
-                                                  : model->config().max_position_embeddings;
-    if (static_cast<int64_t>(prompt.size()) > limit ||
-        static_cast<int64_t>(prompt.size()) + s.options.max_tokens >
-            model->config().max_position_embeddings) {
-      http_fail(400, fmt::format("the prompt has {} tokens; with max_tokens {} that exceeds the "
-                                 "limit ({} prompt tokens, {} in all)",
-                                 prompt.size(), s.options.max_tokens, limit,
-                                 model->config().max_position_embeddings),
-                "invalid_request_error", "context_length_exceeded");
-    }
+    if (tokenizer->add_bos() && tokenizer->bos_id()) prompt.push_back(*tokenizer->bos_id());
+    for (int32_t id : tokenizer->encode(text, /*parse_special=*/false)) prompt.push_back(id);
+  }
+  if (prompt.empty()) http_fail(400, "the prompt is empty");
+  const int64_t context = model->config().max_position_embeddings;
+  if (s.options.max_tokens < 0) {  // OpenAI's defaults: 16 for completions, the rest for chat
+    s.options.max_tokens = chat_request
+                               ? std::clamp<int64_t>(context - static_cast<int64_t>(prompt.size()),
+                                                     0, o.max_tokens_limit)
+                               : 16;
+  }
+  const int64_t limit =
+      o.max_prompt_tokens > 0 ? o.max_prompt_tokens : model->config().max_position_embeddings;
+  if (static_cast<int64_t>(prompt.size()) > limit ||
+      static_cast<int64_t>(prompt.size()) + s.options.max_tokens >
+          model->config().max_position_embeddings) {
+    http_fail(400,
+              fmt::format("the prompt has {} tokens; with max_tokens {} that exceeds the "
+                          "limit ({} prompt tokens, {} in all)",
+                          prompt.size(), s.options.max_tokens, limit,
+                          model->config().max_position_embeddings),
+              "invalid_request_error", "context_length_exceeded");
+  }
 
-    std::shared_ptr<RequestChannel> channel =
-        base->scheduler->submit({std::move(prompt), s.options, adapter});
-    if (!channel) http_fail(429, "too many requests are waiting; retry shortly", "rate_limit_error");
+  std::shared_ptr<RequestChannel> channel =
+      base->scheduler->submit({std::move(prompt), s.options, adapter});
+  if (!channel) http_fail(429, "too many requests are waiting; retry shortly", "rate_limit_error");
 
-    const std::string id = random_id(chat_request ? "chatcmpl" : "cmpl");
-    const std::string object = chat_request ? "chat.completion" : "text_completion";
-    const int64_t created = unix_now();
-    const std::string name = *model_name;
-    auto usage = [](const RequestChannel::Event& e) {
-      return json{{"prompt_tokens", e.prompt_tokens},
-                  {"completion_tokens", e.completion_tokens},
-                  {"total_tokens", e.prompt_tokens + e.completion_tokens}};
-    };
-    auto count = [this](const RequestChannel::Event& e) {
-      prompt_tokens.inc(static_cast<double>(e.prompt_tokens));
-      completion_tokens.inc(static_cast<double>(e.completion_tokens));
-    };
+  const std::string id = random_id(chat_request ? "chatcmpl" : "cmpl");
+  const std::string object = chat_request ? "chat.completion" : "text_completion";
+  const int64_t created = unix_now();
+  const std::string name = *model_name;
+  auto usage = [](const RequestChannel::Event& e) {
+    return json{{"prompt_tokens", e.prompt_tokens},
+                {"completion_tokens", e.completion_tokens},
+                {"total_tokens", e.prompt_tokens + e.completion_tokens}};
+  };
+  auto count = [this](const RequestChannel::Event& e) {
+    prompt_tokens.inc(static_cast<double>(e.prompt_tokens));
+    completion_tokens.inc(static_cast<double>(e.completion_tokens));
+  };
 
-    // Once the response is done or abandoned: cancel (no effect once finished; frees the
-    // sequence if the client left) and count the request out.
-    in_flight++;
-    const auto release = [this, channel](bool) {
-      channel->cancel();
-      in_flight--;
-    };
-    if (!s.stream) {
-      // One JSON body, sent with chunked encoding so that the connection can be watched while
-      // the request waits and decodes: httplib cannot tell that a peer has closed until a write
-      // to it fails, so a single space (insignificant whitespace before the JSON value) goes out
-      // with every token and every 100 ms; a client that went away is noticed within two such
-      // writes and its request is cancelled (KV cache freed), even while it is still queued.
-      // An internal error after that point (the status is sent) aborts the response, which
-      // clients report as a failed request.
-      auto text = std::make_shared<std::string>();
-      res.set_chunked_content_provider(
-          "application/json",
-          [=, this](size_t, httplib::DataSink& sink) {
-            bool first = true;
-            while (true) {
-              auto e = channel->next(std::chrono::milliseconds(100));
-              if (!sink.write(" ", 1)) {
-                return client_left(*channel);
-              }
-              if (!e) {
-                if (Clock::now() - start > std::chrono::seconds(600)) {
-                  spdlog::error("request {} timed out", id);
-                  channel->cancel();
-                  return false;
-                }
-                continue;
-              }
-              if (first && !e->text.empty()) {
-                ttft.observe(std::chrono::duration<double>(Clock::now() - start).count());
-                first = false;
-              }
-              *text += e->text;
-              if (!e->done) continue;
-              if (e->finish_reason == "error") {
-                spdlog::error("request {} failed: {}", id, e->error);
-                return false;
-              }
-              count(*e);
-              json choice = chat_request
-                                ? json{{"index", 0},
-                                       {"message", {{"role", "assistant"}, {"content", *text}}},
-                                       {"logprobs", nullptr},
-                                       {"finish_reason", e->finish_reason}}
-                                : json{{"index", 0}, {"text", *text}, {"logprobs", nullptr},
-                                       {"finish_reason", e->finish_reason}};
-              const std::string answer = json{
-                  {"id", id},
-                  {"object", object},
-                  {"created", created},
-                  {"model", name},
-                  {"choices", json::array({choice})},
-                  {"usage", usage(*e)}}.dump();
-              sink.write(answer.data(), answer.size());
-              sink.done();
-              return true;
-            }
-          },
-          release);
-      return;
-    }
-
-    // Server-sent events: one chunk per piece of text, a last one with finish_reason and usage,
-    // then [DONE]. A client that goes away cancels the request (its KV cache is freed).
-    const std::string chunk_object = chat_request ? "chat.completion.chunk" : "text_completion";
-    auto state = std::make_shared<std::pair<bool, Clock::time_point>>(true, start);
-    res.set_header("Cache-Control", "no-cache");
+  // Once the response is done or abandoned: cancel (no effect once finished; frees the
+  // sequence if the client left) and count the request out.
+  in_flight++;
+  const auto release = [this, channel](bool) {
+    channel->cancel();
+    in_flight--;
+  };
+  if (!s.stream) {
+    // One JSON body, sent with chunked encoding so that the connection can be watched while
+    // the request waits and decodes: httplib cannot tell that a peer has closed until a write
+    // to it fails, so a single space (insignificant whitespace before the JSON value) goes out
+    // with every token and every 100 ms; a client that went away is noticed within two such
+    // writes and its request is cancelled (KV cache freed), even while it is still queued.
+    // An internal error after that point (the status is sent) aborts the response, which
+    // clients report as a failed request.
+    auto text = std::make_shared<std::string>();
     res.set_chunked_content_provider(
-        "text/event-stream",
+        "application/json",
         [=, this](size_t, httplib::DataSink& sink) {
-          auto send = [&](const json& j) {
-            const std::string line = "data: " + j.dump() + "\n\n";
-            return sink.write(line.data(), line.size());
-          };
-          auto chunk = [&](const std::string& text, const json& finish) {
-            json choice = chat_request
-                              ? json{{"index", 0},
-                                     {"delta", text.empty() && finish.is_null()
-                                                   ? json{{"role", "assistant"}, {"content", ""}}
-                                                   : json{{"content", text}}},
-                                     {"logprobs", nullptr},
-                                     {"finish_reason", finish}}
-                              : json{{"index", 0}, {"text", text}, {"logprobs", nullptr},
-                                     {"finish_reason", finish}};
-            return json{{"id", id},           {"object", chunk_object}, {"created", created},
-                        {"model", name},      {"choices", json::array({choice})}};
-          };
-          if (chat_request && state->first && !send(chunk("", nullptr))) {
-            return client_left(*channel);
-          }
+          bool first = true;
           while (true) {
             auto e = channel->next(std::chrono::milliseconds(100));
+            if (!sink.write(" ", 1)) {
+              return client_left(*channel);
+            }
             if (!e) {
-              // An SSE comment line, which clients ignore: the write that notices a client that
-              // left while the request waits for its first token.
-              static constexpr std::string_view kHeartbeat = ": waiting\n\n";
-              if (!sink.write(kHeartbeat.data(), kHeartbeat.size())) {
-                return client_left(*channel);
+              if (Clock::now() - start > std::chrono::seconds(600)) {
+                spdlog::error("request {} timed out", id);
+                channel->cancel();
+                return false;
               }
               continue;
             }
-            const auto now = Clock::now();
-            if (!e->text.empty()) {
-              (state->first ? ttft : itl)
-                  .observe(std::chrono::duration<double>(now - state->second).count());
-              state->first = false;
-              state->second = now;
-              if (!send(chunk(e->text, nullptr))) {
-                return client_left(*channel);
-              }
+            if (first && !e->text.empty()) {
+              ttft.observe(std::chrono::duration<double>(Clock::now() - start).count());
+              first = false;
             }
+            *text += e->text;
             if (!e->done) continue;
             if (e->finish_reason == "error") {
-              send(json{{"error", {{"message", e->error}, {"type", "server_error"}}}});
-            } else {
-              count(*e);
-              json last = chunk("", e->finish_reason);
-              last["usage"] = usage(*e);
-              send(last);
+              spdlog::error("request {} failed: {}", id, e->error);
+              return false;
             }
-            const std::string done = "data: [DONE]\n\n";
-            sink.write(done.data(), done.size());
+            count(*e);
+            json choice = chat_request
+                              ? json{{"index", 0},
+                                     {"message", {{"role", "assistant"}, {"content", *text}}},
+                                     {"logprobs", nullptr},
+                                     {"finish_reason", e->finish_reason}}
+                              : json{{"index", 0},
+                                     {"text", *text},
+                                     {"logprobs", nullptr},
+                                     {"finish_reason", e->finish_reason}};
+            const std::string answer = json{
+                {"id", id},
+                {"object", object},
+                {"created", created},
+                {"model", name},
+                {"choices", json::array({choice})},
+                {"usage", usage(*e)}}.dump();
+            sink.write(answer.data(), answer.size());
             sink.done();
             return true;
           }
         },
         release);
+    return;
   }
-};
+
+  // Server-sent events: one chunk per piece of text, a last one with finish_reason and usage,
+  // then [DONE]. A client that goes away cancels the request (its KV cache is freed).
+  const std::string chunk_object = chat_request ? "chat.completion.chunk" : "text_completion";
+  auto state = std::make_shared<std::pair<bool, Clock::time_point>>(true, start);
+  res.set_header("Cache-Control", "no-cache");
+  res.set_chunked_content_provider(
+      "text/event-stream",
+      [=, this](size_t, httplib::DataSink& sink) {
+        auto send = [&](const json& j) {
+          const std::string line = "data: " + j.dump() + "\n\n";
+          return sink.write(line.data(), line.size());
+        };
+        auto chunk = [&](const std::string& text, const json& finish) {
+          json choice = chat_request
+                            ? json{{"index", 0},
+                                   {"delta", text.empty() && finish.is_null()
+                                                 ? json{{"role", "assistant"}, {"content", ""}}
+                                                 : json{{"content", text}}},
+                                   {"logprobs", nullptr},
+                                   {"finish_reason", finish}}
+                            : json{{"index", 0},
+                                   {"text", text},
+                                   {"logprobs", nullptr},
+                                   {"finish_reason", finish}};
+          return json{{"id", id},
+                      {"object", chunk_object},
+                      {"created", created},
+                      {"model", name},
+                      {"choices", json::array({choice})}};
+        };
+        if (chat_request && state->first && !send(chunk("", nullptr))) {
+          return client_left(*channel);
+        }
+        while (true) {
+          auto e = channel->next(std::chrono::milliseconds(100));
+          if (!e) {
+            // An SSE comment line, which clients ignore: the write that notices a client that
+            // left while the request waits for its first token.
+            static constexpr std::string_view kHeartbeat = ": waiting\n\n";
+            if (!sink.write(kHeartbeat.data(), kHeartbeat.size())) {
+              return client_left(*channel);
+            }
+            continue;
+          }
+          const auto now = Clock::now();
+          if (!e->text.empty()) {
+            (state->first ? ttft : itl)
+                .observe(std::chrono::duration<double>(now - state->second).count());
+            state->first = false;
+            state->second = now;
+            if (!send(chunk(e->text, nullptr))) {
+              return client_left(*channel);
+            }
+          }
+          if (!e->done) continue;
+          if (e->finish_reason == "error") {
+            send(json{{"error", {{"message", e->error}, {"type", "server_error"}}}});
+          } else {
+            count(*e);
+            json last = chunk("", e->finish_reason);
+            last["usage"] = usage(*e);
+            send(last);
+          }
+          const std::string done = "data: [DONE]\n\n";
+          sink.write(done.data(), done.size());
+          sink.done();
+          return true;
+        }
+      },
+      release);
+}
 
 Server::Server(const ServeOptions& options) : impl_(std::make_unique<Impl>(options)) {}
 Server::~Server() = default;
