@@ -5,13 +5,12 @@
 // Without --model it writes `synth --like qwen3-0.6b` (BF16) to a temporary folder first. For
 // each thread count it prints prefill tokens/s (the whole prompt in one forward) and decode
 // tokens/s (new tokens one at a time after the prompt), next to the memory-bandwidth limit for
-// decode: weight bytes read per token ÷ streaming read bandwidth measured here with the same
-// number of threads. The same runs with one user's adapter (random signs on every q/k/v/o and
-// gate/up/down matrix) give what personalization costs a lone user, prompt and decode. It also
-// reports peak RSS after loading and running, against the weights' bytes (the weights are mapped,
-// so there should be no second copy).
+// decode: weight bytes read per token ÷ the read bandwidth measured here with the same number of
+// threads, the fastest of several read shapes (bandwidth.h). The same runs with one user's adapter
+// (random signs on every q/k/v/o and gate/up/down matrix) give what personalization costs a lone
+// user, prompt and decode. It also reports peak RSS after loading and running, against the weights'
+// bytes (the weights are mapped, so there should be no second copy).
 #include <fmt/format.h>
-#include <hwy/highway.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,6 +22,7 @@
 #include <string>
 #include <vector>
 
+#include "bandwidth.h"
 #include "bench_util.h"
 #include "delta/adapter.h"
 #include "model/synth.h"
@@ -36,37 +36,6 @@ using Clock = std::chrono::steady_clock;
 using namespace bitdelta;
 
 namespace {
-
-// Bytes per second for reading a buffer far larger than the caches, best of several passes.
-double streaming_read_bandwidth(ThreadPool& pool) {
-  const size_t n = size_t{1} << 28;  // 1 GiB of floats
-  std::vector<float> buffer(n, 1.0f);
-  std::vector<double> sums(static_cast<size_t>(pool.size()));
-  double best = 0;
-  for (int pass = 0; pass < 5; ++pass) {
-    auto start = Clock::now();
-    pool.parallel_for(static_cast<int64_t>(n / 4096), [&](int64_t begin, int64_t end) {
-      namespace hn = hwy::HWY_NAMESPACE;
-      const hn::ScalableTag<float> d;
-      auto a0 = hn::Zero(d), a1 = hn::Zero(d), a2 = hn::Zero(d), a3 = hn::Zero(d);
-      const size_t lanes = hn::Lanes(d);
-      const float* p = buffer.data() + begin * 4096;
-      const float* e = buffer.data() + end * 4096;
-      for (; p + 4 * lanes <= e; p += 4 * lanes) {
-        a0 = hn::Add(a0, hn::LoadU(d, p));
-        a1 = hn::Add(a1, hn::LoadU(d, p + lanes));
-        a2 = hn::Add(a2, hn::LoadU(d, p + 2 * lanes));
-        a3 = hn::Add(a3, hn::LoadU(d, p + 3 * lanes));
-      }
-      float s = hn::GetLane(hn::SumOfLanes(d, hn::Add(hn::Add(a0, a1), hn::Add(a2, a3))));
-      sums[static_cast<size_t>(begin * pool.size() / std::max<int64_t>(1, int64_t(n / 4096)))] += s;
-    });
-    const double elapsed = bench::seconds_since(start);
-    best = std::max(best, static_cast<double>(n * sizeof(float)) / elapsed);
-  }
-  if (sums[0] < 0) std::printf("%f\n", sums[0]);  // keeps the reads alive
-  return best;
-}
 
 uint64_t peak_rss_bytes() {
   std::ifstream status("/proc/self/status");
@@ -178,11 +147,13 @@ int main(int argc, char** argv) {
     }
     fmt::print(
         "\n| threads | prefill tok/s | with an adapter | decode tok/s | with an adapter | "
-        "bandwidth GB/s | decode limit tok/s | decode / limit |\n"
+        "read GB/s (1 stream / best) | decode limit tok/s | decode / limit |\n"
         "|---|---|---|---|---|---|---|---|\n");
     for (int threads : thread_counts) {
       ThreadPool pool(threads);
-      const double bandwidth = streaming_read_bandwidth(pool);
+      // The limit: the fastest way these threads read memory (bandwidth.h).
+      const bench::ReadBandwidth read = bench::measure_read_bandwidth(pool);
+      const double bandwidth = read.best;
       const double limit = bandwidth / static_cast<double>(per_token);
       std::vector<float> logits;
       // Best of three prefills and decodes, the base and the adapter runs alternating (the
@@ -209,11 +180,13 @@ int main(int argc, char** argv) {
       }
       const double decode_tps = new_tokens / best_decode[0];
       fmt::print(
-          "| {} | {:.1f} | {:.1f} ({:.2f}x) | {:.2f} | {:.2f} ({:.2f}x) | {:.1f} | {:.2f} | "
-          "{:.0f}% |\n",
+          "| {} | {:.1f} | {:.1f} ({:.2f}x) | {:.2f} | {:.2f} ({:.2f}x) | {:.1f} / {:.1f} | "
+          "{:.2f} | {:.0f}% |\n",
           threads, prompt_len / best_prefill[0], prompt_len / best_prefill[1],
           best_prefill[0] / best_prefill[1], decode_tps, new_tokens / best_decode[1],
-          best_decode[0] / best_decode[1], bandwidth / 1e9, limit, 100.0 * decode_tps / limit);
+          best_decode[0] / best_decode[1], read.single_stream / 1e9, read.best / 1e9, limit,
+          100.0 * decode_tps / limit);
+      fmt::print(stderr, "{} thread(s): best read shape {}\n", threads, read.best_shape);
     }
     adapter.reset();
     fs::remove_all(adapter_dir);
