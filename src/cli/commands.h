@@ -117,5 +117,6 @@ void add_safety_policy_options(CLI::App* cmd, SafetyPolicy& policy);
 CLI::App* register_screen(CLI::App& app, Runner& runner);
 CLI::App* register_receipt(CLI::App& app, Runner& runner);
 CLI::App* register_consent(CLI::App& app, Runner& runner);
+CLI::App* register_export_gguf(CLI::App& app, Runner& runner);
 
 }  // namespace bitdelta::cli

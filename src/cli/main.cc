@@ -64,6 +64,7 @@ int main(int argc, char** argv) {
     runners[command] = std::move(runner);
   };
   add(bitdelta::cli::register_import_llama2c);
+  add(bitdelta::cli::register_export_gguf);
   add(bitdelta::cli::register_info);
   add(bitdelta::cli::register_tokenize);
   add(bitdelta::cli::register_generate);
