@@ -21,7 +21,12 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
+std::string q(const fs::path& p) {  // appended, not "'" + ...: GCC 12 warns -Wrestrict on that
+  std::string quoted = "'";
+  quoted += p.string();
+  quoted += '\'';
+  return quoted;
+}
 
 TEST(ProbeSets, TheBuiltInSetParsesAndNamesItself) {
   const ProbeSet set = ProbeSet::builtin();
