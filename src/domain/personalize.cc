@@ -180,10 +180,8 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
   const Tokenizer tokenizer = Tokenizer::from_folder(o.base);
   const ChatTemplate chat =
       ChatTemplate::select(tokenizer, config.model_type, o.chat_format, /*require_own=*/true);
-  {
-    const DomainUser all = load_domain_user(o.domain, o.data, o.user);  // every record valid
-    if (o.store != nullptr) o.store->check_consent(all.user, o.domain, o.require_consent);
-  }
+  DomainUser unscreened = load_domain_user(o.domain, o.data, o.user);  // every record valid
+  if (o.store != nullptr) o.store->check_consent(unscreened.user, o.domain, o.require_consent);
   fs::path records = o.data;  // what the pipeline reads: the screened copy when screening
   if (o.screen_patterns != nullptr) {
     begin(2, fmt::format("screening the records ({} patterns from {})",
@@ -215,8 +213,9 @@ PersonalizeResult personalize(const PersonalizeOptions& o,
            result.screening["flagged"].get<int64_t>());
     }
   };
-  const DomainUser user =
-      about_records([&] { return load_domain_user(o.domain, records, o.user); });
+  const DomainUser user = records == o.data ? std::move(unscreened) : about_records([&] {
+    return load_domain_user(o.domain, records, o.user);
+  });
   begin(3, fmt::format("{} interactions of {}", user.interactions.size(), user.user));
   result.analytics = user.analytics_json();
   begin(4, "building training examples");

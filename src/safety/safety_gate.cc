@@ -233,25 +233,23 @@ TokenizedProbe tokenize_probe(const Tokenizer& tokenizer, const SafetyProbe& p,
   return t;
 }
 
-// log-softmax of row `x` (V logits) at `target`, in double.
-double log_prob(const float* x, int64_t V, int32_t target) {
+// log Σ exp(x) of a row of V logits, in double.
+double log_normalizer(const float* x, int64_t V) {
   double m = x[0];
   for (int64_t v = 1; v < V; ++v) m = std::max(m, static_cast<double>(x[v]));
   double s = 0;
   for (int64_t v = 0; v < V; ++v) s += std::exp(static_cast<double>(x[v]) - m);
-  return static_cast<double>(x[target]) - m - std::log(s);
+  return m + std::log(s);
+}
+
+// log-softmax of row `x` at `target`.
+double log_prob(const float* x, int64_t V, int32_t target) {
+  return static_cast<double>(x[target]) - log_normalizer(x, V);
 }
 
 // KL(p ‖ q) of two logit rows, in double.
 double kl_divergence(const float* p_logits, const float* q_logits, int64_t V) {
-  auto log_normalizer = [V](const float* x) {
-    double m = x[0];
-    for (int64_t v = 1; v < V; ++v) m = std::max(m, static_cast<double>(x[v]));
-    double s = 0;
-    for (int64_t v = 0; v < V; ++v) s += std::exp(static_cast<double>(x[v]) - m);
-    return m + std::log(s);
-  };
-  const double zp = log_normalizer(p_logits), zq = log_normalizer(q_logits);
+  const double zp = log_normalizer(p_logits, V), zq = log_normalizer(q_logits, V);
   double kl = 0;
   for (int64_t v = 0; v < V; ++v) {
     const double lp = p_logits[v] - zp, lq = q_logits[v] - zq;

@@ -204,7 +204,7 @@ JobRecord JobRunner::submit(const json& request, const std::string& records,
     write_file_atomic(file, records);
     // Everything the pipeline checks before training, now, so bad input is a 400 and not a
     // failed job: the records, the user, enough conversations.
-    load_domain_user(domain, file, user);
+    DomainUser u = load_domain_user(domain, file, user);
     // ...and what is left once screening drops flagged records (as the job will).
     fs::path screened = file;
     int64_t flagged = 0;
@@ -214,7 +214,7 @@ JobRecord JobRunner::submit(const json& request, const std::string& records,
           static_cast<int64_t>(screen_records(file, *o_.screen_patterns, screened).findings.size());
     }
     try {
-      const DomainUser u = load_domain_user(domain, screened, user);
+      if (screened != file) u = load_domain_user(domain, screened, user);
       build_personal_examples(u, screened, p.heldout_share);
     } catch (const Error& e) {
       if (flagged == 0) throw;

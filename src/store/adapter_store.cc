@@ -219,6 +219,23 @@ AdapterRecord read_record(const Statement& s) {
   return r;
 }
 
+// Adds (or replaces) one document of an adapter version; inside the caller's transaction.
+void insert_attachment(sqlite3* db, const fs::path& store, const AdapterId& id,
+                       const std::string& kind, const std::string& body,
+                       const std::string& added_at) {
+  Statement(db,
+            "INSERT OR REPLACE INTO attachments (domain, user, version, kind, body, added_at) "
+            "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            store)
+      .bind(1, id.domain)
+      .bind(2, id.user)
+      .bind(3, id.version)
+      .bind(4, kind)
+      .bind(5, body)
+      .bind(6, added_at)
+      .run();
+}
+
 }  // namespace
 
 struct AdapterStore::Impl {
@@ -351,17 +368,7 @@ AdapterRecord AdapterStore::Impl::register_staged(
         .bind(9, r.created_at);
     insert.run();
     for (const auto& [kind, body] : attachments) {
-      Statement(db,
-                "INSERT OR REPLACE INTO attachments (domain, user, version, kind, body, added_at) "
-                "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                dir)
-          .bind(1, r.id.domain)
-          .bind(2, r.id.user)
-          .bind(3, r.id.version)
-          .bind(4, kind)
-          .bind(5, body)
-          .bind(6, r.created_at)
-          .run();
+      insert_attachment(db, dir, r.id, kind, body, r.created_at);
     }
     r.latest = r.id.version > latest.value_or(0);
     tx.commit();
@@ -766,17 +773,7 @@ void AdapterStore::put_attachment(const AdapterId& id, const std::string& kind,
                  impl_->dir);
   find.bind(1, id.domain).bind(2, id.user).bind(3, id.version);
   if (!find.step()) fail("{} is not in the store; nothing to attach a {} to", id.to_string(), kind);
-  Statement(impl_->db,
-            "INSERT OR REPLACE INTO attachments (domain, user, version, kind, body, added_at) "
-            "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            impl_->dir)
-      .bind(1, id.domain)
-      .bind(2, id.user)
-      .bind(3, id.version)
-      .bind(4, kind)
-      .bind(5, body)
-      .bind(6, now_rfc3339())
-      .run();
+  insert_attachment(impl_->db, impl_->dir, id, kind, body, now_rfc3339());
   tx.commit();
 }
 
