@@ -1,6 +1,6 @@
 // Inference speed against the hardware limit, measured in the same run.
 //
-//   inference_bench [--model DIR] [--prompt 128] [--new 64] [--threads 1,2]
+//   inference_bench [--model DIR] [--prompt 128] [--new 64] [--threads 1,2] [--f32-activations]
 //
 // Without --model it writes `synth --like qwen3-0.6b` (BF16) to a temporary folder first. For
 // each thread count it prints prefill tokens/s (the whole prompt in one forward) and decode
@@ -27,6 +27,7 @@
 #include "delta/adapter.h"
 #include "model/synth.h"
 #include "model/transformer.h"
+#include "ops/matmul.h"
 #include "random_adapter.h"
 #include "util/error.h"
 #include "util/thread_pool.h"
@@ -86,10 +87,13 @@ int main(int argc, char** argv) {
       new_tokens = std::stoi(value());
     } else if (a == "--threads") {
       thread_counts = bench::parse_int_list(value());
+    } else if (a == "--f32-activations") {
+      set_f32_activations(true);
     } else {
       std::fprintf(stderr,
                    "usage: inference_bench [--model DIR] [--prompt 128] [--new 64] "
-                   "[--threads 1,2]\n(without --model, synth --like qwen3-0.6b BF16 is written "
+                   "[--threads 1,2] [--f32-activations]\n(without --model, synth --like qwen3-0.6b "
+                   "BF16 is written "
                    "to a temporary folder)\n");
       return a == "--help" || a == "-h" ? 0 : 2;
     }

@@ -5,6 +5,9 @@ For small random models of every family, with awkward shapes (head_dim != hidden
 ratios 1, 2 and 4, odd intermediate sizes, tied and untied embeddings, q/k/v biases, q/k norms,
 llama3 rope scaling, BF16 weights), writes a Hugging Face folder (config.json + model.safetensors)
 and `expected.safetensors` holding the prompt ids and the logits [T, vocab] computed in float64.
+For BF16 models it also holds `logits_bf16_activations`: the same forward with every linear
+layer's input rounded to BF16 first (F32 then BF16, to nearest even), which is what the engine's
+BF16 dot-product path computes on CPUs with AVX512_BF16 (src/ops/matmul.h).
 The C++ tests (tests/model/reference_test.cc) compare against these, so CI needs no PyTorch.
 
 Run from the repository root with Debian's python3-torch:
@@ -150,7 +153,7 @@ def rotate_half(x):
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def forward(cfg, w, ids):
+def forward(cfg, w, ids, bf16_inputs=False):
     h, heads, kv = cfg["hidden_size"], cfg["num_attention_heads"], cfg["num_key_value_heads"]
     d = cfg.get("head_dim", h // heads)
     eps = cfg["rms_norm_eps"]
@@ -162,12 +165,18 @@ def forward(cfg, w, ids):
     cos = torch.cat((ang.cos(), ang.cos()), -1)[:, None, :]
     sin = torch.cat((ang.sin(), ang.sin()), -1)[:, None, :]
     mask = torch.full((t, t), float("-inf"), dtype=torch.float64).triu(1)
+
+    def mm(inp, weight):
+        if bf16_inputs:
+            inp = inp.to(torch.float32).to(torch.bfloat16).to(torch.float64)
+        return inp @ weight.T
+
     for l in range(cfg["num_hidden_layers"]):
         p = f"model.layers.{l}."
         a = rms_norm(x, w[p + "input_layernorm.weight"], eps)
 
         def lin(name, inp):
-            y = inp @ w[p + name + ".weight"].T
+            y = mm(inp, w[p + name + ".weight"])
             if (p + name + ".bias") in w:
                 y = y + w[p + name + ".bias"]
             return y
@@ -184,14 +193,14 @@ def forward(cfg, w, ids):
         v = v.repeat_interleave(heads // kv, dim=1)
         scores = torch.einsum("thd,shd->hts", q, k) / math.sqrt(d) + mask
         out = torch.einsum("hts,shd->thd", scores.softmax(-1), v).reshape(t, heads * d)
-        x = x + out @ w[p + "self_attn.o_proj.weight"].T
+        x = x + mm(out, w[p + "self_attn.o_proj.weight"])
         m = rms_norm(x, w[p + "post_attention_layernorm.weight"], eps)
-        gate = m @ w[p + "mlp.gate_proj.weight"].T
-        up = m @ w[p + "mlp.up_proj.weight"].T
-        x = x + (torch.nn.functional.silu(gate) * up) @ w[p + "mlp.down_proj.weight"].T
+        gate = mm(m, w[p + "mlp.gate_proj.weight"])
+        up = mm(m, w[p + "mlp.up_proj.weight"])
+        x = x + mm(torch.nn.functional.silu(gate) * up, w[p + "mlp.down_proj.weight"])
     x = rms_norm(x, w["model.norm.weight"], eps)
     head = w.get("lm_head.weight", w["model.embed_tokens.weight"])
-    return x @ head.T
+    return mm(x, head)
 
 
 def main():
@@ -210,8 +219,10 @@ def main():
             json.dump(cfg, f, indent=2)
         ids = torch.randint(0, cfg["vocab_size"], (PROMPT_LEN,), generator=gen).tolist()
         logits = forward(cfg, weights, ids)
-        write_safetensors(os.path.join(folder, "expected.safetensors"),
-                          {"ids": ("I32", torch.tensor(ids)), "logits": ("F32", logits)},
+        expected = {"ids": ("I32", torch.tensor(ids)), "logits": ("F32", logits)}
+        if dtype == "BF16":
+            expected["logits_bf16_activations"] = ("F32", forward(cfg, weights, ids, True))
+        write_safetensors(os.path.join(folder, "expected.safetensors"), expected,
                           {"generator": "tools/gen_model_fixtures.py", "torch": torch.__version__})
         print(f"{name}: {sum(v.numel() for v in weights.values())} parameters, logits {tuple(logits.shape)}")
 

@@ -81,7 +81,7 @@ CLI::App* register_eval(CLI::App& app, Runner& runner) {
       ->capture_default_str()
       ->check(positive());
   cmd->add_flag("--json", o->json, "Print one JSON object instead of a table");
-  add_exact_deltas_flag(cmd, o->exact_deltas);
+  add_precision_flags(cmd, o->exact_deltas);
   cmd->add_option("--threads", o->threads, "Worker threads (default: all cores)");
   runner = [=] {
     if (o->threads > 0) set_default_threads(o->threads);

@@ -97,7 +97,7 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
   cmd->add_option("--adapter", o->adapter,
                   "A user's BitDelta adapter (.bdelta) made against this model, applied on the fly")
       ->check(CLI::ExistingFile);
-  add_exact_deltas_flag(cmd, o->exact_deltas);
+  add_precision_flags(cmd, o->exact_deltas);
   runner = [=] {
     validate(o->sampling);
     if (o->threads > 0) set_default_threads(o->threads);
@@ -211,7 +211,7 @@ CLI::App* register_logits(CLI::App& app, Runner& runner) {
   cmd->add_option("--out", o->out, "Output .safetensors file (written atomically)")->required();
   cmd->add_option("--adapter", o->adapter, "A user's BitDelta adapter (.bdelta) to apply")
       ->check(CLI::ExistingFile);
-  add_exact_deltas_flag(cmd, o->exact_deltas);
+  add_precision_flags(cmd, o->exact_deltas);
   runner = [=] {
     set_exact_sign_pass(o->exact_deltas);
     std::vector<int32_t> ids = parse_id_list(o->ids, "--ids");

@@ -104,7 +104,7 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "plain", "qwen3", "chatml", "llama3", "llama2", "mistral"}));
   auto exact = std::make_shared<bool>(false);
-  add_exact_deltas_flag(cmd, *exact);
+  add_precision_flags(cmd, *exact);
   runner = [=] {
     if (*threads > 0) set_default_threads(*threads);
     for (const std::string& m : *models) {

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "ops/matmul.h"
 #include "train/data.h"
 
 namespace bitdelta {
@@ -78,13 +79,22 @@ inline CLI::Validator number_at_least(double min, bool inclusive = true) {
 inline CLI::Validator non_negative() { return number_at_least(0, true); }
 inline CLI::Validator positive() { return number_at_least(0, false); }
 
-// --exact-deltas: the adapters' 1-bit pass in float instead of through int8 lookup tables
-// (see set_exact_sign_pass), for the commands that run a model with adapters.
-inline void add_exact_deltas_flag(CLI::App* cmd, bool& exact) {
+// The precision switches of the commands that run a model:
+//  --exact-deltas: the adapters' 1-bit pass in float instead of through int8 lookup tables
+//    (see set_exact_sign_pass);
+//  --f32-activations: products with BF16 weights on F32 activations instead of BF16 dot products
+//    (see set_f32_activations; takes effect as the command line is parsed).
+inline void add_precision_flags(CLI::App* cmd, bool& exact) {
   cmd->add_flag("--exact-deltas", exact,
                 "Apply adapters' sign bits in exact float arithmetic (matches the merged model "
                 "within float tolerance, ~3x slower 1-bit pass) instead of the default lookup "
                 "tables over int8-quantized activations (~0.6% error on the delta term)");
+  cmd->add_flag_callback(
+      "--f32-activations", [] { set_f32_activations(true); },
+      "Multiply BF16 weights with F32 activations (~2x slower prefill) instead of rounding the "
+      "activations to BF16 for the CPU's BF16 dot-product instructions (the default where the "
+      "CPU has AVX512_BF16, as llama.cpp does; each product carries the activation's rounding, "
+      "at most 2^-9 relative)");
 }
 
 CLI::App* register_import_llama2c(CLI::App& app, Runner& runner);

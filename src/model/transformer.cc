@@ -104,33 +104,37 @@ void Transformer::forward(std::span<const SequenceInput> batch, std::vector<floa
   using A = const AdapterWeights&;
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const LayerWeights& layer = weights_.layers[l];
-    norm(layer.attn_norm, [](A a, int64_t i) { return &a.layers[i].attn_norm; }, l, x_.data(), 1,
-         C, xn_.data());
+    norm(
+        layer.attn_norm, [](A a, int64_t i) { return &a.layers[i].attn_norm; }, l, x_.data(), 1, C,
+        xn_.data(), pool);
     linear(layer.q, [](A a, int64_t i) { return &a.layers[i].q; }, l, xn_.data(), T, q_.data(), pool);
     linear(layer.k, [](A a, int64_t i) { return &a.layers[i].k; }, l, xn_.data(), T, k_.data(), pool);
     linear(layer.v, [](A a, int64_t i) { return &a.layers[i].v; }, l, xn_.data(), T, v_.data(), pool);
     if (!layer.q_norm.empty()) {
-      norm(layer.q_norm, [](A a, int64_t i) { return &a.layers[i].q_norm; }, l, q_.data(),
-           c.num_attention_heads, c.head_dim, q_.data());
-      norm(layer.k_norm, [](A a, int64_t i) { return &a.layers[i].k_norm; }, l, k_.data(),
-           c.num_key_value_heads, c.head_dim, k_.data());
+      norm(
+          layer.q_norm, [](A a, int64_t i) { return &a.layers[i].q_norm; }, l, q_.data(),
+          c.num_attention_heads, c.head_dim, q_.data(), pool);
+      norm(
+          layer.k_norm, [](A a, int64_t i) { return &a.layers[i].k_norm; }, l, k_.data(),
+          c.num_key_value_heads, c.head_dim, k_.data(), pool);
     }
-    rope_rotate_half(q_.data(), T, c.num_attention_heads, c.head_dim, positions_, inv_freq_);
-    rope_rotate_half(k_.data(), T, c.num_key_value_heads, c.head_dim, positions_, inv_freq_);
+    rope_rotate_half(q_.data(), T, c.num_attention_heads, c.head_dim, positions_, inv_freq_, pool);
+    rope_rotate_half(k_.data(), T, c.num_key_value_heads, c.head_dim, positions_, inv_freq_, pool);
     attention(l, batch, pool);
     linear(layer.o, [](A a, int64_t i) { return &a.layers[i].o; }, l, attn_.data(), T, out_.data(), pool);
-    add_into(x_.data(), out_.data(), T * C);
+    add_into(x_.data(), out_.data(), T, C, pool);
 
-    norm(layer.mlp_norm, [](A a, int64_t i) { return &a.layers[i].mlp_norm; }, l, x_.data(), 1,
-         C, xn_.data());
+    norm(
+        layer.mlp_norm, [](A a, int64_t i) { return &a.layers[i].mlp_norm; }, l, x_.data(), 1, C,
+        xn_.data(), pool);
     linear(layer.gate, [](A a, int64_t i) { return &a.layers[i].gate; }, l, xn_.data(), T,
            gate_.data(), pool);
     linear(layer.up, [](A a, int64_t i) { return &a.layers[i].up; }, l, xn_.data(), T, up_.data(),
            pool);
-    silu_mul(gate_.data(), up_.data(), T * c.intermediate_size);
+    silu_mul(gate_.data(), up_.data(), T, c.intermediate_size, pool);
     linear(layer.down, [](A a, int64_t i) { return &a.layers[i].down; }, l, gate_.data(), T,
            out_.data(), pool);
-    add_into(x_.data(), out_.data(), T * C);
+    add_into(x_.data(), out_.data(), T, C, pool);
   }
 
   // Final norm and LM head only on the rows whose logits are wanted. The token bookkeeping is
@@ -162,8 +166,9 @@ void Transformer::forward(std::span<const SequenceInput> batch, std::vector<floa
     }
     r = end;
   }
-  norm(weights_.final_norm, [](A a, int64_t) { return &a.final_norm; }, 0, xn_.data(), 1, C,
-       xn_.data());
+  norm(
+      weights_.final_norm, [](A a, int64_t) { return &a.final_norm; }, 0, xn_.data(), 1, C,
+      xn_.data(), pool);
   logits->resize(static_cast<size_t>(rows * V));
   Linear head{weights_.lm_head, {}};
   linear(head, [](A a, int64_t) { return &a.lm_head; }, 0, xn_.data(), rows, logits->data(), pool);
@@ -173,7 +178,7 @@ void Transformer::forward(std::span<const SequenceInput> batch, std::vector<floa
 void Transformer::norm(const std::vector<float>& base,
                        const std::vector<float>* (*pick)(const AdapterWeights&, int64_t),
                        int64_t layer, const float* x, int64_t rows_per_token, int64_t width,
-                       float* out) {
+                       float* out, ThreadPool& pool) {
   const ModelConfig& c = config_;
   const int64_t T = static_cast<int64_t>(token_adapter_.size());
   for (int64_t t = 0; t < T;) {
@@ -186,7 +191,7 @@ void Transformer::norm(const std::vector<float>& base,
     int64_t end = t + 1;
     while (end < T && token_adapter_[end] == token_adapter_[t]) ++end;
     rms_norm(x + t * rows_per_token * width, weight->data(), (end - t) * rows_per_token, width,
-             c.rms_norm_eps, out + t * rows_per_token * width);
+             c.rms_norm_eps, out + t * rows_per_token * width, pool);
     t = end;
   }
 }
@@ -270,10 +275,12 @@ void Transformer::attention(int64_t l, std::span<const SequenceInput> batch, Thr
     std::memcpy(cache->value(l, positions_[t]), v_.data() + t * KV, static_cast<size_t>(KV) * 4);
   }
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
+  // Head-major: consecutive items read the same key/value head (a prompt's keys of one head fit
+  // in L2; token-major order swept every head's keys once per token, from L3).
   pool.parallel_for(T * H, [&](int64_t begin, int64_t end) {
     thread_local std::vector<float> scores;
-    for (int64_t th = begin; th < end; ++th) {
-      const int64_t t = th / H, h = th % H;
+    for (int64_t ht = begin; ht < end; ++ht) {
+      const int64_t h = ht / T, t = ht % T;
       const KVCache& cache = *batch[token_seq_[t]].cache;
       const int64_t len = positions_[t] + 1;  // causal: positions 0..pos
       const int64_t kv_offset = (h / group) * D;

@@ -55,8 +55,9 @@ class Transformer {
   void linear(const Linear& base, const LinearDelta* (*pick)(const AdapterWeights&, int64_t),
               int64_t layer, const float* x, int64_t tokens, float* y, ThreadPool& pool);
   // RMSNorm with each sequence's (possibly adapted) weight.
-  void norm(const std::vector<float>& base, const std::vector<float>* (*pick)(const AdapterWeights&, int64_t),
-            int64_t layer, const float* x, int64_t rows_per_token, int64_t width, float* out);
+  void norm(const std::vector<float>& base,
+            const std::vector<float>* (*pick)(const AdapterWeights&, int64_t), int64_t layer,
+            const float* x, int64_t rows_per_token, int64_t width, float* out, ThreadPool& pool);
 
   // Token ranges of the current batch that share an adapter (null = base).
   struct AdapterGroup {

@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <span>
 
+#include "util/thread_pool.h"
+
 namespace bitdelta {
 
 // out[t, :] = x[t, :] / sqrt(mean(x[t, :]²) + eps) · weight   (x, out: [T, C]; may alias)
@@ -16,8 +18,19 @@ void rms_norm(const float* x, const float* weight, int64_t tokens, int64_t chann
 void rope_rotate_half(float* x, int64_t tokens, int64_t heads, int64_t head_dim,
                       std::span<const int64_t> positions, std::span<const double> inv_freq);
 
-// gate[i] = silu(gate[i]) · up[i]
+// gate[i] = silu(gate[i]) · up[i], with Highway's vector exp (every element, the last few too,
+// goes through the same vector code, so a value's result never depends on where it sits).
 void silu_mul(float* gate, const float* up, int64_t n);
+
+// Per-token operations split across a pool's threads (in chunks of whole tokens, so each result
+// is the same as the single-threaded call's) when there are enough tokens to pay for waking them.
+void rms_norm(const float* x, const float* weight, int64_t tokens, int64_t channels, double eps,
+              float* out, ThreadPool& pool);
+void rope_rotate_half(float* x, int64_t tokens, int64_t heads, int64_t head_dim,
+                      std::span<const int64_t> positions, std::span<const double> inv_freq,
+                      ThreadPool& pool);
+void silu_mul(float* gate, const float* up, int64_t tokens, int64_t width, ThreadPool& pool);
+void add_into(float* dst, const float* src, int64_t tokens, int64_t width, ThreadPool& pool);
 
 // In-place softmax over n values.
 void softmax(float* x, int64_t n);

@@ -14,15 +14,19 @@
 // blocks of four, fetched once per tile of tokens and kept in L1 while groups of three tokens pass
 // over them (12 accumulators). On AVX-512 the latter beats the packed outer-product GEMM it
 // replaced (which summed in another order) by ~10-20%.
+#include "ops/matmul.h"
+
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <vector>
 
-#include "ops/matmul.h"
+#include "ops/matmul_bf16dot.h"
 #include "util/error.h"
 
 #undef HWY_TARGET_INCLUDE
 #define HWY_TARGET_INCLUDE "ops/matmul.cc"
+#include <hwy/aligned_allocator.h>
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
 
@@ -211,9 +215,37 @@ HWY_EXPORT(Matmul);
 // Below this much work a second thread costs more in wake-up than it saves.
 constexpr int64_t kMinMacsPerThread = 1 << 17;
 
+namespace {
+
+const bool kCpuHasBf16Dot = bf16dot::cpu_supported();
+std::atomic<bool> g_f32_activations{false};
+
+}  // namespace
+
+void set_f32_activations(bool f32) { g_f32_activations = f32; }
+
+bool bf16_dot_products() { return kCpuHasBf16Dot && !g_f32_activations; }
+
 void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias, float* y,
             ThreadPool& pool) {
   if (tokens <= 0 || w.rows == 0) return;
+  // BF16 weights on VDPBF16PS: the activations rounded once for every thread.
+  const bool bf16_dot = w.dtype == DType::kBF16 && bf16_dot_products();
+  // (Per calling thread; the workers see it through xb, not as their own thread_local.)
+  // 64-byte aligned rows (unaligned 64-byte loads would each touch two cache lines).
+  thread_local hwy::AlignedFreeUniquePtr<uint16_t[]> rounded;
+  thread_local size_t capacity = 0;
+  const uint16_t* xb = nullptr;
+  if (bf16_dot) {
+    const size_t need = static_cast<size_t>(tokens * bf16dot::padded(w.cols));
+    if (need > capacity) {
+      rounded = hwy::AllocateAligned<uint16_t>(need);
+      BD_CHECK(rounded != nullptr, "matmul: out of memory for {} activations", need);
+      capacity = need;
+    }
+    bf16dot::round_activations(x, tokens, w.cols, rounded.get());
+    xb = rounded.get();
+  }
   // Chunks of whole 16-row panels keep the row split aligned with the kernels' blocks of four.
   const int64_t panels = (w.rows + 15) / 16;
   pool.parallel_for(
@@ -221,7 +253,13 @@ void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* 
       [&](int64_t p_begin, int64_t p_end) {
         const int64_t n_begin = p_begin * 16;
         const int64_t n_end = std::min(w.rows, p_end * 16);
-        HWY_DYNAMIC_DISPATCH(Matmul)(x, tokens, w.dtype, w.data, w.rows, w.cols, n_begin, n_end, y);
+        if (bf16_dot) {
+          bf16dot::rows(xb, tokens, reinterpret_cast<const uint16_t*>(w.data), w.rows, w.cols,
+                        n_begin, n_end, y);
+        } else {
+          HWY_DYNAMIC_DISPATCH(Matmul)
+          (x, tokens, w.dtype, w.data, w.rows, w.cols, n_begin, n_end, y);
+        }
         if (bias != nullptr) {
           for (int64_t t = 0; t < tokens; ++t) {
             for (int64_t n = n_begin; n < n_end; ++n) y[t * w.rows + n] += bias[n];

@@ -9,6 +9,7 @@
 
 #include "io/safetensors.h"
 #include "model/transformer.h"
+#include "ops/matmul.h"
 #include "support/test_support.h"
 #include "util/error.h"
 
@@ -52,15 +53,27 @@ TEST_P(ReferenceLogits, MatchPyTorchWithin1e4Relative) {
   auto model = Transformer::load(fixture(GetParam()));
   auto expected = SafetensorsFile::open(fixture(GetParam()) / "expected.safetensors");
   std::vector<int32_t> ids = fixture_ids(expected);
-  KVCache cache = model->new_cache();
-  SequenceInput input{&cache, ids, true};
-  std::vector<float> logits;
   ThreadPool pool(2);
-  model->forward({&input, 1}, &logits, pool);
-  // Weights of every dtype are widened exactly to F32 and the reference used those same values,
-  // so BF16 and F16 checkpoints are held to the same bound as F32 ones.
-  expect_close_rows(logits, expected.view("logits").to_f32(), model->config().vocab_size, 1e-4,
+  const auto run = [&] {
+    KVCache cache = model->new_cache();
+    SequenceInput input{&cache, ids, true};
+    std::vector<float> logits;
+    model->forward({&input, 1}, &logits, pool);
+    return logits;
+  };
+  // F32 activations: weights of every dtype are widened exactly to F32 and the reference used
+  // those same values, so BF16 and F16 checkpoints are held to the same bound as F32 ones.
+  set_f32_activations(true);
+  expect_close_rows(run(), expected.view("logits").to_f32(), model->config().vocab_size, 1e-4,
                     GetParam());
+  set_f32_activations(false);
+  // BF16 dot products (the default for BF16 weights on CPUs with AVX512_BF16) against the
+  // reference that rounds every linear layer's input to BF16 the same way.
+  if (model->weights().layers[0].q.weight.dtype == DType::kBF16 && bf16_dot_products()) {
+    ASSERT_NE(expected.find("logits_bf16_activations"), nullptr);
+    expect_close_rows(run(), expected.view("logits_bf16_activations").to_f32(),
+                      model->config().vocab_size, 1e-4, GetParam());
+  }
 }
 
 TEST_P(ReferenceLogits, PrefillThenDecodeEqualsFullForward) {

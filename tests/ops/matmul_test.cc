@@ -24,8 +24,28 @@ std::vector<uint8_t> random_weights(DType dtype, int64_t n, std::mt19937& rng) {
 
 class MatmulAllTargets : public ::testing::Test {
  protected:
-  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
+  void TearDown() override {
+    hwy::SetSupportedTargetsForTest(0);
+    set_f32_activations(false);
+  }
 };
+
+// The activation modes this CPU runs: F32 activations always; BF16 dot products where the CPU
+// has AVX512_BF16 (then BF16 weights take them by default).
+std::vector<bool> f32_activation_modes() {
+  set_f32_activations(false);
+  if (bf16_dot_products()) return {false, true};
+  return {true};
+}
+
+// x rounded to BF16, to nearest even (as VCVTNEPS2BF16 does for normal numbers).
+float round_bf16(float x) {
+  uint32_t bits;
+  std::memcpy(&bits, &x, 4);
+  bits = (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+  std::memcpy(&x, &bits, 4);
+  return x;
+}
 
 // Batch invariance: each token's outputs are bitwise the same computed alone (decode), among a
 // few tokens (batched decode) or many (prefill), at any position, on 1 or 2 threads — on every
@@ -34,30 +54,34 @@ TEST_F(MatmulAllTargets, EachTokensOutputIsIndependentOfTheBatch) {
   std::mt19937 rng(7);
   ThreadPool pool(2), one(1);
   std::normal_distribution<float> dist(0.f, 1.f);
-  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
-    hwy::SetSupportedTargetsForTest(target);
-    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
-      // (256 × 1024 is wide enough that the pool splits its rows between two threads.)
-      for (auto [N, K] :
-           std::vector<std::pair<int64_t, int64_t>>{{37, 71}, {64, 512}, {21, 1030}, {256, 1024}}) {
-        auto w = random_weights(dtype, N * K, rng);
-        const WeightMatrix m{dtype, w.data(), N, K};
-        std::vector<float> bias(static_cast<size_t>(N));
-        for (auto& b : bias) b = dist(rng);
-        const int64_t T = 53;  // several token tiles and a ragged end
-        std::vector<float> x(static_cast<size_t>(T * K));
-        for (auto& v : x) v = dist(rng);
-        std::vector<float> ref(static_cast<size_t>(T * N));
-        for (int64_t t = 0; t < T; ++t) {
-          matmul(x.data() + t * K, 1, m, bias.data(), ref.data() + t * N, t % 2 ? one : pool);
-        }
-        for (int64_t count : {2, 3, 4, 5, 7, 24, 25, 53}) {
-          for (int64_t first : {int64_t{0}, T - count}) {
-            std::vector<float> y(static_cast<size_t>(count * N));
-            matmul(x.data() + first * K, count, m, bias.data(), y.data(), count % 2 ? one : pool);
-            ASSERT_EQ(0, std::memcmp(y.data(), ref.data() + first * N, y.size() * 4))
-                << hwy::TargetName(target) << " " << dtype_name(dtype) << " N=" << N << " K=" << K
-                << " tokens " << first << ".." << first + count;
+  for (bool f32 : f32_activation_modes()) {
+    set_f32_activations(f32);
+    for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+      hwy::SetSupportedTargetsForTest(target);
+      for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+        // (256 × 1024 is wide enough that the pool splits its rows between two threads.)
+        for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{
+                 {37, 71}, {64, 512}, {21, 1030}, {256, 1024}}) {
+          auto w = random_weights(dtype, N * K, rng);
+          const WeightMatrix m{dtype, w.data(), N, K};
+          std::vector<float> bias(static_cast<size_t>(N));
+          for (auto& b : bias) b = dist(rng);
+          const int64_t T = 53;  // several token tiles and a ragged end
+          std::vector<float> x(static_cast<size_t>(T * K));
+          for (auto& v : x) v = dist(rng);
+          std::vector<float> ref(static_cast<size_t>(T * N));
+          for (int64_t t = 0; t < T; ++t) {
+            matmul(x.data() + t * K, 1, m, bias.data(), ref.data() + t * N, t % 2 ? one : pool);
+          }
+          for (int64_t count : {2, 3, 4, 5, 7, 24, 25, 53}) {
+            for (int64_t first : {int64_t{0}, T - count}) {
+              std::vector<float> y(static_cast<size_t>(count * N));
+              matmul(x.data() + first * K, count, m, bias.data(), y.data(), count % 2 ? one : pool);
+              ASSERT_EQ(0, std::memcmp(y.data(), ref.data() + first * N, y.size() * 4))
+                  << hwy::TargetName(target) << " " << dtype_name(dtype) << " N=" << N << " K=" << K
+                  << " tokens " << first << ".." << first + count
+                  << (f32 ? " (F32 activations)" : " (BF16 dot products)");
+            }
           }
         }
       }
@@ -79,30 +103,58 @@ TEST_F(MatmulAllTargets, MatchesScalarReferenceOnOddShapes) {
   };
   const Shape shapes[] = {{1, 1, 1},  {1, 7, 13},   {2, 33, 65},  {3, 17, 100}, {4, 9, 31},
                           {5, 64, 64}, {7, 130, 17}, {16, 40, 129}, {1, 300, 257}, {30, 50, 70}, {24, 33, 40}};
-  for (int64_t target : targets) {
-    hwy::SetSupportedTargetsForTest(target);
-    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
-      for (const auto& s : shapes) {
-        auto w_bytes = random_weights(dtype, s.rows * s.cols + 1, rng);
-        // Offset by one element so the weights are deliberately misaligned.
-        WeightMatrix w{dtype, w_bytes.data() + dtype_size(dtype), s.rows, s.cols};
-        std::normal_distribution<float> dist(0.f, 1.f);
-        std::vector<float> x(static_cast<size_t>(s.tokens * s.cols));
-        for (auto& v : x) v = dist(rng);
-        std::vector<float> bias(static_cast<size_t>(s.rows));
-        for (auto& v : bias) v = dist(rng);
-        std::vector<float> expected(static_cast<size_t>(s.tokens * s.rows));
-        std::vector<float> actual(expected.size(), NAN);
-        matmul_reference(x.data(), s.tokens, w, bias.data(), expected.data());
-        matmul(x.data(), s.tokens, w, bias.data(), actual.data(), pool);
-        for (size_t i = 0; i < expected.size(); ++i) {
-          ASSERT_NEAR(actual[i], expected[i], 1e-4 * std::sqrt(double(s.cols)) + 1e-5)
-              << hwy::TargetName(target) << " " << dtype_name(dtype) << " T=" << s.tokens
-              << " N=" << s.rows << " K=" << s.cols << " at " << i;
+  for (bool f32 : f32_activation_modes()) {
+    set_f32_activations(f32);
+    for (int64_t target : targets) {
+      hwy::SetSupportedTargetsForTest(target);
+      for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+        const bool rounded = dtype == DType::kBF16 && bf16_dot_products();
+        for (const auto& s : shapes) {
+          auto w_bytes = random_weights(dtype, s.rows * s.cols + 1, rng);
+          // Offset by one element so the weights are deliberately misaligned.
+          WeightMatrix w{dtype, w_bytes.data() + dtype_size(dtype), s.rows, s.cols};
+          std::normal_distribution<float> dist(0.f, 1.f);
+          std::vector<float> x(static_cast<size_t>(s.tokens * s.cols));
+          for (auto& v : x) v = dist(rng);
+          std::vector<float> bias(static_cast<size_t>(s.rows));
+          for (auto& v : bias) v = dist(rng);
+          std::vector<float> expected(static_cast<size_t>(s.tokens * s.rows));
+          std::vector<float> actual(expected.size(), NAN);
+          // On the BF16 dot path the reference multiplies the same BF16-rounded activations.
+          std::vector<float> xr = x;
+          if (rounded) {
+            for (auto& v : xr) v = round_bf16(v);
+          }
+          matmul_reference(xr.data(), s.tokens, w, bias.data(), expected.data());
+          matmul(x.data(), s.tokens, w, bias.data(), actual.data(), pool);
+          for (size_t i = 0; i < expected.size(); ++i) {
+            ASSERT_NEAR(actual[i], expected[i], 1e-4 * std::sqrt(double(s.cols)) + 1e-5)
+                << hwy::TargetName(target) << " " << dtype_name(dtype) << " T=" << s.tokens
+                << " N=" << s.rows << " K=" << s.cols << " at " << i
+                << (rounded ? " (BF16 dot products)" : "");
+          }
         }
       }
     }
   }
+}
+
+// The BF16 dot path really rounds the activations (and so differs from F32 activations by about
+// their rounding), while the F32 path does not: a check that the mode switch works.
+TEST_F(MatmulAllTargets, Bf16DotProductsRoundTheActivations) {
+  set_f32_activations(false);
+  if (!bf16_dot_products()) GTEST_SKIP() << "this CPU has no AVX512_BF16";
+  ThreadPool pool(1);
+  std::vector<uint16_t> w(64, 0x3f80);  // 1.0 in BF16: y = Σ x
+  const WeightMatrix m{DType::kBF16, reinterpret_cast<const uint8_t*>(w.data()), 1, 64};
+  std::vector<float> x(64, 0.f);
+  x[0] = 1.0f + 1.0f / 1024;  // not a BF16 value: rounds to 1.0
+  float y = 0;
+  matmul(x.data(), 1, m, nullptr, &y, pool);
+  EXPECT_EQ(y, 1.0f);
+  set_f32_activations(true);
+  matmul(x.data(), 1, m, nullptr, &y, pool);
+  EXPECT_EQ(y, x[0]);
 }
 
 TEST(Matmul, NoBiasAndSingleThread) {

@@ -43,7 +43,10 @@ std::vector<float> random_vector(size_t n, std::mt19937& rng) {
 
 class SignKernels : public ::testing::Test {
  protected:
-  void TearDown() override { hwy::SetSupportedTargetsForTest(0); }
+  void TearDown() override {
+    hwy::SetSupportedTargetsForTest(0);
+    set_f32_activations(false);
+  }
 };
 
 // The serving pass: exact where it is exact, and within the documented int8 quantization bound
@@ -164,6 +167,9 @@ TEST_F(SignKernels, TokenResultIndependentOfBatch) {
 TEST_F(SignKernels, FusedLinearEqualsDenseMergedWeights) {
   std::mt19937 rng(10);
   ThreadPool pool(2);
+  // The base product with F32 activations, so that what is compared is the fused sum itself
+  // (BF16 dot products would add the activations' rounding; matmul_test covers that path).
+  set_f32_activations(true);
   for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
     hwy::SetSupportedTargetsForTest(target);
     for (DType dtype : {DType::kF32, DType::kBF16}) {

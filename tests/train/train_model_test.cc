@@ -1,5 +1,7 @@
 // The training forward and backward of whole models: finite-difference gradient checks in
 // double precision, and the training forward against the inference engine's logits.
+#include "train/train_model.h"
+
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -7,8 +9,8 @@
 
 #include "model/transformer.h"
 #include "ops/backward.h"
+#include "ops/matmul.h"
 #include "support/test_support.h"
-#include "train/train_model.h"
 
 namespace bitdelta {
 namespace {
@@ -96,6 +98,12 @@ TEST_P(TrainingForward, EqualsTheInferenceEngine) {
   auto engine = Transformer::load(dir);
   TrainModel<float> m(engine->config(), engine->files());
   ThreadPool pool(2);
+  // Training computes in F32 throughout: compare with the engine's F32-activation path (its BF16
+  // dot products, where the CPU has them, are checked against PyTorch in reference_test).
+  set_f32_activations(true);
+  struct Restore {
+    ~Restore() { set_f32_activations(false); }
+  } restore;
   const Case c = make_case(m.config().vocab_size, 11);
   auto logits = m.forward(c.tokens, c.batch, c.seq_len);
   const int64_t V = m.config().vocab_size, S = c.seq_len;
