@@ -8,7 +8,7 @@
 //   4. adapter load (open, validate, bind; base digests precomputed as a server does);
 //   5. memory of a loaded adapter ÷ its file size.
 //
-//   delta_bench [--model DIR] [--finetuned DIR] [--threads 1,2]
+//   delta_bench [--model DIR] [--finetuned DIR] [--threads 1,2] [--quantize q8_0|q4_0]
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -42,6 +42,7 @@ double since(Clock::time_point t) { return std::chrono::duration<double>(Clock::
 int main(int argc, char** argv) {
   std::string model_dir, finetuned_dir;
   std::vector<int> thread_counts = {1, 2};
+  QuantOptions quant;  // --quantize: the base (and its steps) on a quantized copy
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     if (a == "--model" && i + 1 < argc) {
@@ -50,10 +51,14 @@ int main(int argc, char** argv) {
       finetuned_dir = argv[++i];
     } else if (a == "--threads" && i + 1 < argc) {
       thread_counts = bench::parse_int_list(argv[++i]);
+    } else if (a == "--quantize" && i + 1 < argc && parse_quant(argv[i + 1])) {
+      quant.quant = *parse_quant(argv[++i]);
     } else {
-      std::printf("usage: delta_bench [--model DIR] [--finetuned DIR] [--threads 1,2]\n"
-                  "(without them, synth --like qwen3-0.6b BF16 seeds 0 and 1 are written to a "
-                  "temporary folder)\n");
+      std::printf(
+          "usage: delta_bench [--model DIR] [--finetuned DIR] [--threads 1,2] "
+          "[--quantize q8_0|q4_0]\n"
+          "(without them, synth --like qwen3-0.6b BF16 seeds 0 and 1 are written to a "
+          "temporary folder)\n");
       return a == "--help" ? 0 : 2;
     }
   }
@@ -75,7 +80,7 @@ int main(int argc, char** argv) {
       }
     }
     ThreadPool pool2(2);
-    auto model = Transformer::load(model_dir);
+    auto model = Transformer::load(model_dir, quant);
     BaseFingerprints fp(model->files());
     auto start = Clock::now();
     fp.precompute(pool2);

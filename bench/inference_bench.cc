@@ -1,6 +1,7 @@
 // Inference speed against the hardware limit, measured in the same run.
 //
 //   inference_bench [--model DIR] [--prompt 128] [--new 64] [--threads 1,2] [--f32-activations]
+//                   [--quantize q8_0|q4_0]
 //
 // Without --model it writes `synth --like qwen3-0.6b` (BF16) to a temporary folder first. For
 // each thread count it prints prefill tokens/s (the whole prompt in one forward) and decode
@@ -70,6 +71,7 @@ int main(int argc, char** argv) {
   std::string model_dir;
   int prompt_len = 128, new_tokens = 64;
   std::vector<int> thread_counts = {1, 2};
+  QuantOptions quant;
   for (int i = 1; i < argc; ++i) {
     std::string a = argv[i];
     auto value = [&]() -> std::string {
@@ -89,10 +91,18 @@ int main(int argc, char** argv) {
       thread_counts = bench::parse_int_list(value());
     } else if (a == "--f32-activations") {
       set_f32_activations(true);
+    } else if (a == "--quantize") {
+      const std::string q = value();
+      if (!parse_quant(q)) {
+        std::fprintf(stderr, "--quantize: give none, q8_0 or q4_0\n");
+        return 2;
+      }
+      quant.quant = *parse_quant(q);
     } else {
       std::fprintf(stderr,
                    "usage: inference_bench [--model DIR] [--prompt 128] [--new 64] "
-                   "[--threads 1,2] [--f32-activations]\n(without --model, synth --like qwen3-0.6b "
+                   "[--threads 1,2] [--f32-activations] [--quantize q8_0|q4_0]\n(without --model, "
+                   "synth --like qwen3-0.6b "
                    "BF16 is written "
                    "to a temporary folder)\n");
       return a == "--help" || a == "-h" ? 0 : 2;
@@ -110,7 +120,7 @@ int main(int argc, char** argv) {
     }
     reset_peak_rss();  // the synth step's buffers are not the engine's
     const uint64_t rss_before = peak_rss_bytes();
-    auto model = Transformer::load(model_dir);
+    auto model = Transformer::load(model_dir, quant);
     const ModelConfig& c = model->config();
     const uint64_t weight_file_bytes = model->files().tensor_bytes();
     const uint64_t per_token = weight_bytes_per_token(model->weights());

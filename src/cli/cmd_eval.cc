@@ -59,6 +59,7 @@ CLI::App* register_eval(CLI::App& app, Runner& runner) {
     DataArgs data_args;
     EvalOptions eval;
     bool json = false, exact_deltas = false;
+    QuantFlags quant;
     int threads = 0;
   };
   auto o = std::make_shared<Options>();
@@ -82,12 +83,14 @@ CLI::App* register_eval(CLI::App& app, Runner& runner) {
       ->check(positive());
   cmd->add_flag("--json", o->json, "Print one JSON object instead of a table");
   add_precision_flags(cmd, o->exact_deltas);
+  add_quant_flags(cmd, o->quant);
   cmd->add_option("--threads", o->threads, "Worker threads (default: all cores)");
   runner = [=] {
     if (o->threads > 0) set_default_threads(o->threads);
     set_exact_sign_pass(o->exact_deltas);  // default: the adapter scored exactly as it is served
     EvalInputs inputs;
     inputs.base = o->base;
+    inputs.base_quant = quant_options(o->quant);
     if (!o->finetuned.empty()) inputs.finetuned = o->finetuned;
     if (!o->adapter.empty()) inputs.adapter = o->adapter;
     inputs.data = o->data;

@@ -52,6 +52,7 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
     std::string model, prompt, prompt_ids, system, adapter;
     bool chat = false, no_think = false, print_ids = false, no_bos = false, ignore_eos = false;
     bool exact_deltas = false;
+    QuantFlags quant;
     int64_t max_tokens = 256;
     int threads = 0;
     SamplingParams sampling;
@@ -98,11 +99,12 @@ CLI::App* register_generate(CLI::App& app, Runner& runner) {
                   "A user's BitDelta adapter (.bdelta) made against this model, applied on the fly")
       ->check(CLI::ExistingFile);
   add_precision_flags(cmd, o->exact_deltas);
+  add_quant_flags(cmd, o->quant);
   runner = [=] {
     validate(o->sampling);
     if (o->threads > 0) set_default_threads(o->threads);
     set_exact_sign_pass(o->exact_deltas);
-    auto model = Transformer::load(o->model);
+    auto model = Transformer::load(o->model, quant_options(o->quant));
     std::shared_ptr<Adapter> adapter = load_adapter_for(*model, o->adapter);
     Tokenizer tokenizer = Tokenizer::from_folder(o->model);
     std::vector<int32_t> prompt_ids;
@@ -202,6 +204,7 @@ CLI::App* register_logits(CLI::App& app, Runner& runner) {
   struct Options {
     std::string model, ids, out, adapter;
     bool exact_deltas = false;
+    QuantFlags quant;
   };
   auto o = std::make_shared<Options>();
   cmd->add_option("--model", o->model, "Hugging Face model folder")
@@ -212,10 +215,11 @@ CLI::App* register_logits(CLI::App& app, Runner& runner) {
   cmd->add_option("--adapter", o->adapter, "A user's BitDelta adapter (.bdelta) to apply")
       ->check(CLI::ExistingFile);
   add_precision_flags(cmd, o->exact_deltas);
+  add_quant_flags(cmd, o->quant);
   runner = [=] {
     set_exact_sign_pass(o->exact_deltas);
     std::vector<int32_t> ids = parse_id_list(o->ids, "--ids");
-    auto model = Transformer::load(o->model);
+    auto model = Transformer::load(o->model, quant_options(o->quant));
     std::shared_ptr<Adapter> adapter = load_adapter_for(*model, o->adapter);
     KVCache cache = model->new_cache();
     SequenceInput input{&cache, ids, true, adapter ? &adapter->weights() : nullptr};

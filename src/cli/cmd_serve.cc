@@ -105,6 +105,8 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
       ->check(CLI::IsMember({"auto", "plain", "qwen3", "chatml", "llama3", "llama2", "mistral"}));
   auto exact = std::make_shared<bool>(false);
   add_precision_flags(cmd, *exact);
+  auto quant = std::make_shared<QuantFlags>();
+  add_quant_flags(cmd, *quant);
   runner = [=] {
     if (*threads > 0) set_default_threads(*threads);
     for (const std::string& m : *models) {
@@ -129,6 +131,7 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
       o->domain_bases[d.substr(0, eq)] = d.substr(eq + 1);
     }
     set_exact_sign_pass(*exact);
+    o->quant = quant_options(*quant);
     // SIGTERM/SIGINT only raise a flag (any thread may receive them: libraries start threads
     // of their own); a watcher thread sees it and stops the server gracefully.
     static std::atomic<bool> signalled{false};

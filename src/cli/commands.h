@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "model/quantized_base.h"
 #include "ops/matmul.h"
 #include "train/data.h"
 
@@ -95,6 +96,41 @@ inline void add_precision_flags(CLI::App* cmd, bool& exact) {
       "activations to BF16 for the CPU's BF16 dot-product instructions (the default where the "
       "CPU has AVX512_BF16, as llama.cpp does; each product carries the activation's rounding, "
       "at most 2^-9 relative)");
+}
+
+// --quantize / --quant-cache / --no-quant-cache: run the base on a Q8_0 or Q4_0 copy of its
+// matrices (model/quantized_base.h), for the commands that run a model.
+struct QuantFlags {
+  std::string quant = "none";
+  std::string cache_dir;
+  bool no_cache = false;
+};
+inline void add_quant_flags(CLI::App* cmd, QuantFlags& f) {
+  cmd->add_option("--quantize", f.quant,
+                  "Run the base on a quantized copy of its matrices: q8_0 (8.5 bits per weight) "
+                  "or q4_0 (4.5; the LM head stays q8_0), llama.cpp's block formats, made once "
+                  "and cached beside the model (docs/quantized-bases.md). Adapters still apply "
+                  "and still match the original base")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"none", "q8_0", "q4_0"}, CLI::ignore_case));
+  cmd->add_option("--quant-cache", f.cache_dir,
+                  "Folder of the quantized copy (default: MODEL/.bitdelta-cache); when it cannot "
+                  "be written the copy is kept in memory");
+  cmd->add_flag("--no-quant-cache", f.no_cache,
+                "Quantize in memory at every start instead of caching the copy on disk");
+}
+// The loader's options for the flags; quantizing reports progress on stderr.
+inline QuantOptions quant_options(const QuantFlags& f) {
+  QuantOptions o;
+  o.quant = parse_quant(f.quant).value_or(Quant::kNone);
+  o.cache_dir = f.cache_dir;
+  o.use_cache = !f.no_cache;
+  o.progress = [q = f.quant](int64_t done, int64_t total) {
+    if (done == 1 || done == total || done * 4 / total != (done - 1) * 4 / total) {
+      fmt::print(stderr, "quantizing the base to {}: {}/{} matrices\n", q, done, total);
+    }
+  };
+  return o;
 }
 
 CLI::App* register_import_llama2c(CLI::App& app, Runner& runner);

@@ -12,11 +12,16 @@ namespace bitdelta {
 
 namespace fs = std::filesystem;
 
-std::unique_ptr<Transformer> Transformer::load(const fs::path& dir) {
+std::unique_ptr<Transformer> Transformer::load(const fs::path& dir, const QuantOptions& quant) {
   if (!fs::is_directory(dir)) fail("model folder '{}' does not exist", dir.string());
   ModelConfig config = load_model_config(dir / "config.json");
   WeightFiles files = WeightFiles::open(dir);
-  return std::unique_ptr<Transformer>(new Transformer(std::move(config), std::move(files)));
+  auto model = std::unique_ptr<Transformer>(new Transformer(std::move(config), std::move(files)));
+  if (quant.quant != Quant::kNone) {
+    model->quantized_ =
+        QuantizedBase::attach(model->files_, model->weights_, quant, default_thread_pool());
+  }
+  return model;
 }
 
 Transformer::Transformer(ModelConfig config, WeightFiles files)

@@ -13,6 +13,7 @@
 #include "io/weight_files.h"
 #include "model/adapter_weights.h"
 #include "model/kv_cache.h"
+#include "model/quantized_base.h"
 #include "model/weights.h"
 #include "util/thread_pool.h"
 
@@ -31,7 +32,11 @@ struct SequenceInput {
 class Transformer {
  public:
   // Loads config.json and maps the weights of a Hugging Face folder; validates every tensor.
-  static std::unique_ptr<Transformer> load(const std::filesystem::path& dir);
+  // With quant.quant set, the matrices run on a quantized copy (model/quantized_base.h).
+  static std::unique_ptr<Transformer> load(const std::filesystem::path& dir,
+                                           const QuantOptions& quant = {});
+  // The quantized copy of the matrices, or null when the model runs on the checkpoint's dtype.
+  const QuantizedBase* quantized() const { return quantized_.get(); }
 
   const ModelConfig& config() const { return config_; }
   const ModelWeights& weights() const { return weights_; }
@@ -72,6 +77,7 @@ class Transformer {
   ModelConfig config_;
   WeightFiles files_;
   ModelWeights weights_;
+  std::unique_ptr<QuantizedBase> quantized_;
   std::vector<double> inv_freq_;
 
   // Activations, reused between calls.

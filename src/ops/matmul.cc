@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "ops/matmul_bf16dot.h"
+#include "ops/quant_vnni.h"
 #include "util/error.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -67,8 +68,7 @@ HWY_INLINE void row_dots(const float* x, int64_t K, const WT* row, int64_t n, in
 // activation vector loaded once for four rows; 4·C accumulators, as named variables (GCC
 // spills an array of vectors to the stack on every iteration).
 template <int C, typename WT>
-HWY_INLINE void rows4_dots(const float* x, int64_t K, const WT* w, int64_t n, int64_t N,
-                           float* y) {
+HWY_INLINE void rows4_dots(const float* x, int64_t K, const WT* w, int64_t n, int64_t N, float* y) {
   static_assert(C >= 1 && C <= 3);
   const DF df;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
@@ -101,7 +101,8 @@ HWY_INLINE void rows4_dots(const float* x, int64_t K, const WT* w, int64_t n, in
   }
   const WT* rows[4] = {r0, r1, r2, r3};
   const float* xs[3] = {x0, x1, x2};
-  const hn::Vec<DF> acc[4][3] = {{a00, a01, a02}, {a10, a11, a12}, {a20, a21, a22}, {a30, a31, a32}};
+  const hn::Vec<DF> acc[4][3] = {
+      {a00, a01, a02}, {a10, a11, a12}, {a20, a21, a22}, {a30, a31, a32}};
   for (int r = 0; r < 4; ++r) {
     for (int c = 0; c < C; ++c) y[c * N + n + r] = finish_dot(acc[r][c], rows[r], xs[c], k, K);
   }
@@ -112,8 +113,7 @@ HWY_INLINE void rows4_dots(const float* x, int64_t K, const WT* w, int64_t n, in
 // read as four strided streams reach about half of it). One accumulator per row, like every
 // kernel here; consecutive rows' independent chains overlap in the out-of-order core.
 template <typename WT>
-void gemv_kernel(const float* x, const WT* w, int64_t K, int64_t n_begin, int64_t n_end,
-                 float* y) {
+void gemv_kernel(const float* x, const WT* w, int64_t K, int64_t n_begin, int64_t n_end, float* y) {
   const DF df;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
   for (int64_t n = n_begin; n < n_end; ++n) {
@@ -181,7 +181,8 @@ void rows_kernel(const float* x, int64_t T, const WT* w, int64_t K, int64_t n_be
         case 1:
           row_dots<1>(xt + t * K, K, row, n, N, yt + t * N);
           break;
-        default: break;
+        default:
+          break;
       }
     }
   }
@@ -218,7 +219,58 @@ constexpr int64_t kMinMacsPerThread = 1 << 17;
 namespace {
 
 const bool kCpuHasBf16Dot = bf16dot::cpu_supported();
+const bool kCpuHasVnni = qvnni::cpu_supported();
 std::atomic<bool> g_f32_activations{false};
+
+// Rows split across the pool's threads in chunks of whole 16-row panels (aligned with every
+// kernel's blocks of four rows): rows(n_begin, n_end) fills y's columns of those rows for every
+// token, then the bias is added to them.
+template <typename Rows>
+void split_rows(const WeightMatrix& w, int64_t tokens, const float* bias, float* y,
+                ThreadPool& pool, const Rows& rows) {
+  pool.parallel_for(
+      (w.rows + 15) / 16,
+      [&](int64_t p_begin, int64_t p_end) {
+        const int64_t n_begin = p_begin * 16;
+        const int64_t n_end = std::min(w.rows, p_end * 16);
+        rows(n_begin, n_end);
+        if (bias != nullptr) {
+          for (int64_t t = 0; t < tokens; ++t) {
+            for (int64_t n = n_begin; n < n_end; ++n) y[t * w.rows + n] += bias[n];
+          }
+        }
+      },
+      /*grain=*/
+      std::max<int64_t>(4, kMinMacsPerThread / std::max<int64_t>(1, 16 * w.cols * tokens)));
+}
+
+// Quantized weights: integer dot products on int8 activations (quant_vnni.h), or the codes
+// widened to F32 against the activations padded to whole blocks of 32.
+void quant_matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,
+                  float* y, ThreadPool& pool) {
+  const int64_t K = w.cols, xs = quant_blocks(K) * kQuantBlock;
+  if (int8_quantized_products()) {
+    thread_local qvnni::Activations prepared;
+    qvnni::prepare(w.quant, x, tokens, K, prepared);
+    const qvnni::Activations* a = &prepared;  // (the workers' own thread_local is another)
+    split_rows(w, tokens, bias, y, pool, [&](int64_t n_begin, int64_t n_end) {
+      qvnni::rows(*a, w.scales, w.data, w.rows, K, n_begin, n_end, y);
+    });
+    return;
+  }
+  thread_local std::vector<float> padded;
+  const float* xp = x;
+  if (xs != K) {
+    padded.assign(static_cast<size_t>(tokens * xs), 0.0f);
+    for (int64_t t = 0; t < tokens; ++t) {
+      std::memcpy(padded.data() + t * xs, x + t * K, static_cast<size_t>(K) * 4);
+    }
+    xp = padded.data();
+  }
+  split_rows(w, tokens, bias, y, pool, [&](int64_t n_begin, int64_t n_end) {
+    detail::quant_rows(w.quant, xp, tokens, xs, w.scales, w.data, w.rows, K, n_begin, n_end, y);
+  });
+}
 
 }  // namespace
 
@@ -226,9 +278,15 @@ void set_f32_activations(bool f32) { g_f32_activations = f32; }
 
 bool bf16_dot_products() { return kCpuHasBf16Dot && !g_f32_activations; }
 
+bool int8_quantized_products() { return kCpuHasVnni && !g_f32_activations; }
+
 void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias, float* y,
             ThreadPool& pool) {
   if (tokens <= 0 || w.rows == 0) return;
+  if (w.quant != Quant::kNone) {
+    quant_matmul(x, tokens, w, bias, y, pool);
+    return;
+  }
   // BF16 weights on VDPBF16PS: the activations rounded once for every thread.
   const bool bf16_dot = w.dtype == DType::kBF16 && bf16_dot_products();
   // (Per calling thread; the workers see it through xb, not as their own thread_local.)
@@ -246,28 +304,14 @@ void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* 
     bf16dot::round_activations(x, tokens, w.cols, rounded.get());
     xb = rounded.get();
   }
-  // Chunks of whole 16-row panels keep the row split aligned with the kernels' blocks of four.
-  const int64_t panels = (w.rows + 15) / 16;
-  pool.parallel_for(
-      panels,
-      [&](int64_t p_begin, int64_t p_end) {
-        const int64_t n_begin = p_begin * 16;
-        const int64_t n_end = std::min(w.rows, p_end * 16);
-        if (bf16_dot) {
-          bf16dot::rows(xb, tokens, reinterpret_cast<const uint16_t*>(w.data), w.rows, w.cols,
-                        n_begin, n_end, y);
-        } else {
-          HWY_DYNAMIC_DISPATCH(Matmul)
-          (x, tokens, w.dtype, w.data, w.rows, w.cols, n_begin, n_end, y);
-        }
-        if (bias != nullptr) {
-          for (int64_t t = 0; t < tokens; ++t) {
-            for (int64_t n = n_begin; n < n_end; ++n) y[t * w.rows + n] += bias[n];
-          }
-        }
-      },
-      /*grain=*/
-      std::max<int64_t>(4, kMinMacsPerThread / std::max<int64_t>(1, 16 * w.cols * tokens)));
+  split_rows(w, tokens, bias, y, pool, [&](int64_t n_begin, int64_t n_end) {
+    if (bf16_dot) {
+      bf16dot::rows(xb, tokens, reinterpret_cast<const uint16_t*>(w.data), w.rows, w.cols, n_begin,
+                    n_end, y);
+    } else {
+      HWY_DYNAMIC_DISPATCH(Matmul)(x, tokens, w.dtype, w.data, w.rows, w.cols, n_begin, n_end, y);
+    }
+  });
 }
 
 void matmul_reference(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,
@@ -275,7 +319,11 @@ void matmul_reference(const float* x, int64_t tokens, const WeightMatrix& w, con
   std::vector<float> row(static_cast<size_t>(w.cols));
   const size_t row_bytes = static_cast<size_t>(w.cols) * dtype_size(w.dtype);
   for (int64_t n = 0; n < w.rows; ++n) {
-    convert_to_f32(w.dtype, w.data + n * row_bytes, row.data(), row.size());
+    if (w.quant != Quant::kNone) {
+      dequantize_row(w.quant, w.scales, w.data, w.rows, n, w.cols, row.data());
+    } else {
+      convert_to_f32(w.dtype, w.data + n * row_bytes, row.data(), row.size());
+    }
     for (int64_t t = 0; t < tokens; ++t) {
       double sum = bias != nullptr ? bias[n] : 0.0;
       for (int64_t k = 0; k < w.cols; ++k) sum += static_cast<double>(x[t * w.cols + k]) * row[k];

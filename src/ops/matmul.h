@@ -6,6 +6,7 @@
 #include <cstdint>
 
 #include "io/dtype.h"
+#include "ops/quant.h"
 #include "ops/sign_matmul.h"
 #include "util/thread_pool.h"
 
@@ -13,10 +14,17 @@ namespace bitdelta {
 
 struct WeightMatrix {
   DType dtype = DType::kF32;
-  const uint8_t* data = nullptr;  // rows × cols elements, row-major
+  const uint8_t* data = nullptr;  // rows × cols elements, row-major (quantized: the codes)
   int64_t rows = 0;
   int64_t cols = 0;
-  uint64_t nbytes() const { return static_cast<uint64_t>(rows * cols) * dtype_size(dtype); }
+  // A quantized matrix (ops/quant.h): `data` holds the codes, `scales` the F16 block scales, and
+  // `dtype` is that of the weights it was quantized from.
+  Quant quant = Quant::kNone;
+  const uint16_t* scales = nullptr;
+  uint64_t nbytes() const {
+    if (quant != Quant::kNone) return quant_matrix_bytes(quant, rows, cols);
+    return static_cast<uint64_t>(rows * cols) * dtype_size(dtype);
+  }
 };
 
 // y[t, n] = Σ_k x[t, k] · W[n, k] + bias[n]   (x: [T, K], y: [T, N], bias: [N] or null).
@@ -38,6 +46,11 @@ void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* 
 void set_f32_activations(bool f32);
 // Whether BF16 weights currently take the BF16 dot-product path.
 bool bf16_dot_products();
+// Whether quantized weights (ops/quant.h) currently take the integer path, on CPUs with
+// AVX512_VNNI unless set_f32_activations(true): the activations quantized per block of 32 to
+// int8 (Q8_0, d = max|x| / 127, rounded to nearest even), exact integer sums per block. Else the
+// weights are widened to F32 and meet F32 activations.
+bool int8_quantized_products();
 
 // Plain scalar reference of the same (double accumulation), for tests.
 void matmul_reference(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,

@@ -28,6 +28,14 @@ BD_BF16_TARGET inline __m512bh load_masked(const uint16_t* p, __mmask32 m) {
   return reinterpret_cast<__m512bh>(_mm512_maskz_loadu_epi16(m, p));
 }
 
+// The 16 lanes summed, always in the same tree: halves, quarters, then pairs.
+BD_BF16_TARGET inline float sum_lanes(__m512 v) {
+  const __m256 a = _mm256_add_ps(_mm512_extractf32x8_ps(v, 0), _mm512_extractf32x8_ps(v, 1));
+  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
 // y[c·N + r] = Σ_k w[r·K + k] · x[c·K + k] for r < R rows and c < C tokens. Each output's
 // accumulator sees the same instructions in the same order whatever R and C are.
 template <int R, int C>
@@ -67,7 +75,7 @@ BD_BF16_TARGET inline void tile(const uint16_t* w, const uint16_t* x, int64_t K,
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) {
 #pragma GCC unroll 8
-    for (int c = 0; c < C; ++c) y[c * N + r] = _mm512_reduce_add_ps(acc[r][c]);
+    for (int c = 0; c < C; ++c) y[c * N + r] = sum_lanes(acc[r][c]);
   }
 }
 

@@ -34,7 +34,7 @@ Server::Impl::Impl(const ServeOptions& options) : o(options) {
     auto b = std::make_unique<Base>();
     b->name = name;
     b->dir = dir;
-    b->model = Transformer::load(dir);
+    b->model = Transformer::load(dir, o.quant);
     b->tokenizer.emplace(Tokenizer::from_folder(dir));
     try {
       b->chat.emplace(ChatTemplate::detect(*b->tokenizer, b->model->config().model_type));

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "model/quantized_base.h"
 #include "safety/safety_gate.h"
 
 namespace bitdelta {
@@ -25,6 +26,8 @@ struct ServeOptions {
   std::vector<std::pair<std::string, std::filesystem::path>> models;
   // Which base personalizes (and is tried first for) each domain: domain -> base name.
   std::map<std::string, std::string> domain_bases;
+  // Every base served on a quantized copy of its matrices (model/quantized_base.h).
+  QuantOptions quant;
   std::string host = "127.0.0.1";
   int port = 8080;                       // 0: any free port (see Server::port)
   std::filesystem::path api_keys;        // empty: no authentication (loopback hosts only)

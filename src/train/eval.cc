@@ -65,12 +65,13 @@ TokenScores score_tokens(const std::vector<float>& logits, int64_t V,
   return s;
 }
 
-std::unique_ptr<Transformer> load_model(const std::filesystem::path& dir, const char* what) {
+std::unique_ptr<Transformer> load_model(const std::filesystem::path& dir, const char* what,
+                                        const QuantOptions& quant = {}) {
   if (!std::filesystem::is_directory(dir)) {
     fail("the {} model folder '{}' does not exist (expected a Hugging Face model folder)", what,
          dir.string());
   }
-  return Transformer::load(dir);
+  return Transformer::load(dir, quant);
 }
 
 }  // namespace
@@ -207,7 +208,7 @@ EvalReport evaluate(const EvalModels& models, const TrainingData& data, const Ev
 }
 
 EvalReport evaluate_files(const EvalInputs& inputs, const EvalOptions& options, ThreadPool& pool) {
-  std::unique_ptr<Transformer> base = load_model(inputs.base, "base");
+  std::unique_ptr<Transformer> base = load_model(inputs.base, "base", inputs.base_quant);
   std::unique_ptr<Transformer> finetuned;
   if (inputs.finetuned) finetuned = load_model(*inputs.finetuned, "fine-tuned");
   std::shared_ptr<Adapter> adapter;

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "model/adapter_weights.h"
+#include "model/quantized_base.h"
 #include "model/transformer.h"
 #include "train/data.h"
 #include "util/thread_pool.h"
@@ -79,6 +80,7 @@ struct EvalInputs {
   std::optional<std::filesystem::path> finetuned, adapter;
   std::filesystem::path data;
   DataOptions data_options;
+  QuantOptions base_quant;  // the base (and base + adapter) on a quantized copy
 };
 
 // Loads the models (the adapter checked against and bound to the base), tokenizes the data with
