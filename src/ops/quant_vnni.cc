@@ -41,6 +41,18 @@ BD_VNNI_TARGET inline float sum_lanes(__m512 v) {
   return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
 }
 
+// For step j of a window of eight, lane l takes scale 2·(j mod 8) + (the block of lane l).
+struct Picks {
+  alignas(64) int32_t index[8][16];
+};
+Picks make_picks(Quant q) {
+  Picks p;
+  for (int j = 0; j < 8; ++j) {
+    for (int l = 0; l < 16; ++l) p.index[j][l] = 2 * j + block_of_lane(q, l);
+  }
+  return p;
+}
+
 // One step's 64 unsigned weight bytes (`p`: the row's codes of that step).
 template <Quant Q>
 BD_VNNI_TARGET inline __m512i load_weights(const uint8_t* p) {
@@ -65,33 +77,30 @@ BD_VNNI_TARGET inline void tile(const Activations& a, int64_t t, const uint8_t* 
                                 int64_t step_stride, const uint16_t* scales, int64_t nb, float* y,
                                 int64_t N) {
   const int64_t steps = a.steps;
-  // Lane → which of the step's two block scales.
-  const __m512i pick = Q == Quant::kQ8_0
-                           ? _mm512_set_epi32(1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0)
-                           : _mm512_set_epi32(1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0);
+  // Lane → which of the step's two block scales, for each step of a window of eight: the row's
+  // scales are widened sixteen at a time (eight steps), and each step picks its two.
+  alignas(64) static const Picks picks = make_picks(Q);
   __m512 acc[R][C];
   for (int r = 0; r < R; ++r) {
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
   }
   constexpr int64_t kStep = Q == Quant::kQ8_0 ? 64 : 32;
+  __m512 window[R];
   for (int64_t j = 0; j < steps; ++j) {
     __m512i w[R];
     __m512 dwv[R];
     const uint8_t* at_j = rows + j * step_stride;
     for (int r = 0; r < R; ++r) w[r] = load_weights<Q>(at_j + r * kStep);
-    for (int r = 0; r < R; ++r) {
-      // The step's two F16 block scales (one, and a zero, at an odd row end), widened.
-      uint32_t bits;
-      const uint16_t* sc = scales + r * nb + 2 * j;
-      if (2 * j + 1 < nb) {
-        std::memcpy(&bits, sc, 4);
-      } else {
-        bits = sc[0];
+    if (j % 8 == 0) {
+      // The next sixteen F16 block scales of each row (fewer, and zeros, at a row's end).
+      const int64_t left = nb - 2 * j;
+      const __mmask16 m = left >= 16 ? __mmask16(0xffff) : _cvtu32_mask16((1u << left) - 1u);
+      for (int r = 0; r < R; ++r) {
+        window[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, scales + r * nb + 2 * j));
       }
-      const __m512 pair =
-          _mm512_castps128_ps512(_mm_cvtph_ps(_mm_cvtsi32_si128(static_cast<int>(bits))));
-      dwv[r] = _mm512_permutexvar_ps(pick, pair);
     }
+    const __m512i pick = _mm512_load_si512(picks.index[j % 8]);
+    for (int r = 0; r < R; ++r) dwv[r] = _mm512_permutexvar_ps(pick, window[r]);
     for (int c = 0; c < C; ++c) {
       const int64_t at = (t + c) * steps + j;
       const __m512i x = _mm512_loadu_si512(a.codes.data() + at * kStepBytes);
