@@ -57,6 +57,16 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
   cmd->add_option("--prefill-chunk", o->prefill_chunk,
                   "Prompt tokens per sequence per step, so long prompts do not stall others")
       ->capture_default_str();
+  cmd->add_option("--prefix-cache-mb", o->prefix_cache_mb,
+                  "Memory per base for the keys and values of prompt prefixes already seen, "
+                  "reused by requests of the same base or adapter that start the same way "
+                  "(least recently used go first; 0: off; docs/prefix-cache.md)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  cmd->add_option("--prefix-block", o->prefix_block,
+                  "Tokens per prefix-cache block: prefixes are matched in whole blocks")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--adapter-cache-mb", o->adapter_cache_mb,
                   "Memory for loaded adapters (least recently used go first; adapters in use stay)")
       ->capture_default_str();

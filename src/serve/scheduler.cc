@@ -38,6 +38,9 @@ Scheduler::Scheduler(Transformer& model, const Tokenizer& tokenizer, SchedulerOp
   if (options_.max_batch <= 0 || options_.max_queue < 0 || options_.prefill_chunk <= 0) {
     fail("max batch and prefill chunk must be positive and the queue length ≥ 0");
   }
+  if (options_.prefix_cache_bytes > 0) {
+    prefix_cache_.emplace(model.config(), options_.prefix_cache_bytes, options_.prefix_block);
+  }
   thread_ = std::thread([this] { loop(); });
 }
 
@@ -130,8 +133,16 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
   std::vector<Sequence*> sampled;  // sequences whose logits row is a next-token distribution
   int64_t tokens = 0;
   for (auto& s : active) {
-    if (s->cache.max_length() == 0) s->cache = model_.new_cache();
     const auto& prompt = s->request.prompt;
+    if (s->cache.max_length() == 0) {
+      s->cache = model_.new_cache();
+      // A prefix seen before comes from the prefix cache; at least the last prompt token is
+      // computed, for its logits.
+      if (prefix_cache_) {
+        s->prefilled = prefix_cache_->restore(s->request.prefix_owner, prompt,
+                                              static_cast<int64_t>(prompt.size()) - 1, s->cache);
+      }
+    }
     const int64_t left = static_cast<int64_t>(prompt.size()) - s->prefilled;
     SequenceInput in{&s->cache, {}, false, s->request.options.adapter};
     if (left > 0) {
@@ -170,6 +181,11 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
   for (size_t i = 0; i < sampled.size(); ++i) {
     Sequence* s = sampled[i];
     if (s == nullptr) continue;  // mid-prompt chunk: its logits predict nothing yet
+    if (prefix_cache_ && s->decoder->tokens().empty()) {
+      // The prompt was just completed: its whole blocks are kept for later requests.
+      prefix_cache_->store(s->request.prefix_owner, s->request.prompt,
+                           static_cast<int64_t>(s->request.prompt.size()), s->cache);
+    }
     std::string text = s->decoder->step(std::span<float>(logits).subspan(i * V, V));
     if (!s->decoder->done()) s->next_input = s->decoder->tokens().back();
     if (!text.empty() || s->decoder->done()) {

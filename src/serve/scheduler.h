@@ -18,6 +18,7 @@
 
 #include "model/generate.h"
 #include "model/transformer.h"
+#include "serve/prefix_cache.h"
 #include "tokenizer/tokenizer.h"
 
 namespace bitdelta {
@@ -52,12 +53,17 @@ struct SchedulerRequest {
   std::vector<int32_t> prompt;
   GenerateOptions options;                // options.adapter: the user's adapter or null
   std::shared_ptr<const void> adapter_pin;  // keeps the adapter loaded while the request lives
+  // Whose keys and values the prompt's prefix shares in the prefix cache: "" for the base, the
+  // adapter's content hash otherwise (never its address: a reloaded adapter is another object).
+  std::string prefix_owner;
 };
 
 struct SchedulerOptions {
   int64_t max_batch = 8;       // sequences in one forward
   int64_t max_queue = 64;      // waiting requests beyond the batch; more are refused
   int64_t prefill_chunk = 128; // prompt tokens per sequence per forward
+  uint64_t prefix_cache_bytes = 0;  // 0: no prefix cache
+  int64_t prefix_block = 32;        // tokens per prefix-cache block
 };
 
 struct SchedulerStats {
@@ -77,6 +83,8 @@ class Scheduler {
   // Stops accepting, finishes what was accepted, then returns.
   void drain();
   SchedulerStats stats() const;
+  // The prefix cache (null when disabled).
+  const PrefixCache* prefix_cache() const { return prefix_cache_ ? &*prefix_cache_ : nullptr; }
   // Called after every forward with (sequences, tokens) and per new token's sequence; for metrics.
   std::function<void(int64_t sequences, int64_t tokens, double seconds)> on_batch;
 
@@ -90,6 +98,7 @@ class Scheduler {
   const Tokenizer& tokenizer_;
   SchedulerOptions options_;
   ThreadPool& pool_;
+  std::optional<PrefixCache> prefix_cache_;
   mutable std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<std::unique_ptr<Sequence>> queue_;

@@ -47,8 +47,11 @@ Server::Impl::Impl(const ServeOptions& options) : o(options) {
     }
     b->cache.emplace(*b->model, static_cast<uint64_t>(o.adapter_cache_mb) << 20, metrics, pool,
                      name);
-    b->scheduler.emplace(*b->model, *b->tokenizer,
-                         SchedulerOptions{o.max_batch, o.max_queue, o.prefill_chunk}, pool);
+    b->scheduler.emplace(
+        *b->model, *b->tokenizer,
+        SchedulerOptions{o.max_batch, o.max_queue, o.prefill_chunk,
+                         static_cast<uint64_t>(o.prefix_cache_mb) << 20, o.prefix_block},
+        pool);
     b->scheduler->on_batch = [this, child = base_batch_size.labels({name})](
                                  int64_t sequences, int64_t, double) mutable {
       batch_size.observe(static_cast<double>(sequences));
@@ -259,6 +262,22 @@ void Server::Impl::routes() {
       const SchedulerStats s = b->scheduler->stats();
       base_queue.labels({b->name}).set(static_cast<double>(s.queued));
       base_active.labels({b->name}).set(static_cast<double>(s.active));
+      if (const PrefixCache* pc = b->scheduler->prefix_cache()) {
+        std::lock_guard lock(metrics_mutex);
+        const PrefixCacheStats p = pc->stats();
+        PrefixCacheStats& r = b->prefix_reported;
+        prefix_lookups.labels({b->name}).inc(static_cast<double>(p.lookups - r.lookups));
+        prefix_lookup_tokens.labels({b->name}).inc(
+            static_cast<double>(p.lookup_tokens - r.lookup_tokens));
+        prefix_hit_tokens.labels({b->name}).inc(static_cast<double>(p.hit_tokens - r.hit_tokens));
+        prefix_evictions.labels({b->name}).inc(
+            static_cast<double>(p.evicted_blocks - r.evicted_blocks));
+        r = p;
+        prefix_hit_ratio.labels({b->name}).set(
+            p.lookup_tokens > 0 ? static_cast<double>(p.hit_tokens) / p.lookup_tokens : 0.0);
+        prefix_bytes.labels({b->name}).set(static_cast<double>(p.bytes));
+        prefix_blocks.labels({b->name}).set(static_cast<double>(p.blocks));
+      }
       queued += s.queued;
       active += s.active;
     }
@@ -585,8 +604,8 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
               "invalid_request_error", "context_length_exceeded");
   }
 
-  std::shared_ptr<RequestChannel> channel =
-      base->scheduler->submit({std::move(prompt), s.options, adapter});
+  std::shared_ptr<RequestChannel> channel = base->scheduler->submit(
+      {std::move(prompt), s.options, adapter, record ? "adapter:" + record->sha256 : ""});
   if (!channel) http_fail(429, "too many requests are waiting; retry shortly", "rate_limit_error");
 
   const std::string id = random_id(chat_request ? "chatcmpl" : "cmpl");

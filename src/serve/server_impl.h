@@ -93,6 +93,7 @@ struct Base {
   std::vector<int32_t> stop_ids;
   std::optional<AdapterCache> cache;
   std::optional<Scheduler> scheduler;
+  PrefixCacheStats prefix_reported;  // what /metrics has counted so far (under its lock)
 };
 
 struct Server::Impl {
@@ -106,6 +107,7 @@ struct Server::Impl {
   std::optional<SigningKey> signer;    // --signing-key: signs the adapters jobs create
   std::optional<TrustedKeys> trusted;  // --trusted-keys
   std::mutex verified_mutex;
+  std::mutex metrics_mutex;                 // the prefix-cache counters' deltas at /metrics
   std::set<std::string> verified;           // blobs checked since start (verify_stored)
   std::optional<AuditLog> audit;            // the store's audit.jsonl
   std::optional<ProbeSet> probes;           // the safety gate's
@@ -145,6 +147,24 @@ struct Server::Impl {
       "bitdelta_base_queue_length", "Requests waiting for a batch slot, by base", {"base"});
   GaugeFamily base_active = metrics.gauge_family(
       "bitdelta_base_active_sequences", "Sequences in the running batch, by base", {"base"});
+  // The prefix cache, by base (docs/prefix-cache.md).
+  CounterFamily prefix_lookups = metrics.counter_family(
+      "bitdelta_prefix_cache_lookups_total", "Requests looked up in the prefix cache", {"base"});
+  CounterFamily prefix_lookup_tokens = metrics.counter_family(
+      "bitdelta_prefix_cache_lookup_tokens_total",
+      "Prompt tokens in whole blocks that the prefix cache could have served", {"base"});
+  CounterFamily prefix_hit_tokens = metrics.counter_family(
+      "bitdelta_prefix_cache_hit_tokens_total",
+      "Prompt tokens restored from the prefix cache instead of prefilled", {"base"});
+  CounterFamily prefix_evictions = metrics.counter_family(
+      "bitdelta_prefix_cache_evicted_blocks_total", "Prefix-cache blocks evicted (LRU)", {"base"});
+  GaugeFamily prefix_hit_ratio = metrics.gauge_family(
+      "bitdelta_prefix_cache_hit_ratio",
+      "Hit tokens / lookup tokens since start (0 before any lookup)", {"base"});
+  GaugeFamily prefix_bytes = metrics.gauge_family("bitdelta_prefix_cache_bytes",
+                                                  "Bytes held by the prefix cache", {"base"});
+  GaugeFamily prefix_blocks = metrics.gauge_family("bitdelta_prefix_cache_blocks",
+                                                   "Blocks held by the prefix cache", {"base"});
   Histogram ttft =
       metrics.histogram("bitdelta_time_to_first_token_seconds",
                         "From request to its first generated text", default_latency_buckets());

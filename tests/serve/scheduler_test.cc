@@ -1,15 +1,17 @@
 // Continuous batching: many concurrent requests for different adapters (and the base) decode in
 // shared forwards and give exactly what each gives alone; cancellation, a full queue, chunked
 // prefill and draining.
+#include "serve/scheduler.h"
+
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <thread>
 
 #include "delta/adapter.h"
 #include "delta/compress.h"
 #include "delta/delta_test_util.h"
 #include "model/generate.h"
-#include "serve/scheduler.h"
 #include "support/test_support.h"
 #include "util/error.h"
 
@@ -81,8 +83,8 @@ class SchedulerTest : public ::testing::Test {
 testing::ScratchDir* SchedulerTest::dir_ = nullptr;
 
 TEST_F(SchedulerTest, ConcurrentUsersGetWhatTheyGetAlone) {
-  const char* prompts[] = {"Once upon a time", "The dog", "Lily and Tom went to the park",
-                           "One day", "The sun was", "A little bird"};
+  const char* prompts[] = {"Once upon a time", "The dog",     "Lily and Tom went to the park",
+                           "One day",          "The sun was", "A little bird"};
   struct Job {
     std::vector<int32_t> ids;
     GenerateOptions options;
@@ -120,6 +122,98 @@ TEST_F(SchedulerTest, ConcurrentUsersGetWhatTheyGetAlone) {
   EXPECT_EQ(max_sequences, 5);  // requests really shared forwards
 }
 
+// The prefix cache never changes a result: a prompt whose first blocks are restored gives
+// bitwise the logits of the same prompt prefilled from scratch, for the base and for an adapter;
+// a prefix is never shared across owners; and the budget holds, least recently used out first.
+TEST_F(SchedulerTest, PrefixCacheRestoresExactlyWhatPrefillComputes) {
+  const auto story = prompt(
+      "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
+      "park with her friends, and one day she saw a big red ball under a tree.");
+  ASSERT_GT(story.size(), 40u);
+  std::vector<int32_t> other = story;  // same first 32 tokens, then another ending
+  other.resize(36);
+  other.push_back(story[5]);
+  const int64_t V = model_->config().vocab_size;
+  const auto last_logits = [&](const std::vector<int32_t>& ids, const AdapterWeights* a,
+                               KVCache& cache) {
+    std::vector<float> logits;
+    const int64_t from = cache.length();
+    SequenceInput in{&cache, std::span(ids).subspan(static_cast<size_t>(from)), false, a};
+    model_->forward({&in, 1}, &logits, pool_);
+    return std::vector<float>(logits.end() - V, logits.end());
+  };
+  PrefixCache cache(model_->config(), 64ull << 20, 16);
+  for (const AdapterWeights* a :
+       {static_cast<const AdapterWeights*>(nullptr), &adapters_[0]->weights()}) {
+    const std::string owner = a ? "adapter:0" : "";
+    KVCache full = model_->new_cache();
+    const auto expected = last_logits(other, a, full);
+    // The story, prefilled in chunks of 5, then stored: its whole blocks are kept.
+    KVCache first = model_->new_cache();
+    for (size_t at = 0; at < story.size(); at += 5) {
+      SequenceInput in{&first, std::span(story).subspan(at, std::min<size_t>(5, story.size() - at)),
+                       false, a};
+      std::vector<float> ignored;
+      model_->forward({&in, 1}, &ignored, pool_);
+    }
+    cache.store(owner, story, static_cast<int64_t>(story.size()), first);
+    // The other prompt: 32 tokens (two blocks) restored, the rest computed.
+    KVCache restored = model_->new_cache();
+    EXPECT_EQ(cache.restore(owner, other, static_cast<int64_t>(other.size()) - 1, restored), 32);
+    const auto got = last_logits(other, a, restored);
+    ASSERT_EQ(0, std::memcmp(got.data(), expected.data(), expected.size() * 4))
+        << (a ? "adapter" : "base");
+  }
+  // Another owner (another adapter) never sees these blocks.
+  KVCache none = model_->new_cache();
+  EXPECT_EQ(cache.restore("adapter:1", story, 100, none), 0);
+  EXPECT_EQ(none.length(), 0);
+  const PrefixCacheStats st = cache.stats();
+  EXPECT_EQ(st.hit_tokens, 64);
+  EXPECT_GT(st.lookup_tokens, st.hit_tokens);
+
+  // A budget of three blocks: storing the story's blocks for a new owner evicts the oldest
+  // leaves first and never goes over.
+  const int64_t block_bytes = static_cast<int64_t>(cache.stats().bytes / cache.stats().blocks);
+  PrefixCache small(model_->config(), 3 * block_bytes, 16);
+  KVCache filled = model_->new_cache();
+  last_logits(story, nullptr, filled);
+  small.store("", story, 32, filled);   // 2 blocks
+  small.store("x", story, 32, filled);  // 2 more: one of the first owner's goes (its leaf)
+  EXPECT_LE(small.stats().bytes, static_cast<uint64_t>(3 * block_bytes));
+  EXPECT_EQ(small.stats().evicted_blocks, 1);
+  KVCache a = model_->new_cache(), b = model_->new_cache();
+  EXPECT_EQ(small.restore("x", story, 40, a), 32);  // the most recent prompt is whole
+  EXPECT_EQ(small.restore("", story, 40, b), 16);   // the first lost its second block only
+}
+
+// Through the scheduler: the same prompt twice gives the same text, the second time restored.
+TEST_F(SchedulerTest, RepeatedPromptsHitThePrefixCache) {
+  GenerateOptions o;
+  o.max_tokens = 20;
+  const auto ids = prompt(
+      "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
+      "park with her friends.");
+  o.adapter = &adapters_[1]->weights();
+  const std::string expected = generate(*model_, &*tokenizer_, ids, o, {}, pool_).text;
+  Scheduler scheduler(*model_, *tokenizer_,
+                      {.max_batch = 4,
+                       .max_queue = 8,
+                       .prefill_chunk = 7,
+                       .prefix_cache_bytes = 64ull << 20,
+                       .prefix_block = 8},
+                      pool_);
+  for (int round = 0; round < 3; ++round) {
+    auto ch = scheduler.submit({ids, o, nullptr, "adapter:1"});
+    ASSERT_NE(ch, nullptr);
+    EXPECT_EQ(collect(*ch).text, expected) << "round " << round;
+  }
+  const PrefixCacheStats st = scheduler.prefix_cache()->stats();
+  EXPECT_EQ(st.lookups, 3);
+  const int64_t whole = static_cast<int64_t>(ids.size() - 1) / 8 * 8;
+  EXPECT_EQ(st.hit_tokens, 2 * whole);  // rounds 2 and 3
+}
+
 TEST_F(SchedulerTest, SameAdapterSameOutputAsBaseDiffers) {
   GenerateOptions with, without;
   with.max_tokens = without.max_tokens = 30;
@@ -137,7 +231,7 @@ TEST_F(SchedulerTest, CancelFullQueueZeroTokensAndDrain) {
   auto first = scheduler.submit({prompt("Once"), long_run, nullptr});
   ASSERT_NE(first, nullptr);
   EXPECT_EQ(scheduler.submit({prompt("Twice"), long_run, nullptr}), nullptr);  // 429
-  ASSERT_TRUE(first->next(30s).has_value());  // it is running
+  ASSERT_TRUE(first->next(30s).has_value());                                   // it is running
   first->cancel();
   Collected c = collect(*first);
   EXPECT_EQ(c.finish_reason, "cancelled");

@@ -16,6 +16,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <sstream>
 #include <thread>
 
 #include "serve/server_process.h"
@@ -88,8 +89,11 @@ TEST_F(ServerTest, BaseAndAdaptersAnswerLikeGenerate) {
   const auto& a = testing::StoreAssets::get();
   auto completion = [&](const std::string& model) {
     json r = post("/v1/completions",
-                  {{"model", model}, {"prompt", "Once upon a time"}, {"max_tokens", 24},
-                   {"temperature", 0}, {"stop", json::array()}},
+                  {{"model", model},
+                   {"prompt", "Once upon a time"},
+                   {"max_tokens", 24},
+                   {"temperature", 0},
+                   {"stop", json::array()}},
                   "admin-key", 200);
     EXPECT_EQ(r["object"], "text_completion");
     EXPECT_EQ(r["usage"]["completion_tokens"], 24);
@@ -102,10 +106,42 @@ TEST_F(ServerTest, BaseAndAdaptersAnswerLikeGenerate) {
   EXPECT_NE(cli_generate("", "Once upon a time", 24).find(base), std::string::npos);
   EXPECT_NE(cli_generate(a.alice_v1().string(), "Once upon a time", 24).find(alice),
             std::string::npos);
-  EXPECT_NE(cli_generate(a.bob_v1().string(), "Once upon a time", 24).find(bob),
-            std::string::npos);
+  EXPECT_NE(cli_generate(a.bob_v1().string(), "Once upon a time", 24).find(bob), std::string::npos);
   // "gaming/alice" is the latest version, v2.
   EXPECT_EQ(completion("gaming/alice"), completion("gaming/alice/v2"));
+}
+
+// A prompt seen before is restored from the prefix cache (on by default), per adapter, without
+// changing the answer; /metrics counts the restored tokens.
+TEST_F(ServerTest, RepeatedPromptsReuseTheirPrefixAndAnswerTheSame) {
+  const std::string prompt =
+      "Once upon a time, there was a little girl named Lily. She loved to play outside in the "
+      "park with her friends. One day, she saw a big red ball under a tree and";
+  auto completion = [&](const std::string& model) {
+    json r = post("/v1/completions",
+                  {{"model", model}, {"prompt", prompt}, {"max_tokens", 12}, {"temperature", 0}},
+                  "admin-key", 200);
+    return r["choices"][0]["text"].get<std::string>();
+  };
+  auto hit_tokens = [&] {
+    auto res = client().Get("/metrics");
+    EXPECT_TRUE(res);
+    std::istringstream lines(res->body);
+    const std::string name = "bitdelta_prefix_cache_hit_tokens_total{base=\"base\"} ";
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind(name, 0) == 0) return std::stod(line.substr(name.size()));
+    }
+    return 0.0;
+  };
+  const double before = hit_tokens();
+  const std::string first = completion("gaming/alice/v1");
+  EXPECT_EQ(hit_tokens(), before);  // nothing of this prompt was cached yet
+  EXPECT_EQ(completion("gaming/alice/v1"), first);
+  const double after = hit_tokens();
+  EXPECT_GE(after - before, 32);  // at least one whole block restored
+  // Another adapter's request does not reuse alice's blocks.
+  completion("education/bob");
+  EXPECT_EQ(hit_tokens(), after);
 }
 
 // OpenAI clients print prompt + text: the text must keep the space after the prompt
@@ -175,15 +211,15 @@ TEST_F(ServerTest, ChatStreamsServerSentEventsEndingInDone) {
 }
 
 TEST_F(ServerTest, ErrorsAreOpenAIShaped) {
-  json r = post("/v1/completions", {{"model", "gaming/nobody/v1"}, {"prompt", "x"}}, "admin-key",
-                404);
+  json r =
+      post("/v1/completions", {{"model", "gaming/nobody/v1"}, {"prompt", "x"}}, "admin-key", 404);
   EXPECT_EQ(r["error"]["code"], "model_not_found");
   r = post("/v1/completions", {{"model", "base"}, {"prompt", "x"}, {"temperature", -1}},
            "admin-key", 400);
   EXPECT_EQ(r["error"]["type"], "invalid_request_error");
   post("/v1/completions", {{"model", "base"}, {"prompt", "x"}, {"n", 2}}, "admin-key", 400);
-  post("/v1/completions", {{"model", "base"}, {"prompt", "x"}, {"max_tokens", 100000}},
-       "admin-key", 400);
+  post("/v1/completions", {{"model", "base"}, {"prompt", "x"}, {"max_tokens", 100000}}, "admin-key",
+       400);
   post("/v1/completions", {{"prompt", "x"}}, "admin-key", 400);
   auto res = client().Post("/v1/completions", auth("admin-key"), "{not json", "application/json");
   ASSERT_TRUE(res);
@@ -194,17 +230,18 @@ TEST_F(ServerTest, ErrorsAreOpenAIShaped) {
   EXPECT_EQ(res->status, 401);
   EXPECT_EQ(client().Get("/health")->status, 200);
   auto metrics = client().Get("/metrics");
-  EXPECT_NE(metrics->body.find("bitdelta_http_requests_total{endpoint=\"completions\",status=\"400\"}"),
-            std::string::npos);
+  EXPECT_NE(
+      metrics->body.find("bitdelta_http_requests_total{endpoint=\"completions\",status=\"400\"}"),
+      std::string::npos);
 }
 
 TEST_F(ServerTest, TenantsSeeAndTouchOnlyTheirOwn) {
   // alice-key: gaming/alice only; edu-key: the education domain (bob).
   post("/v1/completions", {{"model", "gaming/alice/v1"}, {"prompt", "x"}, {"max_tokens", 1}},
        "alice-key", 200);
-  json r = post("/v1/completions",
-                {{"model", "education/bob/v1"}, {"prompt", "x"}, {"max_tokens", 1}}, "alice-key",
-                404);
+  json r =
+      post("/v1/completions", {{"model", "education/bob/v1"}, {"prompt", "x"}, {"max_tokens", 1}},
+           "alice-key", 404);
   EXPECT_EQ(r["error"]["message"],
             "The model 'education/bob/v1' does not exist or you do not have access to it.");
   post("/v1/completions", {{"model", "base"}, {"prompt", "x"}, {"max_tokens", 1}}, "edu-key", 200);
@@ -331,10 +368,10 @@ TEST_F(ServerTest, ConcurrentStreamsOfDifferentUsersMatchRunningAlone) {
   std::map<std::pair<int, int>, std::string> alone;
   for (int m = 0; m < 4; ++m) {
     for (int p = 0; p < 3; ++p) {
-      alone[{m, p}] = post("/v1/completions",
-                           {{"model", models[m]}, {"prompt", prompts[p]}, {"max_tokens", 16},
-                            {"temperature", 0}},
-                           "admin-key", 200)["choices"][0]["text"];
+      alone[{m, p}] = post(
+          "/v1/completions",
+          {{"model", models[m]}, {"prompt", prompts[p]}, {"max_tokens", 16}, {"temperature", 0}},
+          "admin-key", 200)["choices"][0]["text"];
     }
   }
   std::vector<std::thread> threads;
@@ -342,8 +379,11 @@ TEST_F(ServerTest, ConcurrentStreamsOfDifferentUsersMatchRunningAlone) {
   for (int i = 0; i < 12; ++i) {
     threads.emplace_back([&, i] {
       auto res = client().Post("/v1/completions", auth("admin-key"),
-                               json{{"model", models[i % 4]}, {"prompt", prompts[i % 3]},
-                                    {"max_tokens", 16}, {"temperature", 0}, {"stream", true}}
+                               json{{"model", models[i % 4]},
+                                    {"prompt", prompts[i % 3]},
+                                    {"max_tokens", 16},
+                                    {"temperature", 0},
+                                    {"stream", true}}
                                    .dump(),
                                "application/json");
       if (!res || res->status != 200) return;
@@ -370,9 +410,10 @@ class RawStream {
     addr.sin_port = htons(static_cast<uint16_t>(port));
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     EXPECT_EQ(connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr), 0);
-    const std::string req = "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\n"
-                            "Content-Type: application/json\r\nContent-Length: " +
-                            std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
+    const std::string req =
+        "POST /v1/completions HTTP/1.1\r\nHost: localhost\r\n"
+        "Content-Type: application/json\r\nContent-Length: " +
+        std::to_string(body.size()) + "\r\nConnection: close\r\n\r\n" + body;
     EXPECT_EQ(write(fd_, req.data(), req.size()), static_cast<ssize_t>(req.size()));
   }
   ~RawStream() { close(fd_); }
@@ -411,8 +452,11 @@ TEST(ServerProcessTest, SigtermFinishesTheStreamInFlight) {
   auto server_ptr = serve_test_base(dir);
   ServerProcess& server = *server_ptr;
   ASSERT_GT(server.port(), 0);
-  RawStream stream(server.port(), json{{"model", "base"}, {"prompt", "Once"}, {"max_tokens", 500},
-                                       {"temperature", 0}, {"stream", true}}
+  RawStream stream(server.port(), json{{"model", "base"},
+                                       {"prompt", "Once"},
+                                       {"max_tokens", 500},
+                                       {"temperature", 0},
+                                       {"stream", true}}
                                       .dump());
   stream.read_until("data: {");  // generating
   std::thread term([&] { EXPECT_EQ(server.terminate(), 0); });
@@ -562,18 +606,21 @@ TEST(ServerProcessTest, ClientThatLeavesIsCancelled) {
   ASSERT_GT(server.port(), 0);
   int expected = 0;
   for (bool stream : {false, true}) {
-    RawStream client(server.port(), json{{"model", "base"}, {"prompt", "Once"},
-                                         {"max_tokens", 500}, {"temperature", 0},
+    RawStream client(server.port(), json{{"model", "base"},
+                                         {"prompt", "Once"},
+                                         {"max_tokens", 500},
+                                         {"temperature", 0},
                                          {"stream", stream}}
                                         .dump());
     client.close_now();
     ++expected;
-    for (int i = 0; i < 200 && metric(server.port(), "bitdelta_requests_cancelled_total") < expected;
-         ++i) {
+    for (int i = 0;
+         i < 200 && metric(server.port(), "bitdelta_requests_cancelled_total") < expected; ++i) {
       std::this_thread::sleep_for(std::chrono::milliseconds(25));
     }
     EXPECT_EQ(metric(server.port(), "bitdelta_requests_cancelled_total"), expected)
-        << "stream=" << stream << "\n" << testing::read_text(dir / "log");
+        << "stream=" << stream << "\n"
+        << testing::read_text(dir / "log");
   }
   EXPECT_EQ(metric(server.port(), "bitdelta_completion_tokens_total"), 0);
   for (int i = 0; i < 100 && metric(server.port(), "bitdelta_active_sequences") != 0; ++i) {
@@ -600,9 +647,9 @@ TEST(ServerProcessTest, FullQueueAnswers429WithRetryAfter) {
   std::vector<std::unique_ptr<RawStream>> clients;
   for (int i = 0; i < 6; ++i) {
     clients.push_back(std::make_unique<RawStream>(
-        server.port(), json{{"model", "base"}, {"prompt", "Once"}, {"max_tokens", 400},
-                            {"temperature", 0}}
-                           .dump()));
+        server.port(),
+        json{{"model", "base"}, {"prompt", "Once"}, {"max_tokens", 400}, {"temperature", 0}}
+            .dump()));
   }
   int ok = 0, limited = 0;
   for (auto& c : clients) {
