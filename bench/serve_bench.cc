@@ -2,7 +2,7 @@
 // with their own adapter, against the same load all on the base model, measured in the same run.
 //
 //   serve_bench [--model DIR] [--users 1,8,32] [--requests 2] [--tokens 16]
-//               [--soak-seconds 0] [--soak-users 32] [--rounds 2]
+//               [--soak-seconds 0] [--soak-users 32] [--rounds 2] [--prefill-budget 128]
 //
 // Without --model it writes `synth --like qwen3-0.6b` (BF16) to a temporary folder and 32 random
 // adapters (random signs, small scales) into a store. For each user count it prints aggregate
@@ -55,6 +55,7 @@ int main(int argc, char** argv) try {
   std::string model_dir;
   std::vector<int> users = {1, 8, 32};
   int requests = 2, tokens = 16, soak_seconds = 0, soak_users = 32, rounds = 2;
+  int64_t prefill_budget = 0;  // 0: the server's default
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto next = [&] {
@@ -68,9 +69,12 @@ int main(int argc, char** argv) try {
     else if (a == "--soak-seconds") soak_seconds = std::stoi(next());
     else if (a == "--soak-users") soak_users = std::stoi(next());
     else if (a == "--rounds") rounds = std::max(1, std::stoi(next()));
+    else if (a == "--prefill-budget")
+      prefill_budget = std::stoll(next());
     else if (a == "--help" || a == "-h") {
-      fmt::print("usage: serve_bench [--model DIR] [--users 1,8,32] [--requests 2] [--tokens 16] "
-                 "[--soak-seconds 0] [--soak-users 32] [--rounds 2]\n");
+      fmt::print(
+          "usage: serve_bench [--model DIR] [--users 1,8,32] [--requests 2] [--tokens 16] "
+          "[--soak-seconds 0] [--soak-users 32] [--rounds 2] [--prefill-budget 128]\n");
       return 0;
     } else {
       fail("unknown argument '{}' (try --help)", a);
@@ -102,6 +106,7 @@ int main(int argc, char** argv) try {
   so.store = tmp / "store";
   so.port = 0;
   so.max_batch = max_users;
+  if (prefill_budget > 0) so.prefill_budget = prefill_budget;
   so.max_queue = 4 * max_users;
   so.http_threads = max_users + 8;
   Server server(so);

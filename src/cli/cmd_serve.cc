@@ -57,6 +57,12 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
   cmd->add_option("--prefill-chunk", o->prefill_chunk,
                   "Prompt tokens per sequence per step, so long prompts do not stall others")
       ->capture_default_str();
+  cmd->add_option("--prefill-budget", o->prefill_budget,
+                  "Prompt tokens per forward pass across all requests: running streams keep "
+                  "decoding while new prompts prefill in slices of this size, oldest first "
+                  "(smaller: steadier inter-token latency, later first tokens)")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
   cmd->add_option("--prefix-cache-mb", o->prefix_cache_mb,
                   "Memory per base for the keys and values of prompt prefixes already seen, "
                   "reused by requests of the same base or adapter that start the same way "

@@ -38,6 +38,7 @@ Scheduler::Scheduler(Transformer& model, const Tokenizer& tokenizer, SchedulerOp
   if (options_.max_batch <= 0 || options_.max_queue < 0 || options_.prefill_chunk <= 0) {
     fail("max batch and prefill chunk must be positive and the queue length ≥ 0");
   }
+  if (options_.prefill_budget <= 0) options_.prefill_budget = options_.prefill_chunk;
   if (options_.prefix_cache_bytes > 0) {
     prefix_cache_.emplace(model.config(), options_.prefix_cache_bytes, options_.prefix_block);
   }
@@ -132,6 +133,7 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
   std::vector<SequenceInput> inputs;
   std::vector<Sequence*> sampled;  // sequences whose logits row is a next-token distribution
   int64_t tokens = 0;
+  int64_t budget = options_.prefill_budget;  // prompt tokens left for this forward
   for (auto& s : active) {
     const auto& prompt = s->request.prompt;
     if (s->cache.max_length() == 0) {
@@ -146,7 +148,9 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
     const int64_t left = static_cast<int64_t>(prompt.size()) - s->prefilled;
     SequenceInput in{&s->cache, {}, false, s->request.options.adapter};
     if (left > 0) {
-      const int64_t n = std::min(left, options_.prefill_chunk);
+      const int64_t n = std::min({left, options_.prefill_chunk, budget});
+      if (n <= 0) continue;  // the budget is spent: this prompt goes on next forward
+      budget -= n;
       in.tokens = std::span<const int32_t>(prompt).subspan(s->prefilled, n);
       s->prefilled += n;
     } else {

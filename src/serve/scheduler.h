@@ -62,6 +62,11 @@ struct SchedulerOptions {
   int64_t max_batch = 8;       // sequences in one forward
   int64_t max_queue = 64;      // waiting requests beyond the batch; more are refused
   int64_t prefill_chunk = 128; // prompt tokens per sequence per forward
+  // Prompt tokens per forward across all sequences (≤ 0: prefill_chunk). Sequences that are
+  // decoding take one token every forward whatever arrives; prompts prefill in slices of this
+  // budget, oldest request first, so a burst of new prompts does not stall the running streams
+  // (a step costs about budget + running sequences tokens).
+  int64_t prefill_budget = 0;
   uint64_t prefix_cache_bytes = 0;  // 0: no prefix cache
   int64_t prefix_block = 32;        // tokens per prefix-cache block
 };

@@ -49,7 +49,7 @@ Server::Impl::Impl(const ServeOptions& options) : o(options) {
                      name);
     b->scheduler.emplace(
         *b->model, *b->tokenizer,
-        SchedulerOptions{o.max_batch, o.max_queue, o.prefill_chunk,
+        SchedulerOptions{o.max_batch, o.max_queue, o.prefill_chunk, o.prefill_budget,
                          static_cast<uint64_t>(o.prefix_cache_mb) << 20, o.prefix_block},
         pool);
     b->scheduler->on_batch = [this, child = base_batch_size.labels({name})](

@@ -223,6 +223,34 @@ TEST_F(SchedulerTest, SameAdapterSameOutputAsBaseDiffers) {
             generate(*model_, &*tokenizer_, ids, without, {}, pool_).tokens);
 }
 
+// A burst of new prompts shares one prefill budget per forward, oldest first, while the running
+// sequences keep decoding; every answer is still what it is alone.
+TEST_F(SchedulerTest, PromptsPrefillWithinTheBudgetWhileOthersDecode) {
+  const char* texts[] = {"Once upon a time, there was a girl", "The dog ran to the big park",
+                         "Lily and Tom went to the park",      "One day the sun was hot",
+                         "A little bird sang a song",          "Tim had a red ball and a toy"};
+  GenerateOptions o;
+  o.max_tokens = 12;
+  std::vector<std::string> expected;
+  for (const char* t : texts)
+    expected.push_back(generate(*model_, &*tokenizer_, prompt(t), o, {}, pool_).text);
+  Scheduler scheduler(*model_, *tokenizer_,
+                      {.max_batch = 6, .max_queue = 8, .prefill_chunk = 8, .prefill_budget = 8},
+                      pool_);
+  int64_t most_prefill = 0;  // Σ (tokens − 1) over the sequences of a forward
+  scheduler.on_batch = [&](int64_t sequences, int64_t tokens, double) {
+    most_prefill = std::max(most_prefill, tokens - sequences);
+  };
+  std::vector<std::shared_ptr<RequestChannel>> channels;
+  for (const char* t : texts) channels.push_back(scheduler.submit({prompt(t), o, nullptr}));
+  for (size_t i = 0; i < channels.size(); ++i) {
+    ASSERT_NE(channels[i], nullptr);
+    EXPECT_EQ(collect(*channels[i]).text, expected[i]) << i;
+  }
+  EXPECT_GT(most_prefill, 0);
+  EXPECT_LT(most_prefill, 8);  // without the budget, six 8-token chunks in one forward
+}
+
 TEST_F(SchedulerTest, CancelFullQueueZeroTokensAndDrain) {
   Scheduler scheduler(*model_, *tokenizer_, {.max_batch = 1, .max_queue = 0, .prefill_chunk = 64},
                       pool_);
