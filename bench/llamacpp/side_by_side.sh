@@ -5,11 +5,17 @@
 # weights at load (`--quantize`). For each format and thread count inference_bench (prefill of
 # 128 tokens, 64 decoded) and llama-bench (pp128, tg64, 3 repetitions) run alternately, twice;
 # the best of each side is kept and the ratios printed as a Markdown table (ours ÷ llama.cpp).
-# Usage: bench/llamacpp/side_by_side.sh [THREADS=1,2] [FORMATS=bf16,q8_0,q4_0]
+# Usage: bench/llamacpp/side_by_side.sh [--write-readme] [THREADS=1,2] [FORMATS=bf16,q8_0,q4_0]
+# (--write-readme: also replaces the table between the side_by_side markers in README.md)
 # (LLAMACPP_BIN=DIR: llama.cpp binaries built elsewhere; otherwise bench/llamacpp/build.sh builds
 # them once)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+write_readme=0
+if [ "${1:-}" = --write-readme ]; then
+  write_readme=1
+  shift
+fi
 threads=${1:-1,2}
 formats=${2:-bf16,q8_0,q4_0}
 bin=${LLAMACPP_BIN:-$(bench/llamacpp/build.sh)}
@@ -35,7 +41,7 @@ for round in 1 2; do
       > "$work/theirs.$f.$round.json" 2>/dev/null
   done
 done
-python3 - "$work" "$formats" <<'PY'
+python3 - "$work" "$formats" > "$work/table.md" <<'PY'
 import glob, json, sys
 work, formats = sys.argv[1], sys.argv[2].split(",")
 print("| weights | threads | llama.cpp pp128 | ours prefill 128 | ours ÷ llama.cpp | llama.cpp tg64 | ours decode 64 | ours ÷ llama.cpp |")
@@ -63,3 +69,19 @@ for f in formats:
         o, l = ours[t], theirs.get(t, (float("nan"), float("nan")))
         print(f"| {f.upper()} | {t} | {l[0]:.1f} | {o[0]:.1f} | {o[0] / l[0]:.2f}× | {l[1]:.2f} | {o[1]:.2f} | {o[1] / l[1]:.2f}× |")
 PY
+cat "$work/table.md"
+if [ "$write_readme" = 1 ]; then
+  python3 - "$work/table.md" README.md <<'PY'
+import os, sys
+table, readme = sys.argv[1], sys.argv[2]
+text = open(readme).read()
+begin = text.index("<!-- side_by_side:begin")
+begin = text.index("\n", begin) + 1
+end = text.index("<!-- side_by_side:end -->")
+text = text[:begin] + open(table).read() + text[end:]
+tmp = readme + ".tmp"
+open(tmp, "w").write(text)
+os.replace(tmp, readme)
+PY
+  echo "README.md: table replaced" >&2
+fi
