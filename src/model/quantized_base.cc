@@ -111,8 +111,8 @@ std::string header_json(Quant quant, const std::string& key, const std::vector<E
 }
 
 // The file's prefix: magic, the header's length (8 bytes LE), the header, zero padding. The
-// header's length does not depend on the offsets' digits only if laid out twice: the offsets are
-// computed after a first guess of the header's size, then again if it grew past the alignment.
+// offsets in the header depend on the header's size, which depends on their digits: the layout
+// is computed from a guess of that size and again until the padded size stops changing.
 std::string file_prefix(Quant quant, const std::string& key, std::vector<Entry>& entries,
                         uint64_t* total) {
   uint64_t header_bytes = 16;
@@ -204,7 +204,6 @@ std::unique_ptr<QuantizedBase> QuantizedBase::attach(const WeightFiles& files,
   }
   out->key_ = cache_key(options.quant, entries);
   uint64_t total = 0;
-  for (Entry& e : entries) out->bytes_ += e.scales_bytes() + e.codes_bytes();
 
   const fs::path dir =
       options.cache_dir.empty() ? files.dir() / ".bitdelta-cache" : options.cache_dir;

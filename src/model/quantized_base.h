@@ -48,8 +48,6 @@ class QuantizedBase {
   // The cache file in use (empty when kept in memory) and whether it already existed.
   const std::filesystem::path& cache_file() const { return cache_file_; }
   bool from_cache() const { return from_cache_; }
-  // Bytes of the quantized matrices (scales and codes).
-  uint64_t bytes() const { return bytes_; }
   // The cache key: "xxh3-128:<32 hex digits>".
   const std::string& key() const { return key_; }
 
@@ -57,7 +55,6 @@ class QuantizedBase {
   Quant quant_ = Quant::kNone;
   std::filesystem::path cache_file_;
   bool from_cache_ = false;
-  uint64_t bytes_ = 0;
   std::string key_;
   MappedFile map_;
   std::vector<uint8_t> memory_;  // when not cached

@@ -49,19 +49,13 @@ HWY_INLINE void ScoresWhole(const float* q, const float* keys, int64_t stride, i
   for (; p < len; ++p) scores[p] = dot(keys + p * stride);
 }
 
-void Attend(const float* q, const float* keys, const float* values, int64_t stride, int64_t len,
-            int64_t D, float scale, float* scores, float* out) {
+// The scores of any head size: per position, even vectors into a0, odd into a1, the last
+// column-ends in order.
+HWY_INLINE void ScoresAny(const float* q, const float* keys, int64_t stride, int64_t len, int64_t D,
+                          float scale, float* scores) {
   const DF df;
   const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
-  if (D == 8 * lanes) {
-    ScoresWhole<8>(q, keys, stride, len, scale, scores);
-  } else if (D == 4 * lanes) {
-    ScoresWhole<4>(q, keys, stride, len, scale, scores);
-  } else if (D == 2 * lanes) {
-    ScoresWhole<2>(q, keys, stride, len, scale, scores);
-  }
-  const bool whole = D == 8 * lanes || D == 4 * lanes || D == 2 * lanes;
-  for (int64_t p = 0; p < len && !whole; ++p) {
+  for (int64_t p = 0; p < len; ++p) {
     const float* k = keys + p * stride;
     auto a0 = hn::Zero(df), a1 = hn::Zero(df);
     int64_t d = 0;
@@ -69,10 +63,32 @@ void Attend(const float* q, const float* keys, const float* values, int64_t stri
       a0 = hn::MulAdd(hn::LoadU(df, q + d), hn::LoadU(df, k + d), a0);
       a1 = hn::MulAdd(hn::LoadU(df, q + d + lanes), hn::LoadU(df, k + d + lanes), a1);
     }
-    for (; d + lanes <= D; d += lanes) a0 = hn::MulAdd(hn::LoadU(df, q + d), hn::LoadU(df, k + d), a0);
+    for (; d + lanes <= D; d += lanes)
+      a0 = hn::MulAdd(hn::LoadU(df, q + d), hn::LoadU(df, k + d), a0);
     float dot = hn::GetLane(hn::SumOfLanes(df, hn::Add(a0, a1)));
     for (; d < D; ++d) dot += q[d] * k[d];
     scores[p] = dot * scale;
+  }
+}
+
+void Attend(const float* q, const float* keys, const float* values, int64_t stride, int64_t len,
+            int64_t D, float scale, float* scores, float* out) {
+  const DF df;
+  const int64_t lanes = static_cast<int64_t>(hn::Lanes(df));
+  const int64_t whole_vectors = D % lanes == 0 ? D / lanes : 0;
+  switch (whole_vectors) {
+    case 8:
+      ScoresWhole<8>(q, keys, stride, len, scale, scores);
+      break;
+    case 4:
+      ScoresWhole<4>(q, keys, stride, len, scale, scores);
+      break;
+    case 2:
+      ScoresWhole<2>(q, keys, stride, len, scale, scores);
+      break;
+    default:
+      ScoresAny(q, keys, stride, len, D, scale, scores);
+      break;
   }
   softmax(scores, len);
   // out[d] = Σ_p scores[p] · v[p, d], p ascending, one multiply-add chain per element. The
