@@ -25,8 +25,18 @@ double percentile(std::vector<double> v, double p) {
   return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
 }
 
+// The prompt of one request: about 33 tokens, different from its first words on for every (round,
+// user, request), so that no server's prefix cache turns the load into a cached one.
+inline std::string load_prompt(int round, int user, int request) {
+  return "Round " + std::to_string(round) + ", user " + std::to_string(user) + ", request " +
+         std::to_string(request) +
+         ": the history of the city begins with a small market by the river, where traders from "
+         "the hills sold wool and salt to";
+}
+
 // One streaming completion; records TTFT, the gaps between text chunks, and the token count.
-void one_request(int port, const std::string& model, int tokens, Samples& s) {
+void one_request(int port, const std::string& model, int tokens, Samples& s,
+                 const std::string& prompt = "The history of the city begins with") {
   httplib::Client client("127.0.0.1", port);
   client.set_read_timeout(600, 0);
   httplib::Request req;
@@ -35,7 +45,7 @@ void one_request(int port, const std::string& model, int tokens, Samples& s) {
   req.set_header("Content-Type", "application/json");
   req.body = nlohmann::json{
       {"model", model},
-      {"prompt", "The history of the city begins with"},
+      {"prompt", prompt},
       {"max_tokens", tokens},
       {"temperature", 0},
       {"stream",

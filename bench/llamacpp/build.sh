@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds llama.cpp's llama-bench, llama-simple and llama-quantize, once, into build/llamacpp from the source that
+# Builds llama.cpp's llama-bench, llama-simple, llama-quantize and llama-server, once, into build/llamacpp from the source that
 # the npm package node-llama-cpp@3.22.1 bundles (package/llama/gitRelease.bundle, a git bundle of
 # llama.cpp): the baseline of the side-by-side benchmarks (issue 14). Native ISA, Release.
 # Prints the folder holding the binaries. Takes ~10 minutes on 2 cores.
@@ -7,14 +7,18 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 dir=build/llamacpp
 bin=$dir/llama.cpp/build/bin
-if [ ! -x "$bin/llama-bench" ] || [ ! -x "$bin/llama-simple" ] || [ ! -x "$bin/llama-quantize" ]; then
+if [ ! -x "$bin/llama-bench" ] || [ ! -x "$bin/llama-simple" ] || [ ! -x "$bin/llama-quantize" ] ||
+  [ ! -x "$bin/llama-server" ]; then
   mkdir -p "$dir"
-  (cd "$dir" &&
-    npm pack --silent node-llama-cpp@3.22.1 >/dev/null &&
-    tar xzf node-llama-cpp-3.22.1.tgz package/llama/gitRelease.bundle &&
-    rm -rf llama.cpp && git clone -q package/llama/gitRelease.bundle llama.cpp)
+  if [ ! -f "$dir/llama.cpp/CMakeLists.txt" ]; then
+    (cd "$dir" &&
+      npm pack --silent node-llama-cpp@3.22.1 >/dev/null &&
+      tar xzf node-llama-cpp-3.22.1.tgz package/llama/gitRelease.bundle &&
+      rm -rf llama.cpp && git clone -q package/llama/gitRelease.bundle llama.cpp)
+  fi
   cmake -S "$dir/llama.cpp" -B "$dir/llama.cpp/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_TESTS=OFF >/dev/null
-  cmake --build "$dir/llama.cpp/build" -j "${BITDELTA_JOBS:-2}" --target llama-bench llama-simple llama-quantize >&2
+    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_BUILD_SERVER=ON -DLLAMA_BUILD_TESTS=OFF >/dev/null
+  cmake --build "$dir/llama.cpp/build" -j "${BITDELTA_JOBS:-2}" --target llama-bench llama-simple llama-quantize \
+    llama-server >&2
 fi
 echo "$(cd "$bin" && pwd)"

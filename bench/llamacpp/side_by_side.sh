@@ -5,8 +5,11 @@
 # weights at load (`--quantize`). For each format and thread count inference_bench (prefill of
 # 128 tokens, 64 decoded) and llama-bench (pp128, tg64, 3 repetitions) run alternately, twice;
 # the best of each side is kept and the ratios printed as a Markdown table (ours ÷ llama.cpp).
+# With BF16 among the formats, serve_bench then runs our server and llama-server side by side
+# (SERVE_USERS=1,8 users, all at once and arriving 0.5 s apart) into a second table.
 # Usage: bench/llamacpp/side_by_side.sh [--write-readme] [THREADS=1,2] [FORMATS=bf16,q8_0,q4_0]
-# (--write-readme: also replaces the table between the side_by_side markers in README.md)
+# (--write-readme: also replaces the tables between the side_by_side and side_by_side_serve
+# markers in README.md)
 # (LLAMACPP_BIN=DIR: llama.cpp binaries built elsewhere; otherwise bench/llamacpp/build.sh builds
 # them once)
 set -euo pipefail
@@ -70,18 +73,42 @@ for f in formats:
         print(f"| {f.upper()} | {t} | {l[0]:.1f} | {o[0]:.1f} | {o[0] / l[0]:.2f}× | {l[1]:.2f} | {o[1]:.2f} | {o[1] / l[1]:.2f}× |")
 PY
 cat "$work/table.md"
-if [ "$write_readme" = 1 ]; then
-  python3 - "$work/table.md" README.md <<'PY'
+# Serving: both servers on the same BF16 weights under the same streaming load, once with every
+# user starting at once and once with users arriving 0.5 s apart (prompts prefill while others
+# decode); serve_bench prints both servers' rows and ours ÷ theirs.
+if [[ ",$formats," == *,bf16,* ]]; then
+  for stagger in 0 0.5; do
+    build/release/bench/serve_bench --users "${SERVE_USERS:-1,8}" --requests 2 --tokens 64 \
+      --rounds 2 --stagger "$stagger" --llama-server "$bin/llama-server" 2>/dev/null |
+      grep -v -e "adapter" -e '^$' > "$work/serve.$stagger.md"
+  done
+  {
+    echo "Every user at once:"
+    echo
+    tail -n +2 "$work/serve.0.md"
+    echo
+    echo "Users arriving 0.5 s apart (\`--stagger 0.5\`):"
+    echo
+    tail -n +2 "$work/serve.0.5.md"
+  } > "$work/serve.md"
+  cat "$work/serve.md"
+fi
+replace() {  # the block between <!-- $1:begin ... --> and <!-- $1:end --> becomes file $2
+  python3 - "$1" "$2" README.md <<'PY'
 import os, sys
-table, readme = sys.argv[1], sys.argv[2]
+name, table, readme = sys.argv[1], sys.argv[2], sys.argv[3]
 text = open(readme).read()
-begin = text.index("<!-- side_by_side:begin")
+begin = text.index(f"<!-- {name}:begin")
 begin = text.index("\n", begin) + 1
-end = text.index("<!-- side_by_side:end -->")
+end = text.index(f"<!-- {name}:end -->")
 text = text[:begin] + open(table).read() + text[end:]
 tmp = readme + ".tmp"
 open(tmp, "w").write(text)
 os.replace(tmp, readme)
 PY
-  echo "README.md: table replaced" >&2
+  echo "README.md: $1 replaced" >&2
+}
+if [ "$write_readme" = 1 ]; then
+  replace side_by_side "$work/table.md"
+  if [ -f "$work/serve.md" ]; then replace side_by_side_serve "$work/serve.md"; fi
 fi

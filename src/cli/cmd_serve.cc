@@ -57,10 +57,12 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
   cmd->add_option("--prefill-chunk", o->prefill_chunk,
                   "Prompt tokens per sequence per step, so long prompts do not stall others")
       ->capture_default_str();
-  cmd->add_option("--prefill-budget", o->prefill_budget,
-                  "Prompt tokens per forward pass across all requests: running streams keep "
-                  "decoding while new prompts prefill in slices of this size, oldest first "
-                  "(smaller: steadier inter-token latency, later first tokens)")
+  cmd->add_option(
+         "--prefill-budget", o->prefill_budget,
+         "Prompt tokens per forward pass across all requests: running streams keep "
+         "decoding while new prompts prefill in slices of this size, oldest first "
+         "(smaller: steadier inter-token latency, later first tokens); a forward with no stream "
+         "decoding takes the waiting prompts whole")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
   cmd->add_option("--prefix-cache-mb", o->prefix_cache_mb,

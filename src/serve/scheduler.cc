@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
 
 #include "util/error.h"
 
@@ -133,7 +134,14 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
   std::vector<SequenceInput> inputs;
   std::vector<Sequence*> sampled;  // sequences whose logits row is a next-token distribution
   int64_t tokens = 0;
-  int64_t budget = options_.prefill_budget;  // prompt tokens left for this forward
+  // Prompt tokens left for this forward. The budget protects streams that are decoding; when
+  // none is, no one waits on this forward but the prompts themselves, so they all go in whole
+  // (each up to prefill_chunk) and their streams start together, as llama-server's do.
+  const bool decoding = std::any_of(active.begin(), active.end(), [](const auto& s) {
+    return s->cache.max_length() != 0 &&
+           s->prefilled == static_cast<int64_t>(s->request.prompt.size());
+  });
+  int64_t budget = decoding ? options_.prefill_budget : std::numeric_limits<int64_t>::max();
   for (auto& s : active) {
     const auto& prompt = s->request.prompt;
     if (s->cache.max_length() == 0) {

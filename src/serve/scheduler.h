@@ -65,7 +65,8 @@ struct SchedulerOptions {
   // Prompt tokens per forward across all sequences (≤ 0: prefill_chunk). Sequences that are
   // decoding take one token every forward whatever arrives; prompts prefill in slices of this
   // budget, oldest request first, so a burst of new prompts does not stall the running streams
-  // (a step costs about budget + running sequences tokens).
+  // (a step costs about budget + running sequences tokens). A forward with no sequence decoding
+  // takes every waiting prompt's next chunk whole.
   int64_t prefill_budget = 0;
   uint64_t prefix_cache_bytes = 0;  // 0: no prefix cache
   int64_t prefix_block = 32;        // tokens per prefix-cache block

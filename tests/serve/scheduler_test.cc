@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <cstring>
 #include <thread>
 
@@ -223,32 +224,80 @@ TEST_F(SchedulerTest, SameAdapterSameOutputAsBaseDiffers) {
             generate(*model_, &*tokenizer_, ids, without, {}, pool_).tokens);
 }
 
-// A burst of new prompts shares one prefill budget per forward, oldest first, while the running
-// sequences keep decoding; every answer is still what it is alone.
+// A burst of new prompts shares one prefill budget per forward, oldest first, while a running
+// sequence keeps decoding; every answer is still what it is alone.
 TEST_F(SchedulerTest, PromptsPrefillWithinTheBudgetWhileOthersDecode) {
   const char* texts[] = {"Once upon a time, there was a girl", "The dog ran to the big park",
                          "Lily and Tom went to the park",      "One day the sun was hot",
                          "A little bird sang a song",          "Tim had a red ball and a toy"};
-  GenerateOptions o;
+  GenerateOptions o, longer;
   o.max_tokens = 12;
+  longer.max_tokens = 200;  // decoding all along the burst below
+  const std::string running =
+      generate(*model_, &*tokenizer_, prompt("Sam"), longer, {}, pool_).text;
   std::vector<std::string> expected;
   for (const char* t : texts)
     expected.push_back(generate(*model_, &*tokenizer_, prompt(t), o, {}, pool_).text);
   Scheduler scheduler(*model_, *tokenizer_,
-                      {.max_batch = 6, .max_queue = 8, .prefill_chunk = 8, .prefill_budget = 8},
+                      {.max_batch = 7, .max_queue = 8, .prefill_chunk = 8, .prefill_budget = 8},
                       pool_);
-  int64_t most_prefill = 0;  // Σ (tokens − 1) over the sequences of a forward
+  std::atomic<bool> burst{false};
+  std::atomic<int64_t> most_prefill = 0;  // Σ (tokens − 1) over the sequences of a forward
   scheduler.on_batch = [&](int64_t sequences, int64_t tokens, double) {
-    most_prefill = std::max(most_prefill, tokens - sequences);
+    if (burst) most_prefill = std::max(most_prefill.load(), tokens - sequences);
   };
+  auto first = scheduler.submit({prompt("Sam"), longer, nullptr});
+  ASSERT_NE(first, nullptr);
+  std::string first_text;
+  while (first_text.empty()) {  // its first token: it is decoding now
+    auto e = first->next(std::chrono::milliseconds(1000));
+    ASSERT_TRUE(e.has_value());
+    ASSERT_FALSE(e->done);
+    first_text += e->text;
+  }
+  burst = true;
   std::vector<std::shared_ptr<RequestChannel>> channels;
   for (const char* t : texts) channels.push_back(scheduler.submit({prompt(t), o, nullptr}));
   for (size_t i = 0; i < channels.size(); ++i) {
     ASSERT_NE(channels[i], nullptr);
     EXPECT_EQ(collect(*channels[i]).text, expected[i]) << i;
   }
+  EXPECT_EQ(first_text + collect(*first).text, running);
   EXPECT_GT(most_prefill, 0);
   EXPECT_LT(most_prefill, 8);  // without the budget, six 8-token chunks in one forward
+}
+
+// With no stream decoding, nobody waits on a forward but the prompts themselves: the first
+// forward takes its prompts whole, not cut to the budget.
+TEST_F(SchedulerTest, WithNothingDecodingWaitingPromptsPrefillWhole) {
+  GenerateOptions o;
+  o.max_tokens = 4;
+  const char* texts[] = {"Once upon a time, there was a girl", "The dog ran to the big park",
+                         "Lily and Tom went to the park"};
+  std::vector<std::string> expected;
+  for (const char* t : texts)
+    expected.push_back(generate(*model_, &*tokenizer_, prompt(t), o, {}, pool_).text);
+  Scheduler scheduler(*model_, *tokenizer_,
+                      {.max_batch = 3, .max_queue = 8, .prefill_chunk = 64, .prefill_budget = 4},
+                      pool_);
+  std::mutex mutex;
+  std::vector<int64_t> prefill;  // Σ (tokens − 1) per forward
+  scheduler.on_batch = [&](int64_t sequences, int64_t tokens, double) {
+    std::lock_guard lock(mutex);
+    prefill.push_back(tokens - sequences);
+  };
+  // The engine may wake for the first submission before the others arrive, so the first forward
+  // holds one to three prompts, each a chunk of 8 or more tokens, none of them decoding.
+  std::vector<std::shared_ptr<RequestChannel>> channels;
+  for (const char* t : texts) channels.push_back(scheduler.submit({prompt(t), o, nullptr}));
+  for (size_t i = 0; i < channels.size(); ++i) {
+    ASSERT_NE(channels[i], nullptr);
+    EXPECT_EQ(collect(*channels[i]).text, expected[i]) << i;
+  }
+  std::lock_guard lock(mutex);
+  ASSERT_FALSE(prefill.empty());
+  // The first forward held no decoding stream, so it was not cut to the budget of 4.
+  EXPECT_GT(prefill.front(), 4);
 }
 
 TEST_F(SchedulerTest, CancelFullQueueZeroTokensAndDrain) {
