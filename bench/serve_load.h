@@ -64,7 +64,7 @@ void one_request(int port, const std::string& model, int tokens, Samples& s,
       const nlohmann::json j = nlohmann::json::parse(event.substr(6), nullptr, false);
       if (j.is_discarded()) continue;
       if (j.contains("usage")) completion = j["usage"]["completion_tokens"].get<int64_t>();
-      if (j["choices"][0]["text"].get<std::string>().empty()) continue;
+      if (j["choices"].empty() || j["choices"][0]["text"].get<std::string>().empty()) continue;
       const auto now = std::chrono::steady_clock::now();
       (first ? ttft : itl).push_back(std::chrono::duration<double>(now - last).count());
       first = false;

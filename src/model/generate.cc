@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <limits>
 #include <utility>
 
@@ -45,11 +46,51 @@ SequenceDecoder::SequenceDecoder(const Tokenizer* tokenizer, std::span<const int
     decoder_.emplace(*tokenizer, /*skip_special=*/false,
                      options.continues_prompt ? prompt : std::span<const int32_t>());
   }
+  if (options.logprobs < -1 || options.logprobs > kMaxTopLogprobs) {
+    fail("logprobs must be between 0 and {} alternatives, got {}", kMaxTopLogprobs,
+         options.logprobs);
+  }
+  if (options.constraint) constraint_ = options.constraint->clone();
   if (options.max_tokens == 0) {
     done_ = true;
     finish_reason_ = "length";
   }
 }
+
+namespace {
+
+// The log-softmax of `logits` at `id`, and the k best ids with theirs (ties by lower id).
+TokenLogprob log_probabilities(std::span<const float> logits, int32_t id, int k) {
+  float max = -std::numeric_limits<float>::infinity();
+  for (float l : logits) max = std::max(max, l);
+  double sum = 0;
+  for (float l : logits) sum += std::exp(static_cast<double>(l - max));
+  const float log_z = max + static_cast<float>(std::log(sum));
+  TokenLogprob out;
+  out.id = id;
+  out.logprob = logits[static_cast<size_t>(id)] - log_z;
+  if (k > 0) {
+    std::vector<int32_t> best;
+    best.reserve(static_cast<size_t>(k) + 1);
+    auto worse = [&](int32_t a, int32_t b) {  // heap order: the worst kept candidate on top
+      return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
+    };
+    for (int32_t i = 0; i < static_cast<int32_t>(logits.size()); ++i) {
+      if (static_cast<int>(best.size()) == k && !worse(i, best.front())) continue;
+      best.push_back(i);
+      std::push_heap(best.begin(), best.end(), worse);
+      if (static_cast<int>(best.size()) > k) {
+        std::pop_heap(best.begin(), best.end(), worse);
+        best.pop_back();
+      }
+    }
+    std::sort(best.begin(), best.end(), worse);
+    for (int32_t i : best) out.top.emplace_back(i, logits[i] - log_z);
+  }
+  return out;
+}
+
+}  // namespace
 
 std::string SequenceDecoder::finish(std::string text, const char* reason) {
   done_ = true;
@@ -65,11 +106,16 @@ std::string SequenceDecoder::step(std::span<float> logits) {
     std::fill(logits.begin() + tokenizer_->vocab_size(), logits.end(),
               -std::numeric_limits<float>::infinity());
   }
-  const int32_t id = sampler_.sample(logits, history_);
+  if (options_.logprobs >= 0) raw_.assign(logits.begin(), logits.end());
+  if (constraint_) constraint_->mask(logits);
+  const int32_t id = sampler_.sample(logits, history_, tokens_);
+  last_logprob_.reset();
   if (std::find(options_.stop_ids.begin(), options_.stop_ids.end(), id) !=
       options_.stop_ids.end()) {
     return finish(std::move(pending_), "stop");  // held back for a stop string that never came
   }
+  if (options_.logprobs >= 0) last_logprob_ = log_probabilities(raw_, id, options_.logprobs);
+  if (constraint_) constraint_->accept(id);
   history_.push_back(id);
   tokens_.push_back(id);
   const bool last = static_cast<int64_t>(tokens_.size()) >= options_.max_tokens;

@@ -3,10 +3,12 @@
 #pragma once
 
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "model/sampler.h"
@@ -14,6 +16,27 @@
 #include "tokenizer/tokenizer.h"
 
 namespace bitdelta {
+
+// Restricts which tokens may come next, e.g. a grammar that keeps the output valid JSON. A
+// prototype lives in GenerateOptions; every sequence works on its own clone.
+class TokenConstraint {
+ public:
+  virtual ~TokenConstraint() = default;
+  // Sets the logits of the tokens that may not come next to -infinity.
+  virtual void mask(std::span<float> logits) = 0;
+  // The token that was picked (one that mask() allowed).
+  virtual void accept(int32_t token) = 0;
+  virtual std::unique_ptr<TokenConstraint> clone() const = 0;
+};
+
+// One generated token's log probability under the model (the log-softmax of its raw logits,
+// before logit_bias, penalties, constraints and temperature), with the most likely alternatives.
+struct TokenLogprob {
+  int32_t id = -1;
+  float logprob = 0;
+  std::vector<std::pair<int32_t, float>>
+      top;  // most likely first, `GenerateOptions::logprobs` long
+};
 
 struct GenerateOptions {
   int64_t max_tokens = 256;
@@ -28,7 +51,13 @@ struct GenerateOptions {
   // Drop one space at the start of the text: the plain chat format writes "Assistant: reply", so
   // the reply's first token carries the separating space, which is not part of the content.
   bool strip_leading_space = false;
+  // Log probabilities of the generated tokens: -1 none, k ≥ 0 each token's own and its k most
+  // likely alternatives (at most kMaxTopLogprobs).
+  int logprobs = -1;
+  std::shared_ptr<const TokenConstraint> constraint;  // null: any token
 };
+
+inline constexpr int kMaxTopLogprobs = 20;
 
 struct GenerateResult {
   std::vector<int32_t> tokens;  // generated ids (without the prompt; a stop id is not included)
@@ -56,6 +85,8 @@ class SequenceDecoder {
   bool done() const { return done_; }
   const std::string& finish_reason() const { return finish_reason_; }  // "stop" or "length"
   const std::vector<int32_t>& tokens() const { return tokens_; }      // generated, no stop id
+  // With options.logprobs ≥ 0: the token the last step() generated (none when it was a stop id).
+  const std::optional<TokenLogprob>& last_logprob() const { return last_logprob_; }
   int64_t prompt_tokens() const { return prompt_tokens_; }
 
  private:
@@ -65,6 +96,9 @@ class SequenceDecoder {
   Sampler sampler_;
   std::vector<int32_t> history_, tokens_;
   std::optional<IncrementalDecoder> decoder_;
+  std::unique_ptr<TokenConstraint> constraint_;
+  std::optional<TokenLogprob> last_logprob_;
+  std::vector<float> raw_;  // the last logits before sampling changed them (for logprobs)
   std::string pending_;  // decoded text held back: it may be the start of a stop string
   int64_t prompt_tokens_ = 0;
   bool done_ = false;

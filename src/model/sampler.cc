@@ -20,14 +20,43 @@ void validate(const SamplingParams& p) {
     fail("repetition_penalty must be a finite number > 0 (1 turns it off), got {}",
          p.repetition_penalty);
   }
+  if (!(p.frequency_penalty >= -2 && p.frequency_penalty <= 2)) {
+    fail("frequency_penalty must be in [-2, 2] (0 turns it off), got {}", p.frequency_penalty);
+  }
+  if (!(p.presence_penalty >= -2 && p.presence_penalty <= 2)) {
+    fail("presence_penalty must be in [-2, 2] (0 turns it off), got {}", p.presence_penalty);
+  }
+  for (const auto& [id, bias] : p.logit_bias) {
+    if (id < 0) fail("logit_bias: token id {} is negative", id);
+    if (!(bias >= -100 && bias <= 100)) {
+      fail("logit_bias: the bias of token {} must be in [-100, 100], got {}", id, bias);
+    }
+  }
 }
 
 Sampler::Sampler(const SamplingParams& params) : params_(params), rng_(params.seed) {
   validate(params);
 }
 
-int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history) {
+int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> history,
+                        std::span<const int32_t> generated) {
   const int64_t V = static_cast<int64_t>(logits.size());
+  for (const auto& [id, bias] : params_.logit_bias) {
+    if (id < V) logits[id] += bias;
+  }
+  if (params_.frequency_penalty != 0.0f || params_.presence_penalty != 0.0f) {
+    std::vector<int32_t> seen(generated.begin(), generated.end());
+    std::sort(seen.begin(), seen.end());
+    for (size_t i = 0; i < seen.size();) {
+      size_t j = i;
+      while (j < seen.size() && seen[j] == seen[i]) ++j;
+      if (seen[i] >= 0 && seen[i] < V) {
+        logits[seen[i]] -=
+            params_.frequency_penalty * static_cast<float>(j - i) + params_.presence_penalty;
+      }
+      i = j;
+    }
+  }
   if (params_.repetition_penalty != 1.0f) {
     // As Hugging Face: divide positive logits, multiply negative ones, once per distinct token.
     std::vector<int32_t> seen(history.begin(), history.end());

@@ -31,7 +31,23 @@ struct Scheduler::Sequence {
   KVCache cache;
   int64_t prefilled = 0;  // prompt tokens already in the cache
   int32_t next_input = -1;
+  int index = 0;                                    // which choice of its request
+  std::vector<std::unique_ptr<Sequence>> siblings;  // the other choices, until the prompt is in
+  std::vector<TokenLogprob> logprobs;               // not yet sent
 };
+
+namespace {
+
+// Choice i's seed: the request's seed for the first, well-mixed others after (SplitMix64).
+uint64_t choice_seed(uint64_t seed, int index) {
+  if (index == 0) return seed;
+  uint64_t z = seed + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(index);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
 
 Scheduler::Scheduler(Transformer& model, const Tokenizer& tokenizer, SchedulerOptions options,
                      ThreadPool& pool)
@@ -58,11 +74,26 @@ std::shared_ptr<RequestChannel> Scheduler::submit(SchedulerRequest request) {
          request.prompt.size(), request.options.max_tokens,
          model_.config().max_position_embeddings);
   }
-  seq->request = std::move(request);
+  if (request.n < 1) fail("n must be at least 1, got {}", request.n);
   seq->channel = std::make_shared<RequestChannel>();
   std::shared_ptr<RequestChannel> channel = seq->channel;
+  for (int i = 1; i < request.n; ++i) {
+    auto sibling = std::make_unique<Sequence>();
+    sibling->request = request;
+    sibling->request.n = 1;
+    sibling->request.options.sampling.seed = choice_seed(request.options.sampling.seed, i);
+    sibling->decoder.emplace(&tokenizer_, sibling->request.prompt, sibling->request.options);
+    sibling->channel = channel;
+    sibling->index = i;
+    seq->siblings.push_back(std::move(sibling));
+  }
+  seq->request = std::move(request);
   if (seq->decoder->done()) {  // max_tokens 0: nothing to run
-    channel->push({"", true, "length", "", seq->decoder->prompt_tokens(), 0});
+    for (int i = 0; i < seq->request.n; ++i) {
+      RequestChannel::Event e{"", true, "length", "", seq->decoder->prompt_tokens(), 0};
+      e.index = i;
+      channel->push(std::move(e));
+    }
     return channel;
   }
   {
@@ -102,8 +133,11 @@ void Scheduler::loop() {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [&] { return !active.empty() || !queue_.empty() || draining_; });
       if (active.empty() && queue_.empty() && draining_) return;
-      // New requests join between forward passes.
-      while (!queue_.empty() && static_cast<int64_t>(active.size()) < options_.max_batch) {
+      // New requests join between forward passes (a request of n choices counts n).
+      int64_t load = 0;
+      for (const auto& s : active) load += 1 + static_cast<int64_t>(s->siblings.size());
+      while (!queue_.empty() && load < options_.max_batch) {
+        load += queue_.front()->request.n;
         active.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
@@ -127,8 +161,14 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
   std::vector<Outgoing> out;
   std::erase_if(active, [&](const std::unique_ptr<Sequence>& s) {
     if (!s->channel->cancelled()) return false;
-    out.emplace_back(s->channel, RE{"", true, "cancelled", "", s->decoder->prompt_tokens(),
-                        static_cast<int64_t>(s->decoder->tokens().size())});
+    RE e{"",
+         true,
+         "cancelled",
+         "",
+         s->decoder->prompt_tokens(),
+         static_cast<int64_t>(s->decoder->tokens().size())};
+    e.index = s->index;
+    out.emplace_back(s->channel, std::move(e));
     return true;
   });
   std::vector<SequenceInput> inputs;
@@ -175,7 +215,11 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
       model_.forward(inputs, &logits, pool_);
     } catch (const std::exception& e) {
       for (auto& s : active) {
-        out.emplace_back(s->channel, RE{"", true, "error", e.what(), s->decoder->prompt_tokens(), 0});
+        for (int i = 0; i <= static_cast<int>(s->siblings.size()); ++i) {
+          RE error{"", true, "error", e.what(), s->decoder->prompt_tokens(), 0};
+          error.index = i == 0 ? s->index : s->siblings[i - 1]->index;
+          out.emplace_back(s->channel, std::move(error));
+        }
       }
       active.clear();
       return out;
@@ -190,18 +234,34 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
     if (on_batch) on_batch(static_cast<int64_t>(inputs.size()), tokens, seconds);
   }
   const int64_t V = model_.config().vocab_size;
+  std::vector<std::unique_ptr<Sequence>> spawned;
   for (size_t i = 0; i < sampled.size(); ++i) {
     Sequence* s = sampled[i];
     if (s == nullptr) continue;  // mid-prompt chunk: its logits predict nothing yet
-    if (prefix_cache_ && s->decoder->tokens().empty()) {
+    if (s->decoder->tokens().empty()) {
+      const int64_t P = static_cast<int64_t>(s->request.prompt.size());
       // The prompt was just completed: its whole blocks are kept for later requests.
-      prefix_cache_->store(s->request.prefix_owner, s->request.prompt,
-                           static_cast<int64_t>(s->request.prompt.size()), s->cache);
+      if (prefix_cache_)
+        prefix_cache_->store(s->request.prefix_owner, s->request.prompt, P, s->cache);
+      // The other choices start from a copy of its keys and values; each computes the last
+      // prompt position itself, for logits of its own (the same, the forward being
+      // batch-invariant).
+      for (auto& sibling : s->siblings) {
+        sibling->cache = s->cache;
+        sibling->cache.truncate(P - 1);
+        sibling->prefilled = P - 1;
+        spawned.push_back(std::move(sibling));
+      }
+      s->siblings.clear();
     }
     std::string text = s->decoder->step(std::span<float>(logits).subspan(i * V, V));
     if (!s->decoder->done()) s->next_input = s->decoder->tokens().back();
-    if (!text.empty() || s->decoder->done()) {
+    if (const auto& lp = s->decoder->last_logprob()) s->logprobs.push_back(*lp);
+    if (!text.empty() || s->decoder->done() || !s->logprobs.empty()) {
       RE e{std::move(text), s->decoder->done(), "", "", 0, 0};
+      e.index = s->index;
+      e.logprobs = std::move(s->logprobs);
+      s->logprobs.clear();
       if (e.done) {
         e.finish_reason = s->decoder->finish_reason();
         e.prompt_tokens = s->decoder->prompt_tokens();
@@ -211,6 +271,7 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
     }
   }
   std::erase_if(active, [](const std::unique_ptr<Sequence>& s) { return s->decoder->done(); });
+  for (auto& s : spawned) active.push_back(std::move(s));
   return out;
 }
 

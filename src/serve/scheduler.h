@@ -33,6 +33,10 @@ class RequestChannel {
     std::string finish_reason;          // "stop", "length", "cancelled" or "error"
     std::string error;                  // set when finish_reason is "error"
     int64_t prompt_tokens = 0, completion_tokens = 0;
+    int index = 0;  // which of the request's n choices this is about
+    // Log probabilities of the tokens generated since the previous event of this choice (with
+    // options.logprobs ≥ 0); a token's text may come in a later event's `text`.
+    std::vector<TokenLogprob> logprobs;
   };
   // Blocks until the next event (or `timeout` passes: nullopt).
   std::optional<Event> next(std::chrono::milliseconds timeout);
@@ -56,6 +60,10 @@ struct SchedulerRequest {
   // Whose keys and values the prompt's prefix shares in the prefix cache: "" for the base, the
   // adapter's content hash otherwise (never its address: a reloaded adapter is another object).
   std::string prefix_owner;
+  // Choices for the one prompt (OpenAI's n): the prompt is prefilled once and its keys and values
+  // copied to the others, each sampling with its own seed (options.sampling.seed mixed with its
+  // index). Every choice ends with its own done event.
+  int n = 1;
 };
 
 struct SchedulerOptions {

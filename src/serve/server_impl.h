@@ -25,6 +25,7 @@
 #include "safety/screening.h"
 #include "serve/adapter_cache.h"
 #include "serve/auth.h"
+#include "serve/http_error.h"
 #include "serve/jobs.h"
 #include "serve/metrics.h"
 #include "serve/scheduler.h"
@@ -42,27 +43,6 @@ namespace bitdelta {
 using json = nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
-// An error the client caused or should know about, answered in OpenAI's error shape.
-struct HttpError {
-  int status;
-  std::string message, type, code;
-};
-
-[[noreturn]] inline void http_fail(int status, std::string message,
-                                   std::string type = "invalid_request_error",
-                                   std::string code = "") {
-  throw HttpError{status, std::move(message), std::move(type), std::move(code)};
-}
-
-inline void write_error(httplib::Response& res, const HttpError& e) {
-  res.status = e.status;
-  json err{{"message", e.message},
-           {"type", e.type},
-           {"param", nullptr},
-           {"code", e.code.empty() ? json(nullptr) : json(e.code)}};
-  res.set_content(json{{"error", err}}.dump(), "application/json");
-}
-
 inline std::string random_id(const char* prefix) {
   thread_local std::mt19937_64 rng{std::random_device{}()};
   return fmt::format("{}-{:016x}", prefix, rng());
@@ -73,12 +53,6 @@ inline int64_t unix_now() {
              std::chrono::system_clock::now().time_since_epoch())
       .count();
 }
-
-// The request's parameters shared by both endpoints.
-struct Sampling {
-  GenerateOptions options;
-  bool stream = false;
-};
 
 // One base model and what serves it: its tokenizer and chat template, its adapters' cache and
 // its own scheduler (engine thread). Every base's scheduler runs its parallel loops on the one
@@ -200,9 +174,6 @@ struct Server::Impl {
     return it->get<T>();
   }
 
-  // max_tokens stays -1 when the request does not say (filled in once the prompt is known).
-  Sampling sampling(const json& body, const Base& base) const;
-
   void routes();
 
   // PUT/GET /v1/consent/{user}: users' consent to personalization (docs/consent.md). A key may
@@ -260,7 +231,10 @@ struct Server::Impl {
       http.Delete(pattern, wrapped);
   }
 
+  // POST /v1/completions and /v1/chat/completions (server_generate.cc).
   void generate(const httplib::Request& req, httplib::Response& res, bool chat_request);
+  // POST /tokenize and /detokenize, as llama.cpp's server has them.
+  void token_routes();
 };
 
 }  // namespace bitdelta

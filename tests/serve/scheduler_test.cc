@@ -300,6 +300,41 @@ TEST_F(SchedulerTest, WithNothingDecodingWaitingPromptsPrefillWhole) {
   EXPECT_GT(prefill.front(), 4);
 }
 
+// n choices prefill their prompt once: the others copy its keys and values and compute only its
+// last position; each samples with its own seed, and choice 0 is what n = 1 gives.
+TEST_F(SchedulerTest, NChoicesPrefillThePromptOnce) {
+  GenerateOptions o;
+  o.max_tokens = 5;
+  o.sampling.temperature = 1.0f;
+  o.sampling.seed = 11;
+  const std::vector<int32_t> p = prompt("Once upon a time, there was a girl");
+  const std::string alone = generate(*model_, &*tokenizer_, p, o, {}, pool_).text;
+  Scheduler scheduler(*model_, *tokenizer_, {.max_batch = 4, .max_queue = 4}, pool_);
+  std::atomic<int64_t> tokens = 0;
+  scheduler.on_batch = [&](int64_t, int64_t t, double) { tokens += t; };
+  SchedulerRequest request{p, o, nullptr};
+  request.n = 3;
+  auto channel = scheduler.submit(std::move(request));
+  ASSERT_NE(channel, nullptr);
+  std::vector<std::string> texts(3);
+  std::vector<int64_t> counts(3, -1);
+  for (int done = 0; done < 3;) {
+    auto e = channel->next(std::chrono::milliseconds(5000));
+    ASSERT_TRUE(e.has_value());
+    texts.at(static_cast<size_t>(e->index)) += e->text;
+    if (e->done) {
+      EXPECT_EQ(e->finish_reason, "length");
+      EXPECT_EQ(e->prompt_tokens, static_cast<int64_t>(p.size()));
+      counts[static_cast<size_t>(e->index)] = e->completion_tokens;
+      ++done;
+    }
+  }
+  EXPECT_EQ(texts[0], alone);
+  EXPECT_EQ(counts, (std::vector<int64_t>{5, 5, 5}));
+  // The prompt once, one more position for each other choice, then 4 decode steps per choice.
+  EXPECT_EQ(tokens.load(), static_cast<int64_t>(p.size()) + 2 + 3 * 4);
+}
+
 TEST_F(SchedulerTest, CancelFullQueueZeroTokensAndDrain) {
   Scheduler scheduler(*model_, *tokenizer_, {.max_batch = 1, .max_queue = 0, .prefill_chunk = 64},
                       pool_);

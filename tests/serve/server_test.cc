@@ -217,7 +217,8 @@ TEST_F(ServerTest, ErrorsAreOpenAIShaped) {
   r = post("/v1/completions", {{"model", "base"}, {"prompt", "x"}, {"temperature", -1}},
            "admin-key", 400);
   EXPECT_EQ(r["error"]["type"], "invalid_request_error");
-  post("/v1/completions", {{"model", "base"}, {"prompt", "x"}, {"n", 2}}, "admin-key", 400);
+  r = post("/v1/completions", {{"model", "base"}, {"prompt", "x"}, {"n", 100}}, "admin-key", 400);
+  EXPECT_EQ(r["error"]["param"], "n");
   post("/v1/completions", {{"model", "base"}, {"prompt", "x"}, {"max_tokens", 100000}}, "admin-key",
        400);
   post("/v1/completions", {{"prompt", "x"}}, "admin-key", 400);

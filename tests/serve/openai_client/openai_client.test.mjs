@@ -8,6 +8,7 @@ import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createRequire } from "node:module";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import OpenAI from "openai";
@@ -126,7 +127,8 @@ test("an unknown model is a 404", async () => {
 });
 
 test("bad parameters are a 400", async () => {
-  for (const bad of [{ temperature: -1 }, { n: 3 }, { max_tokens: 10 ** 7 }, { top_p: 5 }]) {
+  for (const bad of [{ temperature: -1 }, { n: 100 }, { max_tokens: 10 ** 7 }, { top_p: 5 },
+                     { top_logprobs: 21, logprobs: true }, { logprobs: 21 }]) {
     await assert.rejects(
       client.completions.create({ model: "stories260K", prompt: "x", ...bad }),
       (e) => e instanceof OpenAI.BadRequestError && e.status === 400,
@@ -152,4 +154,109 @@ test("users' adapters answer differently, exactly like bitdelta generate --adapt
   assert.notEqual(answers.base, answers.alice);
   assert.notEqual(answers.base, answers.bob);
   assert.notEqual(answers.alice, answers.bob);
+});
+
+test("log probabilities and n choices through the official client", async () => {
+  const r = await client.chat.completions.create({
+    model: "general/alice/v1",
+    messages: [{ role: "user", content: "Tell me a story." }],
+    max_tokens: 6,
+    temperature: 0.8,
+    seed: 3,
+    n: 2,
+    logprobs: true,
+    top_logprobs: 2,
+  });
+  assert.equal(r.choices.length, 2);
+  assert.deepEqual(r.choices.map((c) => c.index), [0, 1]);
+  assert.equal(r.usage.completion_tokens, 12);
+  for (const c of r.choices) {
+    assert.equal(c.logprobs.content.length, 6);
+    for (const t of c.logprobs.content) {
+      assert.ok(t.logprob <= 0);
+      assert.equal(t.top_logprobs.length, 2);
+      assert.ok(t.top_logprobs[0].logprob >= t.top_logprobs[1].logprob);
+      assert.equal(Buffer.from(t.bytes).toString("utf8"), t.token);
+    }
+  }
+  const c = await client.completions.create({
+    model: "stories260K", prompt: "Once upon a time", max_tokens: 4, temperature: 0, logprobs: 3,
+  });
+  const lp = c.choices[0].logprobs;
+  assert.equal(lp.tokens.length, 4);
+  assert.equal(lp.tokens.join(""), c.choices[0].text);
+  assert.equal(lp.top_logprobs[0][lp.tokens[0]], lp.token_logprobs[0]);  // greedy: the best
+});
+
+// Every field of the official client's request types for chat and completions: implemented or
+// accepted as documented (docs/openai-api.md) answers 200; anything else a 400 that names it. A
+// field a newer client adds fails here until someone decides what the server does with it.
+test("every request field of OpenAI's schemas is implemented, documented as ignored, or a 400 naming it", async () => {
+  const require = createRequire(import.meta.url);
+  const root = require.resolve("openai").replace(/index\.js$/, "");
+  const fields = (file, name) => {
+    const text = readFileSync(root + file, "utf8");
+    const body = text.slice(text.indexOf(`export interface ${name} {`)).split("\n").slice(1);
+    const out = [];
+    let depth = 0;
+    for (const line of body) {
+      if (depth === 0 && /^}/.test(line)) break;
+      const m = line.match(/^    ([a-z_]+)\??:/);
+      if (m && depth === 0) out.push(m[1]);
+      depth += (line.match(/{/g) || []).length - (line.match(/}/g) || []).length;
+    }
+    return out;
+  };
+  const tool = { type: "function", function: { name: "f", parameters: { type: "object", properties: {} } } };
+  // [value, expected status] per field; 400s must name the field in error.param.
+  const chat = {
+    messages: [[{ role: "user", content: "Hi" }], 200], model: ["stories260K", 200],
+    audio: [{ voice: "alloy", format: "wav" }, 400], frequency_penalty: [0.5, 200],
+    function_call: ["auto", 400], functions: [[{ name: "f", parameters: { type: "object" } }], 400],
+    logit_bias: [{ 1: 1 }, 200], logprobs: [true, 200], max_completion_tokens: [2, 200],
+    max_tokens: [2, 200], metadata: [{ k: "v" }, 200], modalities: [["text", "audio"], 400],
+    n: [2, 200], parallel_tool_calls: [true, 200], prediction: [{ type: "content", content: "x" }, 400],
+    presence_penalty: [0.5, 200], reasoning_effort: ["low", 400],
+    response_format: [{ type: "json_object" }, 400], seed: [1, 200], service_tier: ["auto", 200],
+    stop: [["\n\n"], 200], store: [true, 400], stream: [false, 200],
+    stream_options: [{ include_usage: true }, 200, { stream: true }], temperature: [0.5, 200],
+    tool_choice: ["auto", 400], tools: [[tool], 400], top_logprobs: [2, 200, { logprobs: true }],
+    top_p: [0.9, 200], user: ["u", 200], web_search_options: [{}, 400],
+  };
+  const completion = {
+    model: ["stories260K", 200], prompt: ["Once", 200], best_of: [2, 400], echo: [true, 200],
+    frequency_penalty: [0.5, 200], logit_bias: [{ 1: 1 }, 200], logprobs: [2, 200],
+    max_tokens: [2, 200], n: [2, 200], presence_penalty: [0.5, 200], seed: [1, 200],
+    stop: [["\n\n"], 200], stream: [false, 200], stream_options: [{ include_usage: true }, 200, { stream: true }],
+    suffix: ["x", 400], temperature: [0.5, 200], top_p: [0.9, 200], user: ["u", 200],
+  };
+  const port = new URL(client.baseURL).port;
+  const walk = async (path, file, iface, table, minimal) => {
+    const names = fields(file, iface);
+    assert.ok(names.length > 10, `read ${names.length} fields of ${iface}`);
+    for (const name of names) {
+      assert.ok(name in table, `${iface}.${name} is new in the openai package: decide what the server does with it`);
+      const [value, status, extra] = table[name];
+      const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ ...minimal, ...extra, [name]: value }),
+      });
+      const text = await res.text();
+      assert.equal(res.status, status, `${path} ${name}: ${text}`);
+      if (status === 400) assert.equal(JSON.parse(text).error.param, name, `${path} ${name}: ${text}`);
+    }
+    const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ ...minimal, not_an_openai_field: 1 }),
+    });
+    assert.equal(res.status, 400);
+    assert.equal((await res.json()).error.param, "not_an_openai_field");
+  };
+  await walk("/v1/chat/completions", "resources/chat/completions/completions.d.ts",
+             "ChatCompletionCreateParamsBase", chat,
+             { model: "stories260K", messages: [{ role: "user", content: "Hi" }], max_tokens: 2 });
+  await walk("/v1/completions", "resources/completions.d.ts", "CompletionCreateParamsBase",
+             completion, { model: "stories260K", prompt: "Once", max_tokens: 2 });
 });
