@@ -143,7 +143,49 @@ CONVERSATIONS = {
 }
 
 
-def render(source, messages, add_generation_prompt, enable_thinking, bos, eos):
+WEATHER = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather in a city — température °C",
+    "parameters": {"type": "object", "properties": {
+        "city": {"type": "string", "description": "City name"},
+        "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+        "days": {"type": "integer", "minimum": 1, "maximum": 7},
+        "precision": {"type": "number", "minimum": 0.5, "exclusiveMaximum": 1e-07}},
+        "required": ["city"], "additionalProperties": False}}}
+SEARCH = {"type": "function", "function": {
+    "name": "search", "parameters": {"type": "object", "properties": {
+        "query": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}},
+        "strict": {"type": "boolean"}, "filter": {"type": ["object", "null"]}}}}}
+
+
+def call(id_, name, arguments):
+    return {"id": id_, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+# Conversations with tools (Qwen3 only: the other supported templates define none).
+TOOL_CONVERSATIONS = {
+    "tools_user": ([WEATHER], [msg("user", "Weather in Paris?")]),
+    "tools_system_two": ([WEATHER, SEARCH], [msg("system", "Be brief."),
+                                             msg("user", "Weather in Paris?")]),
+    "tools_round_trip": ([WEATHER, SEARCH], [
+        msg("user", "Weather in Paris and Rome?"),
+        {"role": "assistant", "content": "",
+         "tool_calls": [call("call_1", "get_weather", "{\"city\": \"Paris\"}"),
+                        call("call_2", "get_weather", "{\"city\": \"Rome\", \"days\": 2}")]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "18 °C, sunny"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "{\"temp\": 21}"},
+    ]),
+    "tools_text_then_call": ([SEARCH], [
+        msg("user", "Find cats"),
+        {"role": "assistant", "content": "Let me search.",
+         "tool_calls": [call("c", "search", "{\"query\": \"cats\", \"tags\": []}")]},
+        {"role": "tool", "tool_call_id": "c", "content": "3 results"},
+        msg("assistant", "Found 3."),
+        msg("user", "Thanks"),
+    ]),
+}
+
+
+def render(source, messages, add_generation_prompt, enable_thinking, bos, eos, tools=None):
     def raise_exception(message):
         raise jinja2.exceptions.TemplateError(message)
 
@@ -153,7 +195,7 @@ def render(source, messages, add_generation_prompt, enable_thinking, bos, eos):
     env.globals["raise_exception"] = raise_exception
     return env.from_string(source).render(
         messages=messages, add_generation_prompt=add_generation_prompt,
-        enable_thinking=enable_thinking, bos_token=bos, eos_token=eos)
+        enable_thinking=enable_thinking, bos_token=bos, eos_token=eos, tools=tools)
 
 
 def main():
@@ -172,6 +214,16 @@ def main():
                     except jinja2.exceptions.TemplateError as e:
                         case["error"] = str(e)
                     cases.append(case)
+    template = TEMPLATES["qwen3"]
+    for conv_name, (tools, messages) in TOOL_CONVERSATIONS.items():
+        for add_generation_prompt in (True, False):
+            for enable_thinking in (True, False):
+                cases.append({"template": "qwen3", "conversation": conv_name, "tools": tools,
+                              "messages": messages, "add_generation_prompt": add_generation_prompt,
+                              "enable_thinking": enable_thinking,
+                              "rendered": render(template["source"], messages,
+                                                 add_generation_prompt, enable_thinking,
+                                                 template["bos"], template["eos"], tools)})
     out = ROOT / "tests/data/tokenizer/chat_templates.json"
     out.write_text(json.dumps({"templates": TEMPLATES, "cases": cases}, indent=1,
                               ensure_ascii=False) + "\n")

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 #include <vector>
 
@@ -71,15 +72,45 @@ int32_t Sampler::sample(std::span<float> logits, std::span<const int32_t> histor
   if (params_.temperature == 0.0f) {
     return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
   }
-  // Candidates sorted by logit, best first; ties broken by id for reproducibility.
-  std::vector<int32_t> order(static_cast<size_t>(V));
-  std::iota(order.begin(), order.end(), 0);
-  int64_t keep = V;
+  if (params_.top_k == 0 && params_.top_p >= 1.0f && params_.min_p == 0.0f) {
+    // Nothing is cut from the distribution: draw from the softmax in id order, one pass over the
+    // vocabulary (sorting 150k logits per token would cost more than a decode step's matmuls).
+    const float max_logit = *std::max_element(logits.begin(), logits.end());
+    if (!std::isfinite(max_logit)) {
+      return static_cast<int32_t>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+    }
+    std::vector<double> probs(static_cast<size_t>(V));
+    double total = 0;
+    for (int64_t i = 0; i < V; ++i) {
+      probs[i] = std::exp((static_cast<double>(logits[i]) - max_logit) / params_.temperature);
+      total += probs[i];
+    }
+    std::uniform_real_distribution<double> uniform(0.0, total);
+    double r = uniform(rng_);
+    int32_t last = 0;
+    for (int64_t i = 0; i < V; ++i) {
+      if (probs[i] <= 0) continue;
+      last = static_cast<int32_t>(i);
+      r -= probs[i];
+      if (r <= 0) return last;
+    }
+    return last;
+  }
+  // Candidates sorted by logit, best first; ties broken by id for reproducibility. Tokens a
+  // constraint ruled out (-infinity) never are candidates.
+  std::vector<int32_t> order;
+  order.reserve(static_cast<size_t>(V));
+  for (int32_t i = 0; i < static_cast<int32_t>(V); ++i) {
+    if (logits[i] != -std::numeric_limits<float>::infinity()) order.push_back(i);
+  }
+  if (order.empty()) return 0;
+  const int64_t candidates = static_cast<int64_t>(order.size());
+  int64_t keep = candidates;
   if (params_.top_k > 0) keep = std::min<int64_t>(keep, params_.top_k);
   auto better = [&](int32_t a, int32_t b) {
     return logits[a] != logits[b] ? logits[a] > logits[b] : a < b;
   };
-  if (keep < V) {
+  if (keep < candidates) {
     std::partial_sort(order.begin(), order.begin() + keep, order.end(), better);
   } else {
     std::sort(order.begin(), order.end(), better);

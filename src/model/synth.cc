@@ -236,6 +236,7 @@ SynthResult synth_model(const SynthOptions& options, const fs::path& out_dir) {
   ModelConfig& c = result.config;
   if (options.hidden_size > 0) c.hidden_size = options.hidden_size;
   if (options.intermediate_size > 0) c.intermediate_size = options.intermediate_size;
+  if (options.vocab_size > 0) c.vocab_size = options.vocab_size;
   c.torch_dtype = options.dtype == DType::kBF16  ? "bfloat16"
                   : options.dtype == DType::kF16 ? "float16"
                                                  : "float32";

@@ -39,6 +39,7 @@ struct SynthOptions {
   // Widths replacing those of `like` when > 0 (tests that need other matrix shapes).
   int64_t hidden_size = 0;
   int64_t intermediate_size = 0;
+  int64_t vocab_size = 0;  // > 0: embedding rows (e.g. tiny with the real Qwen3 vocabulary)
 };
 
 struct SynthResult {

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <limits>
 #include <map>
@@ -9,6 +11,7 @@
 
 #include "serve/http_error.h"
 #include "util/error.h"
+#include "util/python_json.h"
 
 namespace bitdelta {
 
@@ -41,10 +44,10 @@ const std::map<std::string_view, Field>& chat_fields() {
       {"frequency_penalty", Field::kUsed},
       {"presence_penalty", Field::kUsed},
       {"logit_bias", Field::kUsed},
-      {"response_format", Field::kRefused},
-      {"tools", Field::kRefused},
-      {"tool_choice", Field::kRefused},
-      {"parallel_tool_calls", Field::kRefused},
+      {"response_format", Field::kUsed},
+      {"tools", Field::kUsed},
+      {"tool_choice", Field::kUsed},
+      {"parallel_tool_calls", Field::kUsed},
       {"functions", Field::kRefused},
       {"function_call", Field::kRefused},
       {"audio", Field::kRefused},
@@ -143,24 +146,9 @@ std::optional<bool> boolean(const json& body, const char* name) {
 void check_refused(const json& body, const std::string& name) {
   const json& v = body[name];
   if (v.is_null()) return;
-  if (name == "response_format") {
-    if (v.is_object() && v.value("type", "") == "text") return;
-    refuse(name,
-           "JSON mode and JSON Schema output are not implemented yet; send "
-           "{\"type\": \"text\"} or leave it out");
-  }
-  if (name == "tools" && v.is_array() && v.empty()) return;
-  if (name == "tool_choice" && v == "none") return;
-  if (name == "parallel_tool_calls" && v.is_boolean()) {
-    if (body.contains("tools") && body["tools"].is_array() && !body["tools"].empty()) {
-      refuse("tools", "tool calls are not implemented yet");
-    }
-    return;
-  }
   if (name == "modalities" && v == json::array({"text"})) return;
   if (name == "store" && v == false) return;
   if (name == "suffix" && v == "") return;
-  if (name == "tools" || name == "tool_choice") refuse(name, "tool calls are not implemented yet");
   if (name == "functions" || name == "function_call") {
     refuse(name,
            "the deprecated function-calling fields are not implemented; tools are not "
@@ -231,33 +219,62 @@ std::vector<ChatMessage> chat_messages(const json& body) {
     }
     std::string role = m["role"].get<std::string>();
     if (role == "developer") role = "system";  // OpenAI's newer name for system messages
-    if (role == "tool" || role == "function") {
-      field_fail(where + ".role",
-                 "tool result messages need tool calls, which are not "
-                 "implemented yet");
+    if (role == "function") {
+      field_fail(where + ".role", "the deprecated 'function' role is not supported; use 'tool'");
     }
-    if (role != "system" && role != "user" && role != "assistant") {
+    if (role != "system" && role != "user" && role != "assistant" && role != "tool") {
       field_fail(where + ".role", fmt::format("{}.role '{}' is not one of system, developer, "
-                                              "user, assistant",
+                                              "user, assistant, tool",
                                               where, role));
     }
     for (const auto& [key, value] : m.items()) {
-      if (key == "role" || key == "content" || key == "name" || key == "reasoning_content") {
+      if (key == "role" || key == "content" || key == "name" || key == "reasoning_content" ||
+          value.is_null()) {
         continue;
       }
-      if (value.is_null() || (key == "tool_calls" && value.is_array() && value.empty())) continue;
-      if (key == "tool_calls" || key == "function_call" || key == "tool_call_id") {
-        field_fail(where + "." + key, "tool calls are not implemented yet");
+      if ((key == "tool_calls" && role == "assistant") ||
+          (key == "tool_call_id" && role == "tool")) {
+        continue;
       }
-      if (key == "refusal" || key == "audio") {
+      if (key == "function_call" || key == "refusal" || key == "audio") {
         field_fail(where + "." + key, fmt::format("{}.{} is not supported", where, key));
       }
       field_fail(where + "." + key,
-                 fmt::format("unrecognized message field '{}' in {}", key, where));
+                 fmt::format("unrecognized field '{}' in a {} message ({})", key, role, where));
+    }
+    ChatMessage msg{role, "", ""};
+    if (const json* calls = find(m, "tool_calls")) {
+      if (!calls->is_array()) field_fail(where + ".tool_calls", "'tool_calls' must be a list");
+      for (size_t k = 0; k < calls->size(); ++k) {
+        const json& c = (*calls)[k];
+        const std::string at = fmt::format("{}.tool_calls[{}]", where, k);
+        if (!c.is_object() || c.value("type", "function") != "function" ||
+            !c.contains("function") || !c["function"].is_object() ||
+            !c["function"].contains("name") || !c["function"]["name"].is_string() ||
+            !c["function"].contains("arguments") || !c["function"]["arguments"].is_string()) {
+          field_fail(at, at + " must be {\"id\", \"type\": \"function\", \"function\": "
+                              "{\"name\", \"arguments\": JSON text}}");
+        }
+        const std::string arguments = c["function"]["arguments"].get<std::string>();
+        if (json::parse(arguments, nullptr, false).is_discarded()) {
+          field_fail(at + ".function.arguments", at + ".function.arguments is not JSON text");
+        }
+        msg.tool_calls.push_back(
+            {c.value("id", ""), c["function"]["name"].get<std::string>(), arguments});
+      }
+    }
+    if (role == "tool") {
+      const json* id = find(m, "tool_call_id");
+      if (id == nullptr || !id->is_string()) {
+        field_fail(where + ".tool_call_id", where + " (a tool result) needs 'tool_call_id'");
+      }
+      msg.tool_call_id = id->get<std::string>();
     }
     const json* content = find(m, "content");
-    if (content == nullptr) field_fail(where + ".content", where + " needs 'content'");
-    ChatMessage msg{role, content_text(*content, i), ""};
+    if (content == nullptr && msg.tool_calls.empty()) {
+      field_fail(where + ".content", where + " needs 'content'");
+    }
+    if (content != nullptr) msg.content = content_text(*content, i);
     if (const json* r = find(m, "reasoning_content")) {
       if (!r->is_string()) {
         field_fail(where + ".reasoning_content", "'reasoning_content' must be a string");
@@ -267,6 +284,136 @@ std::vector<ChatMessage> chat_messages(const json& body) {
     messages.push_back(std::move(msg));
   }
   return messages;
+}
+
+// tools: [{"type": "function", "function": {"name", "description"?, "parameters"?, "strict"?}}]
+std::vector<ToolSpec> tool_specs(const nlohmann::ordered_json& body) {
+  std::vector<ToolSpec> tools;
+  auto it = body.find("tools");
+  if (it == body.end() || it->is_null()) return tools;
+  if (!it->is_array()) field_fail("tools", "'tools' must be a list of functions");
+  if (it->size() > 128) field_fail("tools", "'tools' may hold at most 128 functions");
+  for (size_t i = 0; i < it->size(); ++i) {
+    const auto& t = (*it)[i];
+    const std::string where = fmt::format("tools[{}]", i);
+    if (!t.is_object() || t.value("type", "") != "function" || !t.contains("function") ||
+        !t["function"].is_object()) {
+      field_fail(where, where + " must be {\"type\": \"function\", \"function\": {...}}");
+    }
+    const auto& f = t["function"];
+    for (const auto& [key, value] : f.items()) {
+      if (key != "name" && key != "description" && key != "parameters" && key != "strict") {
+        field_fail(where + ".function." + key,
+                   fmt::format("unrecognized field '{}' in {}.function", key, where));
+      }
+    }
+    ToolSpec spec;
+    if (!f.contains("name") || !f["name"].is_string()) {
+      field_fail(where + ".function.name", where + ".function needs a 'name'");
+    }
+    spec.name = f["name"].get<std::string>();
+    const bool valid_name =
+        !spec.name.empty() && spec.name.size() <= 64 &&
+        std::all_of(spec.name.begin(), spec.name.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-';
+        });
+    if (!valid_name) {
+      field_fail(where + ".function.name",
+                 fmt::format("{}.function.name '{}' must be 1 to 64 letters, digits, _ or -", where,
+                             spec.name));
+    }
+    for (const ToolSpec& other : tools) {
+      if (other.name == spec.name) {
+        field_fail(where + ".function.name", fmt::format("two tools are named '{}'", spec.name));
+      }
+    }
+    if (f.contains("description") && !f["description"].is_string()) {
+      field_fail(where + ".function.description", "a tool's description must be a string");
+    }
+    if (f.contains("parameters") && !f["parameters"].is_null()) {
+      if (!f["parameters"].is_object()) {
+        field_fail(where + ".function.parameters",
+                   where + ".function.parameters must be a JSON Schema object");
+      }
+      spec.parameters = f["parameters"];
+    } else {
+      spec.parameters = {{"type", "object"}, {"properties", nlohmann::ordered_json::object()}};
+    }
+    spec.rendered = python_json_dumps(t);
+    tools.push_back(std::move(spec));
+  }
+  return tools;
+}
+
+ToolChoice tool_choice(const json& body, const std::vector<ToolSpec>& tools) {
+  ToolChoice choice;
+  choice.mode = tools.empty() ? ToolChoice::Mode::kNone : ToolChoice::Mode::kAuto;
+  const json* v = find(body, "tool_choice");
+  if (v == nullptr) return choice;
+  if (v->is_string()) {
+    const std::string s = v->get<std::string>();
+    if (s == "none")
+      choice.mode = ToolChoice::Mode::kNone;
+    else if (s == "auto")
+      choice.mode = ToolChoice::Mode::kAuto;
+    else if (s == "required")
+      choice.mode = ToolChoice::Mode::kRequired;
+    else
+      field_fail("tool_choice", fmt::format("tool_choice '{}' is not none, auto or required", s));
+  } else if (v->is_object() && v->value("type", "") == "function" && v->contains("function") &&
+             (*v)["function"].is_object() && (*v)["function"].contains("name") &&
+             (*v)["function"]["name"].is_string()) {
+    choice.mode = ToolChoice::Mode::kNamed;
+    choice.name = (*v)["function"]["name"].get<std::string>();
+    if (std::none_of(tools.begin(), tools.end(),
+                     [&](const ToolSpec& t) { return t.name == choice.name; })) {
+      field_fail("tool_choice",
+                 fmt::format("tool_choice names '{}', which is not in 'tools'", choice.name));
+    }
+  } else {
+    field_fail("tool_choice",
+               "'tool_choice' must be \"none\", \"auto\", \"required\" or "
+               "{\"type\": \"function\", \"function\": {\"name\": ...}}");
+  }
+  if (tools.empty() && choice.mode != ToolChoice::Mode::kNone) {
+    field_fail("tool_choice", "'tool_choice' needs 'tools' to choose from");
+  }
+  return choice;
+}
+
+ResponseFormat response_format(const nlohmann::ordered_json& body) {
+  ResponseFormat format;
+  auto it = body.find("response_format");
+  if (it == body.end() || it->is_null()) return format;
+  const std::string type = it->is_object() ? it->value("type", "") : "";
+  if (type == "text") return format;
+  if (type == "json_object") {
+    format.type = ResponseFormat::Type::kJsonObject;
+    return format;
+  }
+  if (type != "json_schema") {
+    field_fail("response_format",
+               "'response_format' must be {\"type\": \"text\"}, "
+               "{\"type\": \"json_object\"} or {\"type\": \"json_schema\", "
+               "\"json_schema\": {\"name\", \"schema\", \"strict\"}}");
+  }
+  auto js = it->find("json_schema");
+  if (js == it->end() || !js->is_object() || !js->contains("name") || !(*js)["name"].is_string()) {
+    field_fail("response_format", "response_format.json_schema needs a 'name' and a 'schema'");
+  }
+  for (const auto& [key, value] : js->items()) {
+    if (key != "name" && key != "schema" && key != "strict" && key != "description") {
+      field_fail("response_format",
+                 fmt::format("unrecognized field '{}' in response_format.json_schema", key));
+    }
+  }
+  format.type = ResponseFormat::Type::kJsonSchema;
+  format.schema = js->value("schema", nlohmann::ordered_json::object());
+  if (!format.schema.is_object()) {
+    field_fail("response_format",
+               "response_format.json_schema.schema must be a JSON Schema object");
+  }
+  return format;
 }
 
 }  // namespace
@@ -284,7 +431,8 @@ const std::vector<std::string_view>& ignored_openai_fields(bool chat) {
   return chat ? chat_list : completion_list;
 }
 
-OpenAiRequest parse_openai_request(const json& body, bool chat, const OpenAiLimits& limits) {
+OpenAiRequest parse_openai_request(const json& body, const nlohmann::ordered_json& ordered,
+                                   bool chat, const OpenAiLimits& limits) {
   const auto& fields = chat ? chat_fields() : completion_fields();
   for (const auto& [name, value] : body.items()) {
     auto it = fields.find(name);
@@ -398,6 +546,19 @@ OpenAiRequest parse_openai_request(const json& body, bool chat, const OpenAiLimi
       field_fail("best_of",
                  "'best_of' other than n (ranking candidates server-side) is not "
                  "supported; leave it out or set it to n");
+    }
+  }
+  if (chat) {
+    r.tools = tool_specs(ordered);
+    r.tool_choice = tool_choice(body, r.tools);
+    r.parallel_tool_calls = boolean(body, "parallel_tool_calls").value_or(true);
+    r.response_format = response_format(ordered);
+    if (r.response_format.type != ResponseFormat::Type::kText &&
+        (r.tool_choice.mode == ToolChoice::Mode::kRequired ||
+         r.tool_choice.mode == ToolChoice::Mode::kNamed)) {
+      field_fail("response_format",
+                 "a forced tool call and a response_format cannot both shape "
+                 "the output; drop one");
     }
   }
   try {

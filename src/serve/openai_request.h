@@ -24,6 +24,25 @@ struct OpenAiLimits {
   int32_t vocab_size = 0;     // token ids in logit_bias must be below it
 };
 
+// A function the model may call (OpenAI's tools[i] of type "function").
+struct ToolSpec {
+  std::string name;
+  nlohmann::ordered_json parameters;  // a JSON Schema for the arguments (an object)
+  std::string rendered;               // the whole tool as the chat template writes it (tojson)
+};
+
+struct ToolChoice {
+  enum class Mode { kNone, kAuto, kRequired, kNamed };
+  Mode mode = Mode::kAuto;
+  std::string name;  // kNamed
+};
+
+struct ResponseFormat {
+  enum class Type { kText, kJsonObject, kJsonSchema };
+  Type type = Type::kText;
+  nlohmann::ordered_json schema;  // kJsonSchema: json_schema.schema, its keys in the given order
+};
+
 struct OpenAiRequest {
   bool chat = false;
   std::string model;
@@ -36,10 +55,17 @@ struct OpenAiRequest {
   bool include_usage = false;  // stream_options.include_usage: a last chunk with only usage
   int n = 1;
   bool echo = false;  // completions: the prompt's text comes before the completion
+  std::vector<ToolSpec> tools;  // chat
+  ToolChoice tool_choice;       // kNone without tools
+  bool parallel_tool_calls = true;
+  ResponseFormat response_format;
 };
 
 // Throws HttpError (400, naming the field) for anything the server does not do or a bad value.
-OpenAiRequest parse_openai_request(const nlohmann::json& body, bool chat,
+// `ordered` is the same body with its objects' keys in the order given (schemas and tools are
+// rendered and generated in that order).
+OpenAiRequest parse_openai_request(const nlohmann::json& body,
+                                   const nlohmann::ordered_json& ordered, bool chat,
                                    const OpenAiLimits& limits);
 
 // The fields of OpenAI's schemas that are accepted and have no effect here (for docs and tests).

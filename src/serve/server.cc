@@ -45,6 +45,7 @@ Server::Impl::Impl(const ServeOptions& options) : o(options) {
     for (const char* end : {"<|im_end|>", "<|eot_id|>", "<|endoftext|>"}) {
       if (auto id = b->tokenizer->token_id(end)) b->stop_ids.push_back(*id);
     }
+    b->grammars.emplace(*b->tokenizer, b->stop_ids);
     b->cache.emplace(*b->model, static_cast<uint64_t>(o.adapter_cache_mb) << 20, metrics, pool,
                      name);
     b->scheduler.emplace(

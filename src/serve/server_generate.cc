@@ -2,6 +2,7 @@
 // log probabilities, streaming), and /tokenize, /detokenize.
 #include "serve/openai_request.h"
 #include "serve/server_impl.h"
+#include "serve/tool_calls.h"
 
 namespace bitdelta {
 
@@ -101,7 +102,75 @@ struct Choice {
   int64_t logprob_offset = 0;  // completions' text_offset of the next token
   bool started = false;        // streaming: its first chunk went out
   bool done = false;
+  std::optional<ToolCallParser> tools;  // with tools: the output's tool calls
+  std::vector<json> calls;              // {id, type, function: {name, arguments}}
 };
+
+std::string call_id() { return random_id("call").replace(0, 5, "call_"); }
+
+// The constraint the request asks for: response_format's grammar, or the tool-call grammar
+// (forced from the first token for tool_choice "required" or a named function; from the
+// template's opening token on for "auto"; the opening token banned for "none"). Every tool's
+// schema is compiled either way, so a schema the grammar cannot express is a 400 up front.
+std::shared_ptr<const TokenConstraint> make_constraint(
+    Base& base, const OpenAiRequest& r,
+    const std::optional<std::pair<std::string, std::string>>& markers) {
+  using constrain::Grammar;
+  using constrain::GrammarPart;
+  auto compile = [&](const std::string& key, const char* param, const auto& make) {
+    try {
+      return base.grammars->get(key, make);
+    } catch (const Error& e) {
+      field_fail(param, e.what(), "invalid_schema");
+    }
+  };
+  switch (r.response_format.type) {
+    case ResponseFormat::Type::kJsonObject:
+      return std::make_shared<GrammarConstraint>(
+          compile("json_object", "response_format", [] { return Grammar::any_json_object(); }));
+    case ResponseFormat::Type::kJsonSchema:
+      return std::make_shared<GrammarConstraint>(
+          compile("json_schema " + r.response_format.schema.dump(), "response_format", [&] {
+            return Grammar::from_json_schema(r.response_format.schema,
+                                             "response_format.json_schema.schema");
+          }));
+    case ResponseFormat::Type::kText:
+      break;
+  }
+  if (r.tools.empty() || !markers) return nullptr;
+  const auto& [open, close] = *markers;
+  const bool forced = r.tool_choice.mode == ToolChoice::Mode::kRequired ||
+                      r.tool_choice.mode == ToolChoice::Mode::kNamed;
+  std::vector<std::vector<GrammarPart>> alternatives;
+  std::string key = forced ? "tool call from the start" : "tool call after its token";
+  for (size_t i = 0; i < r.tools.size(); ++i) {
+    const ToolSpec& t = r.tools[i];
+    if (r.tool_choice.mode == ToolChoice::Mode::kNamed && t.name != r.tool_choice.name) continue;
+    // The call as the template itself writes one: "<tool_call>\n{"name": "f", "arguments": {...}}\n
+    // </tool_call>"; after the opening token when the model chose to call.
+    alternatives.push_back(
+        {GrammarPart::literal((forced ? open : std::string()) + "\n{\"name\": \"" + t.name +
+                              "\", \"arguments\": "),
+         GrammarPart::json_schema(t.parameters, fmt::format("tools[{}].function.parameters", i)),
+         GrammarPart::literal("}\n" + close)});
+    key += "\n" + t.name + " " + t.parameters.dump();
+  }
+  auto compiled = compile(key, "tools", [&] { return Grammar::one_of(alternatives); });
+  if (forced) return std::make_shared<GrammarConstraint>(compiled);
+  const auto open_id = base.tokenizer->token_id(open);
+  if (!open_id) {
+    field_fail("tools", fmt::format("this model's vocabulary has no '{}' token to open a tool "
+                                    "call with",
+                                    open));
+  }
+  return std::make_shared<ToolCallConstraint>(*open_id, compiled, r.parallel_tool_calls,
+                                              r.tool_choice.mode == ToolChoice::Mode::kNone);
+}
+
+json tool_call_json(const std::string& id, const std::string& name, const std::string& arguments) {
+  return {
+      {"id", id}, {"type", "function"}, {"function", {{"name", name}, {"arguments", arguments}}}};
+}
 
 }  // namespace
 
@@ -127,8 +196,9 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
   }
   const Transformer* model = base->model.get();
   const Tokenizer* tokenizer = &*base->tokenizer;
+  const auto ordered = nlohmann::ordered_json::parse(req.body, nullptr, false);
   OpenAiRequest r = parse_openai_request(
-      body, chat_request,
+      body, ordered, chat_request,
       {o.max_tokens_limit, static_cast<int>(std::min<int64_t>(o.max_batch, kMaxChoices)),
        static_cast<int32_t>(model->config().vocab_size)});
   GenerateOptions& options = r.options;
@@ -146,6 +216,7 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
   }
 
   std::vector<int32_t> prompt;
+  std::optional<std::pair<std::string, std::string>> tool_markers;  // the template's, with tools
   if (chat_request) {
     // An adapter trained in another chat format than the base's (e.g. "plain" on a base
     // without a template) is talked to in that format.
@@ -162,9 +233,19 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
     }
     const ChatTemplate* templ = adapter_chat ? &*adapter_chat : base->chat ? &*base->chat : nullptr;
     if (!templ) http_fail(400, "this model has no supported chat template; use /v1/completions");
+    ChatOptions chat_options;
+    if (!r.tools.empty()) {
+      if (!templ->supports_tools()) {
+        field_fail("tools", fmt::format("the {} chat template of '{}' defines no tools; tool calls "
+                                        "need a model whose template does (Qwen3)",
+                                        templ->name(), *model_name));
+      }
+      for (const ToolSpec& t : r.tools) chat_options.tools.push_back(t.rendered);
+      tool_markers.emplace(templ->tool_call_open(), templ->tool_call_close());
+    }
     std::string text;
     try {
-      text = templ->render(r.messages, ChatOptions{});
+      text = templ->render(r.messages, chat_options);
     } catch (const Error& e) {
       field_fail("messages", e.what());
     }
@@ -176,6 +257,7 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
     for (int32_t id : tokenizer->encode(r.prompt, /*parse_special=*/false)) prompt.push_back(id);
   }
   if (prompt.empty()) http_fail(400, "the prompt is empty");
+  options.constraint = make_constraint(*base, r, tool_markers);
   const int64_t context = model->config().max_position_embeddings;
   if (options.max_tokens < 0) {  // OpenAI's defaults: 16 for completions, the rest for chat
     options.max_tokens = chat_request
@@ -240,7 +322,13 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
   state->choices.resize(static_cast<size_t>(n));
   state->remaining = n;
   state->last = start;
-  for (Choice& c : state->choices) c.logprob_offset = code_points(echo);
+  std::vector<std::string> tool_names;
+  for (const ToolSpec& t : r.tools) tool_names.push_back(t.name);
+  const bool parse_tools = tool_markers && r.tool_choice.mode != ToolChoice::Mode::kNone;
+  for (Choice& c : state->choices) {
+    c.logprob_offset = code_points(echo);
+    if (parse_tools) c.tools.emplace(tool_markers->first, tool_markers->second, tool_names);
+  }
 
   if (!r.stream) {
     // One JSON body, sent with chunked encoding so that the connection can be watched while
@@ -287,15 +375,38 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
               Choice& ci = state->choices[static_cast<size_t>(i)];
               completion_n += ci.completion_tokens;
               json lp = logprobs ? writer.render(ci.logprobs, ci.logprob_offset) : json(nullptr);
-              choices.push_back(
-                  chat_request ? json{{"index", i},
-                                      {"message", {{"role", "assistant"}, {"content", ci.text}}},
-                                      {"logprobs", std::move(lp)},
-                                      {"finish_reason", ci.finish_reason}}
-                               : json{{"index", i},
-                                      {"text", echo + ci.text},
-                                      {"logprobs", std::move(lp)},
-                                      {"finish_reason", ci.finish_reason}});
+              json message = {{"role", "assistant"}, {"content", ci.text}};
+              if (ci.tools) {  // the text becomes content and tool calls
+                std::string content;
+                auto events = ci.tools->feed(ci.text);
+                for (auto& ev : ci.tools->finish()) events.push_back(std::move(ev));
+                for (const auto& ev : events) {
+                  using Kind = ToolCallParser::Event::Kind;
+                  if (ev.kind == Kind::kText)
+                    content += ev.text;
+                  else if (ev.kind == Kind::kCallStart)
+                    ci.calls.push_back(tool_call_json(call_id(), ev.text, ""));
+                  else
+                    ci.calls.at(static_cast<size_t>(ev.call))["function"]["arguments"] =
+                        ci.calls.at(static_cast<size_t>(ev.call))["function"]["arguments"]
+                            .get<std::string>() +
+                        ev.text;
+                }
+                message["content"] = content.empty() ? json(nullptr) : json(content);
+                if (!ci.calls.empty()) {
+                  message["tool_calls"] = ci.calls;
+                  // Cut short by max_tokens, the answer says "length", as OpenAI's does.
+                  if (ci.finish_reason == "stop") ci.finish_reason = "tool_calls";
+                }
+              }
+              choices.push_back(chat_request ? json{{"index", i},
+                                                    {"message", std::move(message)},
+                                                    {"logprobs", std::move(lp)},
+                                                    {"finish_reason", ci.finish_reason}}
+                                             : json{{"index", i},
+                                                    {"text", echo + ci.text},
+                                                    {"logprobs", std::move(lp)},
+                                                    {"finish_reason", ci.finish_reason}});
             }
             count(state->prompt_tokens, completion_n);
             const std::string answer =
@@ -382,6 +493,32 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
           }
           Choice& c = state->choices.at(static_cast<size_t>(e->index));
           const auto now = Clock::now();
+          // With tools, the text goes through the choice's parser: content deltas, then each
+          // call's id and name, then pieces of its arguments, as OpenAI streams them.
+          auto send_tool_events = [&](const std::vector<ToolCallParser::Event>& events) {
+            using Kind = ToolCallParser::Event::Kind;
+            for (const auto& ev : events) {
+              json delta;
+              if (ev.kind == Kind::kText) {
+                delta = {{"content", ev.text}};
+              } else if (ev.kind == Kind::kCallStart) {
+                c.calls.push_back(tool_call_json(call_id(), ev.text, ""));
+                json call = c.calls.back();
+                call["index"] = ev.call;
+                delta = {{"tool_calls", json::array({call})}};
+              } else {
+                delta = {{"tool_calls", json::array({{{"index", ev.call},
+                                                      {"function", {{"arguments", ev.text}}}}})}};
+              }
+              if (!send(chunk({{"index", e->index},
+                               {"delta", std::move(delta)},
+                               {"logprobs", nullptr},
+                               {"finish_reason", nullptr}}))) {
+                return false;
+              }
+            }
+            return true;
+          };
           if (!e->text.empty() || !e->logprobs.empty()) {
             if (!e->text.empty()) {
               (state->first_text ? ttft : itl)
@@ -390,18 +527,27 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
               state->last = now;
             }
             json lp = logprobs ? writer.render(e->logprobs, c.logprob_offset) : json(nullptr);
-            if (!send(piece(e->index, e->text, std::move(lp), nullptr))) {
+            if (c.tools) {
+              if (!send_tool_events(c.tools->feed(e->text)) ||
+                  (logprobs && !e->logprobs.empty() &&
+                   !send(piece(e->index, "", std::move(lp), nullptr)))) {
+                return client_left(*channel);
+              }
+            } else if (!send(piece(e->index, e->text, std::move(lp), nullptr))) {
               return client_left(*channel);
             }
           }
           if (!e->done) continue;
+          if (c.tools && !send_tool_events(c.tools->finish())) return client_left(*channel);
           c.done = true;
           c.completion_tokens = e->completion_tokens;
           state->prompt_tokens = e->prompt_tokens;
           const bool last = --state->remaining == 0;
           int64_t completion_n = 0;
           for (const Choice& ci : state->choices) completion_n += ci.completion_tokens;
-          json finish = piece(e->index, "", nullptr, e->finish_reason);
+          json finish = piece(
+              e->index, "", nullptr,
+              !c.calls.empty() && e->finish_reason == "stop" ? "tool_calls" : e->finish_reason);
           if (last && !include_usage)
             finish["usage"] = usage_json(state->prompt_tokens, completion_n);
           send(finish);

@@ -30,6 +30,7 @@
 #include "serve/metrics.h"
 #include "serve/scheduler.h"
 #include "serve/server.h"
+#include "serve/structured.h"
 #include "store/adapter_store.h"
 #include "store/audit_log.h"
 #include "tokenizer/chat_template.h"
@@ -65,6 +66,7 @@ struct Base {
   std::optional<Tokenizer> tokenizer;
   std::optional<ChatTemplate> chat;
   std::vector<int32_t> stop_ids;
+  std::optional<GrammarCache> grammars;  // response_format and tool-call grammars
   std::optional<AdapterCache> cache;
   std::optional<Scheduler> scheduler;
   PrefixCacheStats prefix_reported;  // what /metrics has counted so far (under its lock)

@@ -65,15 +65,20 @@ std::string_view after_last(std::string_view s, std::string_view sep) {
   return pos == std::string_view::npos ? s : s.substr(pos + sep.size());
 }
 
-void check_roles(const std::vector<ChatMessage>& messages, std::string_view name) {
+void check_roles(const std::vector<ChatMessage>& messages, std::string_view name, bool tools) {
   if (messages.empty()) fail("cannot render an empty conversation with the {} template", name);
   for (size_t i = 0; i < messages.size(); ++i) {
     const std::string& role = messages[i].role;
+    if (role == "tool" && tools) continue;
     if (role != "system" && role != "user" && role != "assistant") {
       fail(
           "message {} has role \"{}\": the {} chat template supports only system, user and "
-          "assistant messages (tool messages and tool calls are not supported)",
-          i, role, name);
+          "assistant messages{}",
+          i, role, name,
+          tools ? " and tool results" : " (tool messages and tool calls are not supported)");
+    }
+    if (!messages[i].tool_calls.empty() && !tools) {
+      fail("message {} has tool calls: the {} chat template does not define tools", i, name);
     }
   }
 }
@@ -94,7 +99,20 @@ void check_alternation(const std::vector<ChatMessage>& messages, size_t first,
 
 std::string render_qwen3(const std::vector<ChatMessage>& m, const ChatOptions& options) {
   std::string out;
-  if (m[0].role == "system") out += "<|im_start|>system\n" + m[0].content + "<|im_end|>\n";
+  if (!options.tools.empty()) {
+    out += "<|im_start|>system\n";
+    if (m[0].role == "system") out += m[0].content + "\n\n";
+    out +=
+        "# Tools\n\nYou may call one or more functions to assist with the user query.\n\nYou are "
+        "provided with function signatures within <tools></tools> XML tags:\n<tools>";
+    for (const std::string& tool : options.tools) out += "\n" + tool;
+    out +=
+        "\n</tools>\n\nFor each function call, return a json object with function name and "
+        "arguments within <tool_call></tool_call> XML tags:\n<tool_call>\n{\"name\": "
+        "<function-name>, \"arguments\": <args-json-object>}\n</tool_call><|im_end|>\n";
+  } else if (m[0].role == "system") {
+    out += "<|im_start|>system\n" + m[0].content + "<|im_end|>\n";
+  }
   // The last user message that is not a tool response; thinking shows only after it.
   size_t last_query = m.size() - 1;
   for (size_t k = m.size(); k-- > 0;) {
@@ -112,6 +130,12 @@ std::string render_qwen3(const std::vector<ChatMessage>& m, const ChatOptions& o
       out += "<|im_start|>" + msg.role + "\n" + content + "<|im_end|>\n";
       continue;
     }
+    if (msg.role == "tool") {  // consecutive results share one user turn
+      if (i == 0 || m[i - 1].role != "tool") out += "<|im_start|>user";
+      out += "\n<tool_response>\n" + content + "\n</tool_response>";
+      if (i + 1 == m.size() || m[i + 1].role != "tool") out += "<|im_end|>\n";
+      continue;
+    }
     if (msg.role != "assistant") continue;  // the first system message, already written
     std::string reasoning = msg.reasoning_content;
     if (reasoning.empty() && contains(content, "</think>")) {
@@ -126,6 +150,12 @@ std::string render_qwen3(const std::vector<ChatMessage>& m, const ChatOptions& o
              "\n</think>\n\n" + strip_newlines(content, true, false);
     } else {
       out += "<|im_start|>assistant\n" + content;
+    }
+    for (size_t k = 0; k < msg.tool_calls.size(); ++k) {
+      if (k > 0 || !content.empty()) out += "\n";
+      // The arguments arrive as JSON text (OpenAI's shape), which the template writes as is.
+      out += "<tool_call>\n{\"name\": \"" + msg.tool_calls[k].name +
+             "\", \"arguments\": " + msg.tool_calls[k].arguments + "}\n</tool_call>";
     }
     out += "<|im_end|>\n";
   }
@@ -385,9 +415,23 @@ std::string_view ChatTemplate::name() const {
   return "unknown";
 }
 
+std::string_view ChatTemplate::tool_call_open() const {
+  return supports_tools() ? "<tool_call>" : "";
+}
+
+std::string_view ChatTemplate::tool_call_close() const {
+  return supports_tools() ? "</tool_call>" : "";
+}
+
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages,
                                  const ChatOptions& options) const {
-  check_roles(messages, name());
+  check_roles(messages, name(), supports_tools());
+  if (!options.tools.empty() && !supports_tools()) {
+    fail(
+        "the {} chat template does not define tools: a request with tools needs a model whose "
+        "template does (Qwen3)",
+        name());
+  }
   switch (format_) {
     case ChatFormat::kQwen3:
       return render_qwen3(messages, options);

@@ -39,6 +39,10 @@ enum class ChatFormat { kQwen3, kChatML, kLlama3, kLlama2, kMistral, kPlain };
 struct ChatOptions {
   bool add_generation_prompt = true;
   bool enable_thinking = true;  // Qwen3 only
+  // Tool definitions ({"type": "function", "function": {...}}), each already written as the
+  // template's `tojson` writes it (Python's json.dumps: see python_json_dumps). Only templates
+  // that define tools take them (Qwen3); the others refuse a conversation with tools.
+  std::vector<std::string> tools;
 };
 
 class ChatTemplate {
@@ -66,7 +70,14 @@ class ChatTemplate {
   // The system prompt used when the conversation has none (ChatML templates that define one).
   const std::string& default_system() const { return default_system_; }
 
-  // Throws Error for roles other than system/user/assistant, an empty conversation, or an order
+  // Whether the template renders tools, tool calls and tool results (role "tool").
+  bool supports_tools() const { return format_ == ChatFormat::kQwen3; }
+  // The text that opens a tool call in the model's output ("<tool_call>" for Qwen3), "" without.
+  std::string_view tool_call_open() const;
+  std::string_view tool_call_close() const;
+
+  // Throws Error for roles other than system/user/assistant (and tool where the template has
+  // tools), tools or tool calls on a template without them, an empty conversation, or an order
   // of roles the template itself rejects (Llama-2 and Mistral require alternation).
   std::string render(const std::vector<ChatMessage>& messages,
                      const ChatOptions& options = {}) const;

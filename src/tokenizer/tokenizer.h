@@ -22,10 +22,19 @@ namespace tok {
 struct TokenizerImpl;
 }
 
+// A function call an assistant message made (OpenAI's tool_calls[i]).
+struct ToolCall {
+  std::string id;
+  std::string name;
+  std::string arguments;  // JSON text, as the model wrote it or the client sent it
+};
+
 struct ChatMessage {
-  std::string role;  // "system", "user" or "assistant"
+  std::string role;  // "system", "user", "assistant", or "tool" (a tool's result)
   std::string content;
   std::string reasoning_content;  // assistant thinking (Qwen3); empty means none given
+  std::vector<ToolCall> tool_calls;  // assistant
+  std::string tool_call_id;          // tool: the call this answers
 };
 
 class Tokenizer {

@@ -10,6 +10,7 @@
 #include "tokenizer_test_util.h"
 #include "util/error.h"
 #include "util/files.h"
+#include "util/python_json.h"
 
 namespace bitdelta {
 namespace {
@@ -17,32 +18,47 @@ namespace {
 using nlohmann::json;
 using testing::test_data;
 
-const json& fixtures() {
-  static const json j = json::parse(read_file(test_data("tokenizer/chat_templates.json")));
+// In file order: tools are rendered with their keys in the order given.
+const nlohmann::ordered_json& fixtures() {
+  static const auto j =
+      nlohmann::ordered_json::parse(read_file(test_data("tokenizer/chat_templates.json")));
   return j;
 }
 
-std::vector<ChatMessage> messages_of(const json& list) {
+std::vector<ChatMessage> messages_of(const nlohmann::ordered_json& list) {
   std::vector<ChatMessage> out;
-  for (const json& m : list) {
-    out.push_back({m["role"].get<std::string>(), m["content"].get<std::string>(),
-                   m.value("reasoning_content", std::string())});
+  for (const auto& m : list) {
+    ChatMessage msg{m["role"].get<std::string>(), m["content"].get<std::string>(),
+                    m.value("reasoning_content", std::string())};
+    if (m.contains("tool_calls")) {
+      for (const auto& c : m["tool_calls"]) {
+        msg.tool_calls.push_back({c["id"].get<std::string>(),
+                                  c["function"]["name"].get<std::string>(),
+                                  c["function"]["arguments"].get<std::string>()});
+      }
+    }
+    msg.tool_call_id = m.value("tool_call_id", std::string());
+    out.push_back(std::move(msg));
   }
   return out;
 }
 
 TEST(ChatTemplate, MatchesJinjaFixtures) {
-  const json& f = fixtures();
-  size_t rendered = 0, refused = 0;
-  for (const json& c : f["cases"]) {
+  const auto& f = fixtures();
+  size_t rendered = 0, refused = 0, with_tools = 0;
+  for (const auto& c : f["cases"]) {
     const std::string name = c["template"].get<std::string>();
-    const json& tmpl = f["templates"][name];
+    const auto& tmpl = f["templates"][name];
     ChatTemplate t = ChatTemplate::from_source(tmpl["source"].get<std::string>());
     ASSERT_EQ(t.name(), tmpl["format"].get<std::string>()) << name;
     ChatOptions options;
     options.add_generation_prompt = c["add_generation_prompt"].get<bool>();
     options.enable_thinking = c["enable_thinking"].get<bool>();
     auto messages = messages_of(c["messages"]);
+    if (c.contains("tools")) {
+      for (const auto& tool : c["tools"]) options.tools.push_back(python_json_dumps(tool));
+      ++with_tools;
+    }
     const std::string label = name + " / " + c["conversation"].get<std::string>() +
                               " / gen=" + std::to_string(options.add_generation_prompt) +
                               " think=" + std::to_string(options.enable_thinking);
@@ -56,6 +72,30 @@ TEST(ChatTemplate, MatchesJinjaFixtures) {
   }
   EXPECT_GT(rendered, 150u);
   EXPECT_GT(refused, 10u);
+  EXPECT_GE(with_tools, 16u);
+}
+
+// Templates that define no tools refuse them rather than drop them.
+TEST(ChatTemplate, TemplatesWithoutToolsRefuseThem) {
+  ChatOptions options;
+  options.tools = {R"({"type": "function", "function": {"name": "f"}})"};
+  std::vector<ChatMessage> user = {{"user", "Hi", ""}};
+  ChatMessage call{"assistant", "", ""};
+  call.tool_calls = {{"c1", "f", "{}"}};
+  std::vector<ChatMessage> with_call = {{"user", "Hi", ""}, call};
+  std::vector<ChatMessage> with_result = {{"user", "Hi", ""}, {"tool", "42", ""}};
+  for (ChatFormat format : {ChatFormat::kChatML, ChatFormat::kLlama3, ChatFormat::kLlama2,
+                            ChatFormat::kMistral, ChatFormat::kPlain}) {
+    const ChatTemplate t = ChatTemplate::of(format);
+    EXPECT_FALSE(t.supports_tools());
+    EXPECT_THROW(t.render(user, options), Error) << t.name();
+    EXPECT_THROW(t.render(with_call), Error) << t.name();
+    EXPECT_THROW(t.render(with_result), Error) << t.name();
+  }
+  const ChatTemplate qwen3 = ChatTemplate::of(ChatFormat::kQwen3);
+  EXPECT_TRUE(qwen3.supports_tools());
+  EXPECT_EQ(qwen3.tool_call_open(), "<tool_call>");
+  EXPECT_NO_THROW(qwen3.render(with_result, options));
 }
 
 TEST(ChatTemplate, DetectsQwen3FromTokenizerFolder) {
@@ -110,11 +150,19 @@ TEST(ChatTemplate, RefusesToolRolesAndEmptyConversations) {
   for (ChatFormat f : {ChatFormat::kQwen3, ChatFormat::kChatML, ChatFormat::kLlama3,
                        ChatFormat::kLlama2, ChatFormat::kMistral}) {
     ChatTemplate t = ChatTemplate::of(f);
+    if (!t.supports_tools()) {  // Qwen3 renders tool results (MatchesJinjaFixtures)
+      try {
+        t.render({{"user", "hi", ""}, {"tool", "{}", ""}});
+        FAIL() << "expected an Error for " << t.name();
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("\"tool\""), std::string::npos) << e.what();
+      }
+    }
     try {
-      t.render({{"user", "hi", ""}, {"tool", "{}", ""}});
+      t.render({{"user", "hi", ""}, {"robot", "{}", ""}});
       FAIL() << "expected an Error for " << t.name();
     } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find("\"tool\""), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("\"robot\""), std::string::npos) << e.what();
     }
     EXPECT_THROW(t.render({}), Error) << t.name();
   }

@@ -38,31 +38,51 @@ function makeUser(name, corpus) {
 
 const adapters = {};
 
+// `bitdelta serve` on a free port: the process and the port it prints.
+async function serve(args) {
+  const proc = spawn(cli, ["serve", ...args, "--port", "0"], { stdio: ["ignore", "pipe", "pipe"] });
+  const port = await new Promise((resolve, reject) => {
+    let out = "";
+    proc.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/serving .* on http:\/\/127\.0\.0\.1:(\d+)/);
+      if (m) resolve(Number(m[1]));
+    });
+    proc.on("exit", (code) => reject(new Error(`server exited with ${code}`)));
+  });
+  return { proc, port };
+}
+
+async function stop(proc) {
+  if (proc && proc.exitCode === null) {
+    const exited = new Promise((resolve) => proc.on("exit", resolve));
+    proc.kill("SIGTERM");
+    assert.equal(await exited, 0);
+  }
+}
+
+// A tiny Qwen3 with the real Qwen3 vocabulary and chat template (random weights), for tools.
+let toolServer;
+let toolURL;
+
 before(async () => {
   run("import-llama2c", "--model", join(assets, "models/stories260K/stories260K.bin"),
       "--tokenizer", join(assets, "models/stories260K/tok512.bin"), "--out", base);
   adapters.alice = makeUser("alice", "tinyshakespeare.txt");
   adapters.bob = makeUser("bob", "web_sentences_en.txt");
-  server = spawn(cli, ["serve", "--model", base, "--store", join(dir, "store"), "--port", "0"],
-                 { stdio: ["ignore", "pipe", "pipe"] });
-  const port = await new Promise((resolve, reject) => {
-    let out = "";
-    server.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/serving .* on http:\/\/127\.0\.0\.1:(\d+)/);
-      if (m) resolve(Number(m[1]));
-    });
-    server.on("exit", (code) => reject(new Error(`server exited with ${code}`)));
-  });
-  client = new OpenAI({ baseURL: `http://127.0.0.1:${port}/v1`, apiKey: "unused", maxRetries: 0 });
+  const s = await serve(["--model", base, "--store", join(dir, "store")]);
+  server = s.proc;
+  client = new OpenAI({ baseURL: `http://127.0.0.1:${s.port}/v1`, apiKey: "unused", maxRetries: 0 });
+  run("synth", "--like", "tiny", "--tokenizer", join(assets, "tokenizers/qwen3"), "--vocab-size",
+      "151936", "--out", join(dir, "tq"));
+  const t = await serve(["--model", join(dir, "tq"), "--store", join(dir, "tq-store")]);
+  toolServer = t.proc;
+  toolURL = `http://127.0.0.1:${t.port}/v1`;
 });
 
 after(async () => {
-  if (server && server.exitCode === null) {
-    const exited = new Promise((resolve) => server.on("exit", resolve));
-    server.kill("SIGTERM");
-    assert.equal(await exited, 0);
-  }
+  await stop(server);
+  await stop(toolServer);
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -217,7 +237,7 @@ test("every request field of OpenAI's schemas is implemented, documented as igno
     max_tokens: [2, 200], metadata: [{ k: "v" }, 200], modalities: [["text", "audio"], 400],
     n: [2, 200], parallel_tool_calls: [true, 200], prediction: [{ type: "content", content: "x" }, 400],
     presence_penalty: [0.5, 200], reasoning_effort: ["low", 400],
-    response_format: [{ type: "json_object" }, 400], seed: [1, 200], service_tier: ["auto", 200],
+    response_format: [{ type: "json_object" }, 200], seed: [1, 200], service_tier: ["auto", 200],
     stop: [["\n\n"], 200], store: [true, 400], stream: [false, 200],
     stream_options: [{ include_usage: true }, 200, { stream: true }], temperature: [0.5, 200],
     tool_choice: ["auto", 400], tools: [[tool], 400], top_logprobs: [2, 200, { logprobs: true }],
@@ -259,4 +279,93 @@ test("every request field of OpenAI's schemas is implemented, documented as igno
              { model: "stories260K", messages: [{ role: "user", content: "Hi" }], max_tokens: 2 });
   await walk("/v1/completions", "resources/completions.d.ts", "CompletionCreateParamsBase",
              completion, { model: "stories260K", prompt: "Once", max_tokens: 2 });
+});
+
+const weather = {
+  type: "function",
+  function: {
+    name: "get_weather",
+    description: "Weather in a city",
+    parameters: {
+      type: "object",
+      properties: { city: { type: "string", maxLength: 12 }, days: { type: "integer", minimum: 1, maximum: 7 } },
+      required: ["city", "days"],
+      additionalProperties: false,
+    },
+  },
+};
+// The arguments a get_weather call must have (its parameters schema, checked by hand).
+function checkWeather(args) {
+  assert.deepEqual(Object.keys(args).sort(), ["city", "days"]);
+  assert.equal(typeof args.city, "string");
+  assert.ok([...args.city].length <= 12);
+  assert.ok(Number.isInteger(args.days) && args.days >= 1 && args.days <= 7, JSON.stringify(args));
+}
+
+test("tool calls through the official client: create, the streaming helper, runTools", async () => {
+  const tc = new OpenAI({ baseURL: toolURL, apiKey: "unused", maxRetries: 0 });
+  const request = {
+    model: "tq",
+    messages: [{ role: "user", content: "Weather in Paris?" }],
+    tools: [weather],
+    tool_choice: { type: "function", function: { name: "get_weather" } },
+    max_tokens: 120,
+    temperature: 0.7,
+    seed: 5,
+  };
+  const r = await tc.chat.completions.create(request);
+  const call = r.choices[0].message.tool_calls[0];
+  assert.equal(r.choices[0].finish_reason, "tool_calls");
+  assert.equal(call.function.name, "get_weather");
+  checkWeather(JSON.parse(call.function.arguments));
+  // The client's stream helper puts the deltas back together into the same call.
+  const stream = tc.beta.chat.completions.stream(request);
+  const whole = await stream.finalChatCompletion();
+  assert.equal(whole.choices[0].message.tool_calls[0].function.arguments, call.function.arguments);
+  assert.equal(whole.choices[0].message.tool_calls[0].function.name, "get_weather");
+  // runTools calls our function with the parsed arguments and sends its result back as a
+  // role "tool" message; with tool_choice "auto" pushed towards <tool_call> by logit_bias, the
+  // model calls again until the runner's limit.
+  const seen = [];
+  const runner = tc.beta.chat.completions.runTools({
+    model: "tq",
+    messages: [{ role: "user", content: "Weather in Paris?" }],
+    tools: [{ type: "function", function: { ...weather.function, function: (args) => { seen.push(args); return "18 C"; }, parse: JSON.parse } }],
+    logit_bias: { 151657: 100 },
+    parallel_tool_calls: false,
+    max_tokens: 120,
+    temperature: 0.7,
+    seed: 6,
+  }, { maxChatCompletions: 3 });
+  await runner.done().catch(() => {});  // it stops at its limit of completions
+  assert.ok(seen.length >= 2, `runTools called the function ${seen.length} times`);
+  seen.forEach(checkWeather);
+  const toolResults = runner.messages.filter((m) => m.role === "tool");
+  assert.ok(toolResults.length >= 2);
+  assert.equal(toolResults[0].content, "18 C");
+});
+
+test("tool calls through LangChain JS: bindTools, invoke, stream", async () => {
+  const { ChatOpenAI } = await import("@langchain/openai");
+  const model = new ChatOpenAI({
+    model: "tq", apiKey: "unused", temperature: 0.7, maxTokens: 120, maxRetries: 0,
+    configuration: { baseURL: toolURL },
+  });
+  const llm = model.bindTools([weather], { tool_choice: "get_weather" });
+  const msg = await llm.invoke("Weather in Paris?");
+  assert.equal(msg.tool_calls.length, 1);
+  assert.equal(msg.tool_calls[0].name, "get_weather");
+  checkWeather(msg.tool_calls[0].args);
+  let merged;
+  for await (const chunk of await llm.stream("Weather in Rome?")) merged = merged ? merged.concat(chunk) : chunk;
+  assert.equal(merged.tool_calls.length, 1);
+  assert.equal(merged.tool_calls[0].name, "get_weather");
+  checkWeather(merged.tool_calls[0].args);
+  // The call and its result back, then a plain answer.
+  const answer = await model.invoke([
+    { role: "user", content: "Weather in Paris?" },
+    msg,
+    { role: "tool", tool_call_id: msg.tool_calls[0].id, content: "18 C" },
+  ], { max_tokens: 8 });
+  assert.equal(typeof answer.content, "string");
 });
