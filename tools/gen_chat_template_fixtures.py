@@ -70,6 +70,118 @@ MISTRAL = (
 MISTRAL_V01 = MISTRAL.replace("{{ message['content'] + eos_token}}",
                               "{{ message['content'] + eos_token + ' ' }}")
 
+# meta-llama/Llama-3.1-8B-Instruct (tokenizer_config.json, July 2024).
+LLAMA31 = r'''{{- bos_token }}
+{%- if custom_tools is defined %}
+    {%- set tools = custom_tools %}
+{%- endif %}
+{%- if not tools_in_user_message is defined %}
+    {%- set tools_in_user_message = true %}
+{%- endif %}
+{%- if not date_string is defined %}
+    {%- set date_string = "26 Jul 2024" %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+
+{#- This block extracts the system message, so we can slot it into the right place. #}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+
+{#- System message + builtin tools #}
+{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}
+{%- if builtin_tools is defined or tools is not none %}
+    {{- "Environment: ipython\n" }}
+{%- endif %}
+{%- if builtin_tools is defined %}
+    {{- "Tools: " + builtin_tools | reject('equalto', 'code_interpreter') | join(", ") + "\n\n"}}
+{%- endif %}
+{{- "Cutting Knowledge Date: December 2023\n" }}
+{{- "Today Date: " + date_string + "\n\n" }}
+{%- if tools is not none and not tools_in_user_message %}
+    {{- "You have access to the following functions. To call a function, please respond with JSON for a function call." }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\n\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+{%- endif %}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+
+{#- Custom tools are passed in a user message with some extra guidance #}
+{%- if tools_in_user_message and not tools is none %}
+    {#- Extract the first user message so we can plug it in here #}
+    {%- if messages | length != 0 %}
+        {%- set first_user_message = messages[0]['content']|trim %}
+        {%- set messages = messages[1:] %}
+    {%- else %}
+        {{- raise_exception("Cannot put tools in the first user message when there's no first user message!") }}
+{%- endif %}
+    {{- '<|start_header_id|>user<|end_header_id|>\n\n' -}}
+    {{- "Given the following functions, please respond with a JSON for a function call " }}
+    {{- "with its proper arguments that best answers the given prompt.\n\n" }}
+    {{- 'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.' }}
+    {{- "Do not use variables.\n\n" }}
+    {%- for t in tools %}
+        {{- t | tojson(indent=4) }}
+        {{- "\n\n" }}
+    {%- endfor %}
+    {{- first_user_message + "<|eot_id|>"}}
+{%- endif %}
+
+{%- for message in messages %}
+    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' }}
+    {%- elif 'tool_calls' in message %}
+        {%- if not message.tool_calls|length == 1 %}
+            {{- raise_exception("This model only supports single tool-calls at once!") }}
+        {%- endif %}
+        {%- set tool_call = message.tool_calls[0].function %}
+        {%- if builtin_tools is defined and tool_call.name in builtin_tools %}
+            {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+            {{- "<|python_tag|>" + tool_call.name + ".call(" }}
+            {%- for arg_name, arg_val in tool_call.arguments | items %}
+                {{- arg_name + '="' + arg_val + '"' }}
+                {%- if not loop.last %}
+                    {{- ", " }}
+                {%- endif %}
+                {%- endfor %}
+            {{- ")" }}
+        {%- else  %}
+            {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}
+            {{- '{"name": "' + tool_call.name + '", ' }}
+            {{- '"parameters": ' }}
+            {{- tool_call.arguments | tojson }}
+            {{- "}" }}
+        {%- endif %}
+        {%- if builtin_tools is defined %}
+            {#- This means we're in ipython mode #}
+            {{- "<|eom_id|>" }}
+        {%- else %}
+            {{- "<|eot_id|>" }}
+        {%- endif %}
+    {%- elif message.role == "tool" or message.role == "ipython" %}
+        {{- "<|start_header_id|>ipython<|end_header_id|>\n\n" }}
+        {%- if message.content is mapping or message.content is iterable %}
+            {{- message.content | tojson }}
+        {%- else %}
+            {{- message.content }}
+        {%- endif %}
+        {{- "<|eot_id|>" }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
+{%- endif %}
+'''
+
 TEMPLATES = {
     "qwen3": {"format": "Qwen3", "bos": "", "eos": "<|im_end|>",
               "source": (ASSETS / "tokenizers/qwen3/chat_template.jinja").read_text()},
@@ -77,6 +189,8 @@ TEMPLATES = {
     "qwen2": {"format": "ChatML", "bos": "", "eos": "<|im_end|>", "source": QWEN2},
     "llama3": {"format": "Llama-3", "bos": "<|begin_of_text|>", "eos": "<|eot_id|>",
                "source": LLAMA3},
+    "llama31": {"format": "Llama-3.1", "bos": "<|begin_of_text|>", "eos": "<|eot_id|>",
+                "source": LLAMA31},
     "llama2": {"format": "Llama-2", "bos": "<s>", "eos": "</s>", "source": LLAMA2},
     "mistral": {"format": "Mistral", "bos": "<s>", "eos": "</s>", "source": MISTRAL},
     "mistral_v01": {"format": "Mistral", "bos": "<s>", "eos": "</s>", "source": MISTRAL_V01},
@@ -161,7 +275,7 @@ def call(id_, name, arguments):
     return {"id": id_, "type": "function", "function": {"name": name, "arguments": arguments}}
 
 
-# Conversations with tools (Qwen3 only: the other supported templates define none).
+# Conversations with tools (Qwen3 and Llama 3.1: the other supported templates define none).
 TOOL_CONVERSATIONS = {
     "tools_user": ([WEATHER], [msg("user", "Weather in Paris?")]),
     "tools_system_two": ([WEATHER, SEARCH], [msg("system", "Be brief."),
@@ -214,16 +328,27 @@ def main():
                     except jinja2.exceptions.TemplateError as e:
                         case["error"] = str(e)
                     cases.append(case)
-    template = TEMPLATES["qwen3"]
-    for conv_name, (tools, messages) in TOOL_CONVERSATIONS.items():
-        for add_generation_prompt in (True, False):
-            for enable_thinking in (True, False):
-                cases.append({"template": "qwen3", "conversation": conv_name, "tools": tools,
-                              "messages": messages, "add_generation_prompt": add_generation_prompt,
-                              "enable_thinking": enable_thinking,
-                              "rendered": render(template["source"], messages,
-                                                 add_generation_prompt, enable_thinking,
-                                                 template["bos"], template["eos"], tools)})
+    for name in ("qwen3", "llama31"):
+        template = TEMPLATES[name]
+        for conv_name, (tools, messages) in TOOL_CONVERSATIONS.items():
+            if name == "llama31":
+                # Hugging Face's convention for Llama: arguments as a mapping, not JSON text.
+                messages = [dict(m, tool_calls=[
+                    dict(c, function=dict(c["function"],
+                                          arguments=json.loads(c["function"]["arguments"])))
+                    for c in m["tool_calls"]]) if "tool_calls" in m else m for m in messages]
+            for add_generation_prompt in (True, False):
+                for enable_thinking in ((True, False) if name == "qwen3" else (True,)):
+                    case = {"template": name, "conversation": conv_name, "tools": tools,
+                            "messages": messages, "add_generation_prompt": add_generation_prompt,
+                            "enable_thinking": enable_thinking}
+                    try:
+                        case["rendered"] = render(template["source"], messages,
+                                                  add_generation_prompt, enable_thinking,
+                                                  template["bos"], template["eos"], tools)
+                    except jinja2.exceptions.TemplateError as e:
+                        case["error"] = str(e)
+                    cases.append(case)
     out = ROOT / "tests/data/tokenizer/chat_templates.json"
     out.write_text(json.dumps({"templates": TEMPLATES, "cases": cases}, indent=1,
                               ensure_ascii=False) + "\n")

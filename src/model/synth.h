@@ -13,7 +13,8 @@
 
 namespace bitdelta {
 
-// The shapes `synth` knows: "qwen3-0.6b", "qwen3-1.7b", "llama-3.2-1b", "tiny".
+// The shapes `synth` knows: "qwen3-0.6b", "qwen3-1.7b", "llama-3.2-1b", "tiny", and "tiny-llama"
+// (tiny's widths with Llama-3's family and special-token ids).
 const std::vector<std::string>& synth_shapes();
 // The shared assets folder (models, corpora, tokenizers): $BITDELTA_SHARED_ASSETS if set, else
 // the first `shared/assets` holding `relative` in a folder above the running executable (a build

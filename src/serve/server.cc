@@ -42,7 +42,7 @@ Server::Impl::Impl(const ServeOptions& options) : o(options) {
       // No supported template: /v1/chat/completions answers 400, completions still work.
     }
     if (b->tokenizer->eos_id()) b->stop_ids.push_back(*b->tokenizer->eos_id());
-    for (const char* end : {"<|im_end|>", "<|eot_id|>", "<|endoftext|>"}) {
+    for (const char* end : {"<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<|endoftext|>"}) {
       if (auto id = b->tokenizer->token_id(end)) b->stop_ids.push_back(*id);
     }
     b->grammars.emplace(*b->tokenizer, b->stop_ids);

@@ -1,5 +1,6 @@
 // The OpenAI-compatible generation routes: /v1/completions and /v1/chat/completions (n choices,
 // log probabilities, streaming), and /tokenize, /detokenize.
+#include "constrain/validate.h"
 #include "serve/openai_request.h"
 #include "serve/server_impl.h"
 #include "serve/tool_calls.h"
@@ -93,6 +94,74 @@ class LogprobWriter {
   bool chat_;
 };
 
+// Calls that did not come out of a grammar (a Llama 3.1 reply under tool_choice "auto", or a
+// call whose markers the model spelled out in pieces) are checked against their tool's
+// parameters when whole; one that fails is given back as text. Numbering stays contiguous.
+class ToolCallChecker {
+ public:
+  ToolCallChecker(std::shared_ptr<const std::vector<ToolSpec>> tools, std::string arguments_key)
+      : tools_(std::move(tools)), key_(std::move(arguments_key)) {}
+
+  std::vector<ToolCallParser::Event> check(std::vector<ToolCallParser::Event> events) {
+    using Kind = ToolCallParser::Event::Kind;
+    std::vector<ToolCallParser::Event> out;
+    for (size_t i = 0; i < events.size(); ++i) {
+      auto& ev = events[i];
+      if (ev.kind == Kind::kCallStart) {
+        // Whole in this batch (start ... end)? Then check it before anything goes out.
+        size_t end = i + 1;
+        std::string arguments;
+        while (end < events.size() &&
+               !(events[end].kind == Kind::kCallEnd && events[end].call == ev.call)) {
+          if (events[end].kind == Kind::kArguments && events[end].call == ev.call) {
+            arguments += events[end].text;
+          }
+          ++end;
+        }
+        if (end < events.size()) {
+          const std::string problem = problem_of(ev.text, arguments);
+          if (!problem.empty()) {
+            spdlog::debug("tool call to {} given back as text: {}", ev.text, problem);
+            visible_.push_back(-1);
+            out.push_back({Kind::kText, -1,
+                           "{\"name\": " + json(ev.text).dump() + ", " + json(key_).dump() + ": " +
+                               arguments + "}"});
+            i = end;
+            continue;
+          }
+        }
+        visible_.push_back(next_++);
+      }
+      if (ev.kind != Kind::kText) {
+        const int v = visible_.at(static_cast<size_t>(ev.call));
+        if (v < 0) continue;
+        ev.call = v;
+      }
+      out.push_back(std::move(ev));
+    }
+    return out;
+  }
+
+ private:
+  std::string problem_of(const std::string& name, const std::string& arguments) const {
+    const json args = json::parse(arguments, nullptr, false);
+    if (args.is_discarded() || !args.is_object()) return "the arguments are not a JSON object";
+    for (const ToolSpec& t : *tools_) {
+      if (t.name != name) continue;
+      try {
+        return constrain::validation_error(args, json::parse(t.parameters.dump()));
+      } catch (const Error& e) {
+        return e.what();
+      }
+    }
+    return "no tool is named " + name;
+  }
+  std::shared_ptr<const std::vector<ToolSpec>> tools_;  // outlives the request's handler
+  std::string key_;
+  std::vector<int> visible_;  // parser's call number → the client's, or -1 when given back
+  int next_ = 0;
+};
+
 // One choice's part of the answer so far.
 struct Choice {
   std::string text;
@@ -103,6 +172,9 @@ struct Choice {
   bool started = false;        // streaming: its first chunk went out
   bool done = false;
   std::optional<ToolCallParser> tools;  // with tools: the output's tool calls
+  std::optional<ToolCallChecker> checker;
+  bool hold = false;  // a call not under a grammar streams out once checked, whole
+  std::vector<ToolCallParser::Event> held;
   std::vector<json> calls;              // {id, type, function: {name, arguments}}
 };
 
@@ -113,8 +185,7 @@ std::string call_id() { return random_id("call").replace(0, 5, "call_"); }
 // template's opening token on for "auto"; the opening token banned for "none"). Every tool's
 // schema is compiled either way, so a schema the grammar cannot express is a 400 up front.
 std::shared_ptr<const TokenConstraint> make_constraint(
-    Base& base, const OpenAiRequest& r,
-    const std::optional<std::pair<std::string, std::string>>& markers) {
+    Base& base, const OpenAiRequest& r, const std::optional<ToolCallSyntax>& syntax) {
   using constrain::Grammar;
   using constrain::GrammarPart;
   auto compile = [&](const std::string& key, const char* param, const auto& make) {
@@ -137,31 +208,36 @@ std::shared_ptr<const TokenConstraint> make_constraint(
     case ResponseFormat::Type::kText:
       break;
   }
-  if (r.tools.empty() || !markers) return nullptr;
-  const auto& [open, close] = *markers;
+  if (r.tools.empty() || !syntax) return nullptr;
   const bool forced = r.tool_choice.mode == ToolChoice::Mode::kRequired ||
                       r.tool_choice.mode == ToolChoice::Mode::kNamed;
   std::vector<std::vector<GrammarPart>> alternatives;
   std::string key = forced ? "tool call from the start" : "tool call after its token";
+  key += " " + syntax->open + " " + syntax->arguments_key;
   for (size_t i = 0; i < r.tools.size(); ++i) {
     const ToolSpec& t = r.tools[i];
     if (r.tool_choice.mode == ToolChoice::Mode::kNamed && t.name != r.tool_choice.name) continue;
-    // The call as the template itself writes one: "<tool_call>\n{"name": "f", "arguments": {...}}\n
-    // </tool_call>"; after the opening token when the model chose to call.
+    // The call as the template itself writes one: Qwen3's "<tool_call>\n{"name": "f",
+    // "arguments": {...}}\n</tool_call>" (after the opening token when the model chose to call),
+    // Llama 3.1's {"name": "f", "parameters": {...}}.
+    const std::string head = "{\"name\": \"" + t.name + "\", \"" + syntax->arguments_key + "\": ";
     alternatives.push_back(
-        {GrammarPart::literal((forced ? open : std::string()) + "\n{\"name\": \"" + t.name +
-                              "\", \"arguments\": "),
+        {GrammarPart::literal(
+             syntax->whole_reply ? head : (forced ? syntax->open : std::string()) + "\n" + head),
          GrammarPart::json_schema(t.parameters, fmt::format("tools[{}].function.parameters", i)),
-         GrammarPart::literal("}\n" + close)});
+         GrammarPart::literal(syntax->whole_reply ? "}" : "}\n" + syntax->close)});
     key += "\n" + t.name + " " + t.parameters.dump();
   }
   auto compiled = compile(key, "tools", [&] { return Grammar::one_of(alternatives); });
   if (forced) return std::make_shared<GrammarConstraint>(compiled);
-  const auto open_id = base.tokenizer->token_id(open);
+  // Llama 3.1 opens a call with no token of its own: "auto" leaves its reply free (the call is
+  // validated after it, ToolCallChecker) and "none" leaves it as text.
+  if (syntax->whole_reply) return nullptr;
+  const auto open_id = base.tokenizer->token_id(syntax->open);
   if (!open_id) {
     field_fail("tools", fmt::format("this model's vocabulary has no '{}' token to open a tool "
                                     "call with",
-                                    open));
+                                    syntax->open));
   }
   return std::make_shared<ToolCallConstraint>(*open_id, compiled, r.parallel_tool_calls,
                                               r.tool_choice.mode == ToolChoice::Mode::kNone);
@@ -216,7 +292,7 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
   }
 
   std::vector<int32_t> prompt;
-  std::optional<std::pair<std::string, std::string>> tool_markers;  // the template's, with tools
+  std::optional<ToolCallSyntax> tool_syntax;  // the template's, with tools
   if (chat_request) {
     // An adapter trained in another chat format than the base's (e.g. "plain" on a base
     // without a template) is talked to in that format.
@@ -241,7 +317,7 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
                                         templ->name(), *model_name));
       }
       for (const ToolSpec& t : r.tools) chat_options.tools.push_back(t.rendered);
-      tool_markers.emplace(templ->tool_call_open(), templ->tool_call_close());
+      tool_syntax = templ->tool_call_syntax();
     }
     std::string text;
     try {
@@ -257,7 +333,7 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
     for (int32_t id : tokenizer->encode(r.prompt, /*parse_special=*/false)) prompt.push_back(id);
   }
   if (prompt.empty()) http_fail(400, "the prompt is empty");
-  options.constraint = make_constraint(*base, r, tool_markers);
+  options.constraint = make_constraint(*base, r, tool_syntax);
   const int64_t context = model->config().max_position_embeddings;
   if (options.max_tokens < 0) {  // OpenAI's defaults: 16 for completions, the rest for chat
     options.max_tokens = chat_request
@@ -324,10 +400,17 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
   state->last = start;
   std::vector<std::string> tool_names;
   for (const ToolSpec& t : r.tools) tool_names.push_back(t.name);
-  const bool parse_tools = tool_markers && r.tool_choice.mode != ToolChoice::Mode::kNone;
+  const bool parse_tools = tool_syntax && r.tool_choice.mode != ToolChoice::Mode::kNone;
+  const bool forced_call = r.tool_choice.mode == ToolChoice::Mode::kRequired ||
+                           r.tool_choice.mode == ToolChoice::Mode::kNamed;
+  const auto tools = std::make_shared<const std::vector<ToolSpec>>(r.tools);
   for (Choice& c : state->choices) {
     c.logprob_offset = code_points(echo);
-    if (parse_tools) c.tools.emplace(tool_markers->first, tool_markers->second, tool_names);
+    if (parse_tools) {
+      c.tools.emplace(*tool_syntax, tool_names);
+      c.checker.emplace(tools, tool_syntax->arguments_key);
+      c.hold = tool_syntax->whole_reply && !forced_call;
+    }
   }
 
   if (!r.stream) {
@@ -380,13 +463,13 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
                 std::string content;
                 auto events = ci.tools->feed(ci.text);
                 for (auto& ev : ci.tools->finish()) events.push_back(std::move(ev));
-                for (const auto& ev : events) {
+                for (const auto& ev : ci.checker->check(std::move(events))) {
                   using Kind = ToolCallParser::Event::Kind;
                   if (ev.kind == Kind::kText)
                     content += ev.text;
                   else if (ev.kind == Kind::kCallStart)
                     ci.calls.push_back(tool_call_json(call_id(), ev.text, ""));
-                  else
+                  else if (ev.kind == Kind::kArguments)
                     ci.calls.at(static_cast<size_t>(ev.call))["function"]["arguments"] =
                         ci.calls.at(static_cast<size_t>(ev.call))["function"]["arguments"]
                             .get<std::string>() +
@@ -495,10 +578,25 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
           const auto now = Clock::now();
           // With tools, the text goes through the choice's parser: content deltas, then each
           // call's id and name, then pieces of its arguments, as OpenAI streams them.
-          auto send_tool_events = [&](const std::vector<ToolCallParser::Event>& events) {
+          auto send_tool_events = [&](std::vector<ToolCallParser::Event> events, bool last) {
             using Kind = ToolCallParser::Event::Kind;
-            for (const auto& ev : events) {
+            if (c.hold) {  // text streams on; a call waits until it is whole and checked
+              std::vector<ToolCallParser::Event> pass;
+              for (auto& ev : events) {
+                if (ev.kind == Kind::kText && c.held.empty())
+                  pass.push_back(std::move(ev));
+                else
+                  c.held.push_back(std::move(ev));
+              }
+              if (last) {
+                for (auto& ev : c.held) pass.push_back(std::move(ev));
+                c.held.clear();
+              }
+              events = std::move(pass);
+            }
+            for (const auto& ev : c.checker->check(std::move(events))) {
               json delta;
+              if (ev.kind == Kind::kCallEnd) continue;
               if (ev.kind == Kind::kText) {
                 delta = {{"content", ev.text}};
               } else if (ev.kind == Kind::kCallStart) {
@@ -528,7 +626,7 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
             }
             json lp = logprobs ? writer.render(e->logprobs, c.logprob_offset) : json(nullptr);
             if (c.tools) {
-              if (!send_tool_events(c.tools->feed(e->text)) ||
+              if (!send_tool_events(c.tools->feed(e->text), false) ||
                   (logprobs && !e->logprobs.empty() &&
                    !send(piece(e->index, "", std::move(lp), nullptr)))) {
                 return client_left(*channel);
@@ -538,7 +636,7 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
             }
           }
           if (!e->done) continue;
-          if (c.tools && !send_tool_events(c.tools->finish())) return client_left(*channel);
+          if (c.tools && !send_tool_events(c.tools->finish(), true)) return client_left(*channel);
           c.done = true;
           c.completion_tokens = e->completion_tokens;
           state->prompt_tokens = e->prompt_tokens;

@@ -19,7 +19,7 @@ size_t partial_marker(std::string_view text, std::string_view marker) {
 
 // Matches `pattern` (whose spaces stand for optional whitespace) in `text` from `*at`: true when
 // it matched whole (advancing *at); false with *possible when the text ran out first.
-bool expect(std::string_view text, size_t* at, std::string_view pattern, bool* possible) {
+bool expect(std::string_view text, size_t* at, const std::string& pattern, bool* possible) {
   size_t i = *at;
   for (char p : pattern) {
     if (p == ' ') {
@@ -42,9 +42,13 @@ bool expect(std::string_view text, size_t* at, std::string_view pattern, bool* p
 
 }  // namespace
 
-ToolCallParser::ToolCallParser(std::string_view open, std::string_view close,
-                               std::vector<std::string> names)
-    : open_(open), close_(close), names_(std::move(names)) {}
+ToolCallParser::ToolCallParser(const ToolCallSyntax& syntax, std::vector<std::string> names)
+    : open_(syntax.open),
+      close_(syntax.close),
+      key_(syntax.arguments_key),
+      whole_reply_(syntax.whole_reply),
+      names_(std::move(names)),
+      state_(syntax.whole_reply ? State::kStart : State::kText) {}
 
 std::vector<ToolCallParser::Event> ToolCallParser::feed(std::string_view piece) {
   std::vector<Event> out;
@@ -81,7 +85,7 @@ bool ToolCallParser::header_complete(std::string_view b, std::string* name, size
   }
   *name = std::string(b.substr(at, end - at));
   at = end + 1;
-  if (!expect(b, &at, " , \"arguments\" : ", possible)) return false;
+  if (!expect(b, &at, " , \"" + key_ + "\" : ", possible)) return false;
   if (at == b.size()) {
     *possible = true;
     return false;
@@ -94,12 +98,12 @@ bool ToolCallParser::raw_call(std::string_view body, std::string* name,
                               std::string* arguments) const {
   const auto j = nlohmann::json::parse(body, nullptr, false);
   if (j.is_discarded() || !j.is_object() || !j.contains("name") || !j["name"].is_string() ||
-      !j.contains("arguments")) {
+      !j.contains(key_)) {
     return false;
   }
   *name = j["name"].get<std::string>();
   if (std::find(names_.begin(), names_.end(), *name) == names_.end()) return false;
-  const auto& args = j["arguments"];
+  const auto& args = j[key_];
   if (args.is_string()) {
     if (!nlohmann::json::parse(args.get<std::string>(), nullptr, false).is_object()) return false;
     *arguments = args.get<std::string>();
@@ -114,13 +118,37 @@ bool ToolCallParser::raw_call(std::string_view body, std::string* name,
 void ToolCallParser::step(std::vector<Event>& out) {
   while (true) {
     switch (state_) {
+      case State::kStart: {  // a reply that is one call starts with '{' (after a python tag)
+        static constexpr std::string_view kPythonTag = "<|python_tag|>";
+        size_t at = 0;
+        while (at < buffer_.size() && is_space(buffer_[at])) ++at;
+        const std::string_view rest = std::string_view(buffer_).substr(at);
+        if (rest.size() < kPythonTag.size() && kPythonTag.substr(0, rest.size()) == rest) return;
+        if (rest.substr(0, kPythonTag.size()) == kPythonTag) {
+          buffer_.erase(0, at + kPythonTag.size());
+          continue;
+        }
+        if (rest.empty()) return;
+        if (rest[0] == '{') {
+          state_ = State::kHeader;
+          continue;
+        }
+        state_ = State::kText;
+        continue;
+      }
       case State::kText: {
+        if (whole_reply_) {  // no call can start after the reply's first character
+          emit_text(out, std::move(buffer_));
+          buffer_.clear();
+          return;
+        }
         const size_t p = buffer_.find(open_);
         if (p != std::string::npos) {
           // Whitespace just before a call is not content.
           size_t end = p;
           while (end > 0 && is_space(buffer_[end - 1])) --end;
           emit_text(out, buffer_.substr(0, end));
+          gap_ = buffer_.substr(end, p - end);  // given back with the call if it is not one
           buffer_.erase(0, p + open_.size());
           state_ = State::kHeader;
           continue;
@@ -140,11 +168,17 @@ void ToolCallParser::step(std::vector<Event>& out) {
         if (header_complete(buffer_, &name, &used, &possible) &&
             std::find(names_.begin(), names_.end(), name) != names_.end()) {
           out.push_back({Event::Kind::kCallStart, calls_++, name});
+          gap_.clear();
           buffer_.erase(0, used);
           state_ = State::kArguments;
           depth_ = 0;
           in_string_ = escaped_ = started_ = false;
           continue;
+        }
+        if (whole_reply_) {
+          if (possible) return;
+          state_ = State::kRaw;  // another shape: parsed whole at the end of the reply
+          return;
         }
         if (possible && buffer_.find(close_) == std::string::npos) return;
         state_ = State::kRaw;  // another shape (or an unknown name): parse it whole at its end
@@ -189,23 +223,28 @@ void ToolCallParser::step(std::vector<Event>& out) {
         continue;
       }
       case State::kTail: {
-        // Whatever closes the call (" }\n" in the template's format) up to the closing marker.
-        const size_t p = buffer_.find(close_);
+        // Whatever closes the call (" }\n" in the template's format) up to the closing marker,
+        // or, for a whole-reply call, the object's closing brace.
+        const size_t p = whole_reply_ ? buffer_.find('}') : buffer_.find(close_);
         if (p == std::string::npos) return;
-        buffer_.erase(0, p + close_.size());
+        buffer_.erase(0, p + (whole_reply_ ? 1 : close_.size()));
+        out.push_back({Event::Kind::kCallEnd, calls_ - 1, ""});
         state_ = State::kText;
         continue;
       }
       case State::kRaw: {
+        if (whole_reply_) return;  // the whole reply is parsed at finish()
         const size_t p = buffer_.find(close_);
         if (p == std::string::npos) return;
         std::string name, arguments;
         if (raw_call(std::string_view(buffer_).substr(0, p), &name, &arguments)) {
           out.push_back({Event::Kind::kCallStart, calls_++, name});
           out.push_back({Event::Kind::kArguments, calls_ - 1, arguments});
+          out.push_back({Event::Kind::kCallEnd, calls_ - 1, ""});
         } else {
-          emit_text(out, open_ + buffer_.substr(0, p + close_.size()));
+          emit_text(out, gap_ + open_ + buffer_.substr(0, p + close_.size()));
         }
+        gap_.clear();
         buffer_.erase(0, p + close_.size());
         state_ = State::kText;
         continue;
@@ -217,13 +256,22 @@ void ToolCallParser::step(std::vector<Event>& out) {
 std::vector<ToolCallParser::Event> ToolCallParser::finish() {
   std::vector<Event> out;
   switch (state_) {
+    case State::kStart:
     case State::kText:
       emit_text(out, std::move(buffer_));
       break;
     case State::kHeader:
-    case State::kRaw:
-      emit_text(out, open_ + buffer_);  // a call that never completed is text after all
+    case State::kRaw: {
+      std::string name, arguments;
+      if (whole_reply_ && raw_call(buffer_, &name, &arguments)) {
+        out.push_back({Event::Kind::kCallStart, calls_++, name});
+        out.push_back({Event::Kind::kArguments, calls_ - 1, arguments});
+        out.push_back({Event::Kind::kCallEnd, calls_ - 1, ""});
+        break;
+      }
+      emit_text(out, gap_ + open_ + buffer_);  // a call that never completed is text after all
       break;
+    }
     case State::kArguments:
       if (!buffer_.empty()) out.push_back({Event::Kind::kArguments, calls_ - 1, buffer_});
       break;

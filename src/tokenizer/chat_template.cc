@@ -2,15 +2,19 @@
 
 #include <utf8proc.h>
 
+#include <nlohmann/json.hpp>
+
 #include "tokenizer/unicode_util.h"
 #include "util/error.h"
+#include "util/python_json.h"
 
 namespace bitdelta {
 
 namespace {
 
 constexpr const char* kSupported =
-    "Qwen3, ChatML (Qwen2/Qwen2.5), Llama-3.0 Instruct, Llama-2-chat, Mistral-Instruct v0.1/v0.2";
+    "Qwen3, ChatML (Qwen2/Qwen2.5), Llama-3.0 and Llama-3.1 Instruct, Llama-2-chat, "
+    "Mistral-Instruct v0.1/v0.2";
 
 bool contains(std::string_view s, std::string_view part) {
   return s.find(part) != std::string_view::npos;
@@ -166,6 +170,62 @@ std::string render_qwen3(const std::vector<ChatMessage>& m, const ChatOptions& o
   return out;
 }
 
+// Meta's Llama-3.1 Instruct template, tools in the first user turn (its default).
+std::string render_llama31(const std::vector<ChatMessage>& all, const ChatOptions& options,
+                           const std::string& bos) {
+  const std::string eot = "<|eot_id|>";
+  const bool tools = !options.tools.empty();
+  std::string system;
+  size_t first = 0;
+  if (all[0].role == "system") {
+    system = py_strip(all[0].content);
+    first = 1;
+  }
+  std::string out = bos + "<|start_header_id|>system<|end_header_id|>\n\n";
+  if (tools) out += "Environment: ipython\n";
+  out += "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n" + system + eot;
+  if (tools) {
+    if (first == all.size()) {
+      fail("the Llama-3.1 template puts tools in the first user message, and there is none");
+    }
+    out +=
+        "<|start_header_id|>user<|end_header_id|>\n\nGiven the following functions, please "
+        "respond with a JSON for a function call with its proper arguments that best answers the "
+        "given prompt.\n\nRespond in the format {\"name\": function name, \"parameters\": "
+        "dictionary of argument name and its value}.Do not use variables.\n\n";
+    for (const std::string& tool : options.tools) {
+      out += python_json_dumps(nlohmann::ordered_json::parse(tool), 4) + "\n\n";
+    }
+    out += py_strip(all[first].content) + eot;
+    ++first;
+  }
+  for (size_t i = first; i < all.size(); ++i) {
+    const ChatMessage& m = all[i];
+    if (!m.tool_calls.empty()) {
+      if (m.tool_calls.size() != 1) {
+        fail("message {}: the Llama-3.1 template allows one tool call per assistant turn, not {}",
+             i, m.tool_calls.size());
+      }
+      // The template writes the arguments with tojson: a JSON object when the client sends
+      // them as JSON text (OpenAI's shape), as Hugging Face's docs have them.
+      const auto arguments =
+          nlohmann::ordered_json::parse(m.tool_calls[0].arguments, nullptr, false);
+      if (arguments.is_discarded()) fail("message {}: the tool call's arguments are not JSON", i);
+      out += "<|start_header_id|>assistant<|end_header_id|>\n\n{\"name\": \"" +
+             m.tool_calls[0].name + "\", \"parameters\": " + python_json_dumps(arguments) + "}" +
+             eot;
+    } else if (m.role == "tool") {
+      // A string is "iterable" to Jinja, so the template writes a result with tojson: quoted.
+      out += "<|start_header_id|>ipython<|end_header_id|>\n\n" +
+             python_json_dumps(nlohmann::ordered_json(m.content)) + eot;
+    } else {
+      out += "<|start_header_id|>" + m.role + "<|end_header_id|>\n\n" + py_strip(m.content) + eot;
+    }
+  }
+  if (options.add_generation_prompt) out += "<|start_header_id|>assistant<|end_header_id|>\n\n";
+  return out;
+}
+
 std::string render_chatml(const std::vector<ChatMessage>& m, const ChatOptions& options,
                           const std::string& default_system) {
   std::string out;
@@ -276,7 +336,7 @@ std::string find_default_system(std::string_view source) {
 }  // namespace
 
 ChatTemplate::ChatTemplate(ChatFormat format) : format_(format) {
-  if (format == ChatFormat::kLlama3) bos_ = "<|begin_of_text|>";
+  if (format == ChatFormat::kLlama3 || format == ChatFormat::kLlama31) bos_ = "<|begin_of_text|>";
 }
 
 ChatTemplate ChatTemplate::of(ChatFormat format) { return ChatTemplate(format); }
@@ -300,7 +360,15 @@ ChatTemplate ChatTemplate::from_source(std::string_view s) {
   }
   if (contains(s, "<|start_header_id|>") && contains(s, "<|eot_id|>")) {
     if (contains(s, "Cutting Knowledge Date") || contains(s, "ipython") || contains(s, "tools")) {
-      return refuse("Llama-3.1 or later, with dates and tools");
+      if (contains(s, "strftime_now")) {
+        return refuse("Llama-3.2 or later, whose prompt carries today's date");
+      }
+      if (contains(s, "26 Jul 2024") && contains(s, "tools_in_user_message") &&
+          contains(s, "\"parameters\": dictionary of argument name and its value}") &&
+          contains(s, "message.content is mapping or message.content is iterable")) {
+        return ChatTemplate(ChatFormat::kLlama31);
+      }
+      return refuse("a Llama-3 template with tools that is not Llama-3.1's");
     }
     return ChatTemplate(ChatFormat::kLlama3);
   }
@@ -344,8 +412,9 @@ ChatTemplate ChatTemplate::detect(const Tokenizer& tokenizer, std::string_view m
 
 void ChatTemplate::take_special_texts(const Tokenizer& tokenizer) {
   // The BOS/EOS texts come from the tokenizer when it names them (as the Jinja context does).
-  if (format_ == ChatFormat::kLlama3 || format_ == ChatFormat::kLlama2 ||
-      format_ == ChatFormat::kMistral || format_ == ChatFormat::kPlain) {
+  if (format_ == ChatFormat::kLlama3 || format_ == ChatFormat::kLlama31 ||
+      format_ == ChatFormat::kLlama2 || format_ == ChatFormat::kMistral ||
+      format_ == ChatFormat::kPlain) {
     if (auto bos = tokenizer.bos_id()) bos_ = tokenizer.token_text(*bos);
     if (auto eos = tokenizer.eos_id()) eos_ = tokenizer.token_text(*eos);
   }
@@ -362,9 +431,10 @@ void ChatTemplate::take_special_texts(const Tokenizer& tokenizer) {
 namespace {
 
 constexpr std::pair<std::string_view, ChatFormat> kChoices[] = {
-    {"plain", ChatFormat::kPlain},   {"qwen3", ChatFormat::kQwen3},
-    {"chatml", ChatFormat::kChatML}, {"llama3", ChatFormat::kLlama3},
-    {"llama2", ChatFormat::kLlama2}, {"mistral", ChatFormat::kMistral}};
+    {"plain", ChatFormat::kPlain},     {"qwen3", ChatFormat::kQwen3},
+    {"chatml", ChatFormat::kChatML},   {"llama3", ChatFormat::kLlama3},
+    {"llama31", ChatFormat::kLlama31}, {"llama2", ChatFormat::kLlama2},
+    {"mistral", ChatFormat::kMistral}};
 
 }  // namespace
 
@@ -386,8 +456,10 @@ ChatTemplate ChatTemplate::select(const Tokenizer& tokenizer, std::string_view m
     t.take_special_texts(tokenizer);
     return t;
   }
-  fail("unknown chat format '{}': use auto, plain, qwen3, chatml, llama3, llama2 or mistral",
-       choice);
+  fail(
+      "unknown chat format '{}': use auto, plain, qwen3, chatml, llama3, llama31, llama2 or "
+      "mistral",
+      choice);
 }
 
 std::string_view ChatTemplate::choice_name() const {
@@ -405,6 +477,8 @@ std::string_view ChatTemplate::name() const {
       return "ChatML";
     case ChatFormat::kLlama3:
       return "Llama-3";
+    case ChatFormat::kLlama31:
+      return "Llama-3.1";
     case ChatFormat::kLlama2:
       return "Llama-2";
     case ChatFormat::kMistral:
@@ -415,12 +489,10 @@ std::string_view ChatTemplate::name() const {
   return "unknown";
 }
 
-std::string_view ChatTemplate::tool_call_open() const {
-  return supports_tools() ? "<tool_call>" : "";
-}
-
-std::string_view ChatTemplate::tool_call_close() const {
-  return supports_tools() ? "</tool_call>" : "";
+ToolCallSyntax ChatTemplate::tool_call_syntax() const {
+  if (format_ == ChatFormat::kQwen3) return {"<tool_call>", "</tool_call>", "arguments", false};
+  if (format_ == ChatFormat::kLlama31) return {"", "", "parameters", true};
+  return {};
 }
 
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages,
@@ -439,6 +511,8 @@ std::string ChatTemplate::render(const std::vector<ChatMessage>& messages,
       return render_chatml(messages, options, default_system_);
     case ChatFormat::kLlama3:
       return render_llama3(messages, options, bos_);
+    case ChatFormat::kLlama31:
+      return render_llama31(messages, options, bos_);
     case ChatFormat::kLlama2:
       return render_llama2(messages, bos_, eos_);
     case ChatFormat::kMistral:

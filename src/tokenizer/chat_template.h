@@ -12,7 +12,13 @@
 //            tools; a default system prompt found in the template is kept, e.g. Qwen2's
 //            "You are a helpful assistant.").
 //   kLlama3  Meta Llama-3 (3.0) Instruct: BOS, then "<|start_header_id|>role<|end_header_id|>\n\n"
-//            + trimmed content + "<|eot_id|>". Llama-3.1+ templates (dates, tools) are refused.
+//            + trimmed content + "<|eot_id|>".
+//   kLlama31 Meta Llama-3.1 Instruct (the template of meta-llama/Llama-3.1-8B-Instruct): a system
+//            turn with the knowledge cut-off and the template's fixed date (26 Jul 2024), tools
+//            in the first user turn (tools_in_user_message), one tool call per assistant turn as
+//            {"name", "parameters"}, tool results as "ipython" turns. Templates that take
+//            today's date (strftime_now: Llama 3.2, 3.3) are refused: their rendering changes
+//            daily.
 //   kLlama2  Llama-2-chat: "<s>[INST] <<SYS>>\n...\n<</SYS>>\n\n...[/INST] answer </s>", roles must
 //            alternate user/assistant after an optional system message.
 //   kMistral Mistral-7B-Instruct v0.2 / Mixtral: "<s>[INST] user [/INST]answer</s>", no system
@@ -34,14 +40,23 @@
 
 namespace bitdelta {
 
-enum class ChatFormat { kQwen3, kChatML, kLlama3, kLlama2, kMistral, kPlain };
+enum class ChatFormat { kQwen3, kChatML, kLlama3, kLlama31, kLlama2, kMistral, kPlain };
+
+// How a template's model writes a tool call, for parsing it and for constraining it.
+struct ToolCallSyntax {
+  std::string open, close;    // around each call: "<tool_call>" / "</tool_call>" (Qwen3)
+  std::string arguments_key;  // "arguments" (Qwen3) or "parameters" (Llama 3.1)
+  // Llama 3.1: a call is the whole reply, one JSON object {"name", "parameters"} (optionally
+  // after <|python_tag|>), with no markers around it.
+  bool whole_reply = false;
+};
 
 struct ChatOptions {
   bool add_generation_prompt = true;
   bool enable_thinking = true;  // Qwen3 only
-  // Tool definitions ({"type": "function", "function": {...}}), each already written as the
-  // template's `tojson` writes it (Python's json.dumps: see python_json_dumps). Only templates
-  // that define tools take them (Qwen3); the others refuse a conversation with tools.
+  // Tool definitions ({"type": "function", "function": {...}}) as JSON text, their keys in the
+  // order given (each template writes them with its own `tojson`: python_json_dumps). Only
+  // templates that define tools take them (Qwen3, Llama 3.1); the others refuse them.
   std::vector<std::string> tools;
 };
 
@@ -71,10 +86,11 @@ class ChatTemplate {
   const std::string& default_system() const { return default_system_; }
 
   // Whether the template renders tools, tool calls and tool results (role "tool").
-  bool supports_tools() const { return format_ == ChatFormat::kQwen3; }
-  // The text that opens a tool call in the model's output ("<tool_call>" for Qwen3), "" without.
-  std::string_view tool_call_open() const;
-  std::string_view tool_call_close() const;
+  bool supports_tools() const {
+    return format_ == ChatFormat::kQwen3 || format_ == ChatFormat::kLlama31;
+  }
+  // How its model writes tool calls (only where supports_tools()).
+  ToolCallSyntax tool_call_syntax() const;
 
   // Throws Error for roles other than system/user/assistant (and tool where the template has
   // tools), tools or tool calls on a template without them, an empty conversation, or an order

@@ -9,6 +9,8 @@
 
 namespace bitdelta {
 
-std::string python_json_dumps(const nlohmann::ordered_json& value);
+// indent > 0: json.dumps(x, indent=indent, ensure_ascii=False): one item per line, "," and ": "
+// separators, empty containers as {} and [].
+std::string python_json_dumps(const nlohmann::ordered_json& value, int indent = 0);
 
 }  // namespace bitdelta

@@ -297,5 +297,66 @@ TEST_F(StructuredOutputTest, WhatTheGrammarCannotExpressIsA400) {
   EXPECT_EQ(post(body, 400)["error"]["param"], "tools[1].function.name");
 }
 
+// Llama 3.1's tool calls: the whole reply is {"name", "parameters"}; forced calls follow the
+// grammar from the first token, tool results go back as "ipython" turns, and the template's one
+// call per assistant turn is enforced.
+TEST_F(StructuredOutputTest, Llama31ToolCalls) {
+  const fs::path model = *dir_ / "tl";
+  SynthOptions so;
+  so.like = "tiny-llama";
+  synth_model(so, model);
+  const auto fixtures =
+      json::parse(testing::read_text(testing::test_data("tokenizer/chat_templates.json")));
+  testing::write_text(model / "chat_template.jinja",
+                      fixtures["templates"]["llama31"]["source"].get<std::string>());
+  ServerProcess llama("--model " + model.string() + " --store " + (*dir_ / "tl-store").string(),
+                      *dir_ / "tl.log");
+  httplib::Client c("127.0.0.1", llama.port());
+  c.set_read_timeout(120, 0);
+  auto call = [&](const json& body, int expect = 200) {
+    auto res = c.Post("/v1/chat/completions", body.dump(), "application/json");
+    EXPECT_TRUE(res);
+    if (!res) return json();
+    EXPECT_EQ(res->status, expect) << body.dump() << " -> " << res->body;
+    return json::parse(res->body, nullptr, false);
+  };
+  std::vector<ojson> params = {ojson::parse(weather_tool()["function"]["parameters"].dump())};
+  std::vector<std::pair<size_t, std::string>> args;
+  for (int seed = 0; seed < 3; ++seed) {
+    json named = chat("tl", "Weather in Paris?", seed);
+    named["tools"] = {weather_tool(), search_tool()};
+    named["tool_choice"] = {{"type", "function"}, {"function", {{"name", "get_weather"}}}};
+    const json r = call(named);
+    ASSERT_EQ(r["choices"][0]["finish_reason"], "tool_calls") << r.dump();
+    const json& tc = r["choices"][0]["message"]["tool_calls"];
+    ASSERT_EQ(tc.size(), 1u);
+    EXPECT_EQ(tc[0]["function"]["name"], "get_weather");
+    args.emplace_back(0, tc[0]["function"]["arguments"].get<std::string>());
+  }
+  EXPECT_EQ(validate(params, args), "");
+  // "auto": a free reply; whatever it is, the answer is well-formed.
+  json automatic = chat("tl", "Weather?", 7);
+  automatic["tools"] = {weather_tool()};
+  automatic["max_tokens"] = 24;
+  const json a = call(automatic)["choices"][0];
+  EXPECT_TRUE(a["message"].contains("content"));
+  // The call and its result back; two calls in one turn are more than the template allows.
+  json history = chat("tl", "Weather in Paris?", 4);
+  history["tools"] = {weather_tool()};
+  history["messages"].push_back(
+      {{"role", "assistant"},
+       {"content", nullptr},
+       {"tool_calls",
+        {{{"id", "c1"},
+          {"type", "function"},
+          {"function", {{"name", "get_weather"}, {"arguments", args[0].second}}}}}}});
+  history["messages"].push_back({{"role", "tool"}, {"tool_call_id", "c1"}, {"content", "18 C"}});
+  history["max_tokens"] = 4;
+  history["tool_choice"] = "none";
+  EXPECT_EQ(call(history)["choices"][0]["finish_reason"], "length");
+  history["messages"][1]["tool_calls"].push_back(history["messages"][1]["tool_calls"][0]);
+  EXPECT_EQ(call(history, 400)["error"]["param"], "messages");
+}
+
 }  // namespace
 }  // namespace bitdelta
