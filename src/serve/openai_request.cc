@@ -151,8 +151,8 @@ void check_refused(const json& body, const std::string& name) {
   if (name == "suffix" && v == "") return;
   if (name == "functions" || name == "function_call") {
     refuse(name,
-           "the deprecated function-calling fields are not implemented; tools are not "
-           "implemented yet either");
+           "the deprecated function-calling fields are not implemented; use 'tools' and "
+           "'tool_choice'");
   }
   if (name == "audio" || name == "modalities") refuse(name, "only text output");
   if (name == "store") refuse(name, "completions are not stored; send false or leave it out");
@@ -554,11 +554,10 @@ OpenAiRequest parse_openai_request(const json& body, const nlohmann::ordered_jso
     r.parallel_tool_calls = boolean(body, "parallel_tool_calls").value_or(true);
     r.response_format = response_format(ordered);
     if (r.response_format.type != ResponseFormat::Type::kText &&
-        (r.tool_choice.mode == ToolChoice::Mode::kRequired ||
-         r.tool_choice.mode == ToolChoice::Mode::kNamed)) {
+        r.tool_choice.mode != ToolChoice::Mode::kNone) {
       field_fail("response_format",
-                 "a forced tool call and a response_format cannot both shape "
-                 "the output; drop one");
+                 "tool calls and a response_format cannot both shape the output; drop one, or "
+                 "send tool_choice \"none\"");
     }
   }
   try {

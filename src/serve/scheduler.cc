@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <limits>
+#include <set>
 
 #include "util/error.h"
 
@@ -37,6 +38,14 @@ struct Scheduler::Sequence {
 };
 
 namespace {
+
+// Sequences running or waiting inside their request for its prompt (n choices count n).
+template <typename Sequences>
+int64_t choices(const Sequences& active) {
+  int64_t n = 0;
+  for (const auto& s : active) n += 1 + static_cast<int64_t>(s->siblings.size());
+  return n;
+}
 
 // Choice i's seed: the request's seed for the first, well-mixed others after (SplitMix64).
 uint64_t choice_seed(uint64_t seed, int index) {
@@ -133,20 +142,21 @@ void Scheduler::loop() {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [&] { return !active.empty() || !queue_.empty() || draining_; });
       if (active.empty() && queue_.empty() && draining_) return;
-      // New requests join between forward passes (a request of n choices counts n).
-      int64_t load = 0;
-      for (const auto& s : active) load += 1 + static_cast<int64_t>(s->siblings.size());
-      while (!queue_.empty() && load < options_.max_batch) {
+      // New requests join between forward passes; a request of n choices takes n places (one
+      // larger than the batch runs alone).
+      int64_t load = choices(active);
+      while (!queue_.empty() &&
+             (active.empty() || load + queue_.front()->request.n <= options_.max_batch)) {
         load += queue_.front()->request.n;
         active.push_back(std::move(queue_.front()));
         queue_.pop_front();
       }
-      active_count_ = static_cast<int64_t>(active.size());
+      active_count_ = load;
     }
     std::vector<Outgoing> out = step(active);
     {
       std::lock_guard lock(mutex_);
-      active_count_ = static_cast<int64_t>(active.size());
+      active_count_ = choices(active);
     }
     // Events go out after the bookkeeping, so a reader who sees its request end also sees the
     // slot it freed.
@@ -235,6 +245,7 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
   }
   const int64_t V = model_.config().vocab_size;
   std::vector<std::unique_ptr<Sequence>> spawned;
+  std::set<const Sequence*> failed;
   for (size_t i = 0; i < sampled.size(); ++i) {
     Sequence* s = sampled[i];
     if (s == nullptr) continue;  // mid-prompt chunk: its logits predict nothing yet
@@ -254,7 +265,22 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
       }
       s->siblings.clear();
     }
-    std::string text = s->decoder->step(std::span<float>(logits).subspan(i * V, V));
+    std::string text;
+    try {
+      text = s->decoder->step(std::span<float>(logits).subspan(i * V, V));
+    } catch (const std::exception& e) {
+      // A constraint that could not go on (a broken invariant, never user input): this request
+      // ends in an error; the engine and everyone else's requests go on.
+      for (int k = 0; k <= static_cast<int>(s->siblings.size()); ++k) {
+        RE error{"", true, "error", e.what(), s->decoder->prompt_tokens(), 0};
+        error.index = k == 0 ? s->index : s->siblings[static_cast<size_t>(k - 1)]->index;
+        out.emplace_back(s->channel, std::move(error));
+      }
+      s->siblings.clear();
+      s->channel->cancel();  // its other choices leave at the next step
+      failed.insert(s);
+      continue;
+    }
     if (!s->decoder->done()) s->next_input = s->decoder->tokens().back();
     if (const auto& lp = s->decoder->last_logprob()) s->logprobs.push_back(*lp);
     if (!text.empty() || s->decoder->done() || !s->logprobs.empty()) {
@@ -270,7 +296,9 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
       out.emplace_back(s->channel, std::move(e));
     }
   }
-  std::erase_if(active, [](const std::unique_ptr<Sequence>& s) { return s->decoder->done(); });
+  std::erase_if(active, [&](const std::unique_ptr<Sequence>& s) {
+    return s->decoder->done() || failed.count(s.get()) > 0;
+  });
   for (auto& s : spawned) active.push_back(std::move(s));
   return out;
 }

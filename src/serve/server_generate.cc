@@ -77,7 +77,7 @@ class LogprobWriter {
       for (const auto& [id, lp] : e.top) top[token_string(tokenizer_.token_bytes(id))] = lp;
       tops.push_back(std::move(top));
       offsets.push_back(offset);
-      offset += code_points(text);
+      offset += code_points(tokenizer_.token_bytes(e.id));  // the text's own characters
     }
     return {{"tokens", std::move(tokens)},
             {"token_logprobs", std::move(logprobs)},
@@ -102,7 +102,11 @@ class ToolCallChecker {
   ToolCallChecker(std::shared_ptr<const std::vector<ToolSpec>> tools, std::string arguments_key)
       : tools_(std::move(tools)), key_(std::move(arguments_key)) {}
 
-  std::vector<ToolCallParser::Event> check(std::vector<ToolCallParser::Event> events) {
+  // `unclosed_as_text`: a call that never closed is given back as text (it was not under a
+  // grammar, so its arguments are whatever the model left); otherwise it stays a call cut short
+  // (max_tokens), as OpenAI's are.
+  std::vector<ToolCallParser::Event> check(std::vector<ToolCallParser::Event> events,
+                                           bool unclosed_as_text = false) {
     using Kind = ToolCallParser::Event::Kind;
     std::vector<ToolCallParser::Event> out;
     for (size_t i = 0; i < events.size(); ++i) {
@@ -118,15 +122,16 @@ class ToolCallChecker {
           }
           ++end;
         }
-        if (end < events.size()) {
-          const std::string problem = problem_of(ev.text, arguments);
+        if (end < events.size() || unclosed_as_text) {
+          const std::string problem =
+              end < events.size() ? problem_of(ev.text, arguments) : "the call never closed";
           if (!problem.empty()) {
             spdlog::debug("tool call to {} given back as text: {}", ev.text, problem);
             visible_.push_back(-1);
             out.push_back({Kind::kText, -1,
                            "{\"name\": " + json(ev.text).dump() + ", " + json(key_).dump() + ": " +
                                arguments + "}"});
-            i = end;
+            i = end < events.size() ? end : events.size();
             continue;
           }
         }
@@ -173,7 +178,7 @@ struct Choice {
   bool done = false;
   std::optional<ToolCallParser> tools;  // with tools: the output's tool calls
   std::optional<ToolCallChecker> checker;
-  bool hold = false;  // a call not under a grammar streams out once checked, whole
+  bool hold = false;  // calls stream out once whole and checked
   std::vector<ToolCallParser::Event> held;
   std::vector<json> calls;              // {id, type, function: {name, arguments}}
 };
@@ -195,6 +200,12 @@ std::shared_ptr<const TokenConstraint> make_constraint(
       field_fail(param, e.what(), "invalid_schema");
     }
   };
+  if ((r.response_format.type != ResponseFormat::Type::kText || !r.tools.empty()) &&
+      base.stop_ids.empty()) {
+    field_fail(r.tools.empty() ? "response_format" : "tools",
+               "this model's tokenizer names no end-of-turn token, so a constrained reply could "
+               "not end; structured output and tool calls need one");
+  }
   switch (r.response_format.type) {
     case ResponseFormat::Type::kJsonObject:
       return std::make_shared<GrammarConstraint>(
@@ -409,7 +420,10 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
     if (parse_tools) {
       c.tools.emplace(*tool_syntax, tool_names);
       c.checker.emplace(tools, tool_syntax->arguments_key);
-      c.hold = tool_syntax->whole_reply && !forced_call;
+      // Outside a forced call nothing guarantees a call's arguments (a Qwen3 model may spell its
+      // markers out in plain tokens, a Llama 3.1 reply is free): each call waits until whole
+      // and checked.
+      c.hold = !forced_call;
     }
   }
 
@@ -463,7 +477,7 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
                 std::string content;
                 auto events = ci.tools->feed(ci.text);
                 for (auto& ev : ci.tools->finish()) events.push_back(std::move(ev));
-                for (const auto& ev : ci.checker->check(std::move(events))) {
+                for (const auto& ev : ci.checker->check(std::move(events), ci.hold)) {
                   using Kind = ToolCallParser::Event::Kind;
                   if (ev.kind == Kind::kText)
                     content += ev.text;
@@ -594,7 +608,7 @@ void Server::Impl::generate(const httplib::Request& req, httplib::Response& res,
               }
               events = std::move(pass);
             }
-            for (const auto& ev : c.checker->check(std::move(events))) {
+            for (const auto& ev : c.checker->check(std::move(events), c.hold && last)) {
               json delta;
               if (ev.kind == Kind::kCallEnd) continue;
               if (ev.kind == Kind::kText) {

@@ -165,7 +165,8 @@ void ToolCallParser::step(std::vector<Event>& out) {
         std::string name;
         size_t used = 0;
         bool possible = true;
-        if (header_complete(buffer_, &name, &used, &possible) &&
+        // Arguments that are not an object (a string of JSON text, a scalar) are parsed whole.
+        if (header_complete(buffer_, &name, &used, &possible) && buffer_[used] == '{' &&
             std::find(names_.begin(), names_.end(), name) != names_.end()) {
           out.push_back({Event::Kind::kCallStart, calls_++, name});
           gap_.clear();
@@ -176,11 +177,11 @@ void ToolCallParser::step(std::vector<Event>& out) {
           continue;
         }
         if (whole_reply_) {
-          if (possible) return;
+          if (possible && used == 0) return;
           state_ = State::kRaw;  // another shape: parsed whole at the end of the reply
           return;
         }
-        if (possible && buffer_.find(close_) == std::string::npos) return;
+        if (possible && used == 0 && buffer_.find(close_) == std::string::npos) return;
         state_ = State::kRaw;  // another shape (or an unknown name): parse it whole at its end
         continue;
       }
@@ -189,15 +190,16 @@ void ToolCallParser::step(std::vector<Event>& out) {
         bool done = false;
         for (; i < buffer_.size() && !done; ++i) {
           const char c = buffer_[i];
-          if (!started_) {
+          if (!started_) {  // always '{' (kHeader sends any other start to kRaw)
             started_ = true;
-            if (c == '"')
-              in_string_ = true;
-            else if (c == '{' || c == '[')
-              depth_ = 1;
-            else
-              done = true;  // not an object: a scalar of one character at least
+            depth_ = 1;
             continue;
+          }
+          // A spelled-out call whose arguments never balance must not swallow its closing
+          // marker and everything after it.
+          if (!whole_reply_ && !in_string_ && buffer_.compare(i, close_.size(), close_) == 0) {
+            done = true;
+            break;
           }
           if (in_string_) {
             if (escaped_)
@@ -216,8 +218,12 @@ void ToolCallParser::step(std::vector<Event>& out) {
             done = --depth_ == 0;
           }
         }
-        if (i > 0) out.push_back({Event::Kind::kArguments, calls_ - 1, buffer_.substr(0, i)});
-        buffer_.erase(0, i);
+        // Hold back what may be the start of the closing marker.
+        const size_t keep = done || whole_reply_ ? 0 : partial_marker(buffer_.substr(0, i), close_);
+        if (i - keep > 0) {
+          out.push_back({Event::Kind::kArguments, calls_ - 1, buffer_.substr(0, i - keep)});
+        }
+        buffer_.erase(0, i - keep);
         if (!done) return;
         state_ = State::kTail;
         continue;
@@ -275,8 +281,15 @@ std::vector<ToolCallParser::Event> ToolCallParser::finish() {
     case State::kArguments:
       if (!buffer_.empty()) out.push_back({Event::Kind::kArguments, calls_ - 1, buffer_});
       break;
-    case State::kTail:
+    case State::kTail: {
+      // The call's closing never came: what follows its arguments' end is text.
+      size_t at = 0;
+      while (at < buffer_.size() && is_space(buffer_[at])) ++at;
+      if (at < buffer_.size() && buffer_[at] == '}') ++at;
+      out.push_back({Event::Kind::kCallEnd, calls_ - 1, ""});
+      emit_text(out, buffer_.substr(at));
       break;
+    }
   }
   buffer_.clear();
   state_ = State::kText;

@@ -335,6 +335,34 @@ TEST_F(SchedulerTest, NChoicesPrefillThePromptOnce) {
   EXPECT_EQ(tokens.load(), static_cast<int64_t>(p.size()) + 2 + 3 * 4);
 }
 
+// A constraint that fails ends its own request with an error; the engine and the others go on.
+TEST_F(SchedulerTest, AFailingConstraintEndsOnlyItsRequest) {
+  struct Failing : TokenConstraint {
+    void mask(std::span<float>) override {}
+    void accept(int32_t) override { throw Error("no token can follow"); }
+    std::unique_ptr<TokenConstraint> clone() const override { return std::make_unique<Failing>(); }
+  };
+  GenerateOptions o;
+  o.max_tokens = 6;
+  const std::vector<int32_t> p = prompt("Once upon a time");
+  const std::string alone = generate(*model_, &*tokenizer_, p, o, {}, pool_).text;
+  Scheduler scheduler(*model_, *tokenizer_, {.max_batch = 4, .max_queue = 4}, pool_);
+  GenerateOptions failing = o;
+  failing.constraint = std::make_shared<Failing>();
+  SchedulerRequest bad{p, failing, nullptr};
+  bad.n = 2;
+  auto broken = scheduler.submit(std::move(bad));
+  auto fine = scheduler.submit({p, o, nullptr});
+  ASSERT_NE(broken, nullptr);
+  ASSERT_NE(fine, nullptr);
+  auto e = broken->next(std::chrono::milliseconds(5000));
+  ASSERT_TRUE(e.has_value());
+  EXPECT_TRUE(e->done);
+  EXPECT_EQ(e->finish_reason, "error");
+  EXPECT_NE(e->error.find("no token can follow"), std::string::npos);
+  EXPECT_EQ(collect(*fine).text, alone);
+}
+
 TEST_F(SchedulerTest, CancelFullQueueZeroTokensAndDrain) {
   Scheduler scheduler(*model_, *tokenizer_, {.max_batch = 1, .max_queue = 0, .prefill_chunk = 64},
                       pool_);

@@ -292,6 +292,8 @@ TEST_F(StructuredOutputTest, WhatTheGrammarCannotExpressIsA400) {
   body["tool_choice"] = "required";
   body["response_format"] = {{"type", "json_object"}};
   EXPECT_EQ(post(body, 400)["error"]["param"], "response_format");
+  body["tool_choice"] = "auto";  // both would shape the output: refused, not half ignored
+  EXPECT_EQ(post(body, 400)["error"]["param"], "response_format");
   body.erase("response_format");
   body["tools"] = {weather_tool(), weather_tool()};
   EXPECT_EQ(post(body, 400)["error"]["param"], "tools[1].function.name");

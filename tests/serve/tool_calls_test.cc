@@ -78,6 +78,32 @@ TEST(ToolCallParser, OtherShapesUnknownNamesAndCutCalls) {
   EXPECT_EQ(p.text, "a <tool b");
 }
 
+// Arguments that are not an object, arguments that never balance, and a call whose closing
+// marker never comes lose no text.
+TEST(ToolCallParser, OddArgumentsAndMissingEnds) {
+  // JSON text as a string: unwrapped.
+  Parsed p = parse(
+      kQwen3,
+      "<tool_call>\n{\"name\": \"search\", \"arguments\": \"{\\\"q\\\": 1}\"}\n</tool_call>", 1);
+  ASSERT_EQ(p.calls.size(), 1u);
+  EXPECT_EQ(p.calls[0].second, "{\"q\": 1}");
+  // A scalar is not arguments: the whole call is text.
+  p = parse(kLlama31, "{\"name\": \"search\", \"parameters\": true}", 1);
+  EXPECT_TRUE(p.calls.empty());
+  EXPECT_EQ(p.text, "{\"name\": \"search\", \"parameters\": true}");
+  // Unbalanced arguments stop at the closing marker; the text after it is still text.
+  p = parse(kQwen3,
+            "<tool_call>\n{\"name\": \"search\", \"arguments\": {\"q\": [1}\n</tool_call>after", 1);
+  ASSERT_EQ(p.calls.size(), 1u);
+  EXPECT_EQ(p.ends, 1);
+  EXPECT_EQ(p.text, "after");
+  // No closing marker: the call ends with the output, what followed its arguments is text.
+  p = parse(kQwen3, "<tool_call>\n{\"name\": \"search\", \"arguments\": {}} and more", 3);
+  ASSERT_EQ(p.calls.size(), 1u);
+  EXPECT_EQ(p.ends, 1);
+  EXPECT_EQ(p.text, " and more");
+}
+
 TEST(ToolCallParser, Llama31WholeReplyCalls) {
   for (size_t piece : {size_t(1), size_t(4), size_t(100)}) {
     Parsed p =
