@@ -80,12 +80,12 @@ if [[ ",$formats," == *,bf16,* ]]; then
   for stagger in 0 0.5; do
     build/release/bench/serve_bench --users "${SERVE_USERS:-1,8}" --requests 2 --tokens 64 \
       --rounds 2 --stagger "$stagger" --llama-server "$bin/llama-server" 2>/dev/null |
-      grep -v -e "adapter" -e '^$' > "$work/serve.$stagger.md"
+      grep -v -e "adapter" -e '^$' -e '^\[' > "$work/serve.$stagger.md"
   done
   {
     echo "Every user at once:"
     echo
-    tail -n +2 "$work/serve.0.md"
+    tail -n +2 "$work/serve.0.md"  # the table, without serve_bench's line about the setup
     echo
     echo "Users arriving 0.5 s apart (\`--stagger 0.5\`):"
     echo
