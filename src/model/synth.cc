@@ -68,15 +68,11 @@ ModelConfig synth_config(const std::string& like) {
     c.bos_token_id = 151643;
     c.eos_token_id = 151645;
   };
-  if (like == "qwen3-0.6b") {
-    qwen3(1024, 3072);
-  } else if (like == "qwen3-1.7b") {
-    qwen3(2048, 6144);
-  } else if (like == "llama-3.2-1b") {
+  auto llama3 = [&](int64_t hidden, int64_t intermediate) {  // Llama-3.2-1B's
     c.family = ModelFamily::kLlama;
     c.model_type = "llama";
-    c.hidden_size = 2048;
-    c.intermediate_size = 8192;
+    c.hidden_size = hidden;
+    c.intermediate_size = intermediate;
     c.num_hidden_layers = 16;
     c.num_attention_heads = 32;
     c.num_key_value_heads = 8;
@@ -85,10 +81,17 @@ ModelConfig synth_config(const std::string& like) {
     c.max_position_embeddings = 131072;
     c.rms_norm_eps = 1e-5;
     c.rope_theta = 500000.0;
-    c.rope_scaling = {RopeScaling::Type::kLlama3, 32.0, 1.0, 4.0, 8192};
     c.tie_word_embeddings = true;
     c.bos_token_id = 128000;
     c.eos_token_id = 128001;
+  };
+  if (like == "qwen3-0.6b") {
+    qwen3(1024, 3072);
+  } else if (like == "qwen3-1.7b") {
+    qwen3(2048, 6144);
+  } else if (like == "llama-3.2-1b") {
+    llama3(2048, 8192);
+    c.rope_scaling = {RopeScaling::Type::kLlama3, 32.0, 1.0, 4.0, 8192};
   } else if (like == "tiny") {
     qwen3(64, 176);
     c.num_hidden_layers = 2;
@@ -100,21 +103,12 @@ ModelConfig synth_config(const std::string& like) {
     c.bos_token_id = 256;
     c.eos_token_id = 258;
   } else if (like == "tiny-llama") {  // tiny's widths, Llama-3's family and vocabulary ids
-    c.family = ModelFamily::kLlama;
-    c.model_type = "llama";
-    c.hidden_size = 64;
-    c.intermediate_size = 176;
+    llama3(64, 176);
     c.num_hidden_layers = 2;
     c.num_attention_heads = 4;
     c.num_key_value_heads = 2;
     c.head_dim = 16;
-    c.vocab_size = 128256;
     c.max_position_embeddings = 2048;
-    c.rms_norm_eps = 1e-5;
-    c.rope_theta = 500000.0;
-    c.tie_word_embeddings = true;
-    c.bos_token_id = 128000;
-    c.eos_token_id = 128001;
   } else {
     fail(
         "unknown model shape '{}'; synth knows: qwen3-0.6b, qwen3-1.7b, llama-3.2-1b, tiny, "

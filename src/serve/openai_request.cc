@@ -26,12 +26,11 @@ enum class Field {
   kRefused,  // 400 unless absent, null or its no-op value (checked below)
 };
 
-const std::map<std::string_view, Field>& chat_fields() {
-  static const std::map<std::string_view, Field> fields = {
+// The fields both endpoints take, then each one's own.
+std::map<std::string_view, Field> shared_fields() {
+  return {
       {"model", Field::kUsed},
-      {"messages", Field::kUsed},
       {"max_tokens", Field::kUsed},
-      {"max_completion_tokens", Field::kUsed},
       {"temperature", Field::kUsed},
       {"top_p", Field::kUsed},
       {"seed", Field::kUsed},
@@ -40,60 +39,58 @@ const std::map<std::string_view, Field>& chat_fields() {
       {"stream_options", Field::kUsed},
       {"n", Field::kUsed},
       {"logprobs", Field::kUsed},
-      {"top_logprobs", Field::kUsed},
       {"frequency_penalty", Field::kUsed},
       {"presence_penalty", Field::kUsed},
       {"logit_bias", Field::kUsed},
-      {"response_format", Field::kUsed},
-      {"tools", Field::kUsed},
-      {"tool_choice", Field::kUsed},
-      {"parallel_tool_calls", Field::kUsed},
-      {"functions", Field::kRefused},
-      {"function_call", Field::kRefused},
-      {"audio", Field::kRefused},
-      {"modalities", Field::kRefused},
-      {"prediction", Field::kRefused},
-      {"reasoning_effort", Field::kRefused},
-      {"web_search_options", Field::kRefused},
-      {"verbosity", Field::kRefused},
-      {"store", Field::kRefused},
-      {"service_tier", Field::kIgnored},
       {"user", Field::kIgnored},
-      {"metadata", Field::kIgnored},
-      {"safety_identifier", Field::kIgnored},
-      {"prompt_cache_key", Field::kIgnored},
       // Extensions that llama.cpp's server and vLLM take too.
       {"top_k", Field::kUsed},
       {"min_p", Field::kUsed},
       {"repetition_penalty", Field::kUsed},
   };
+}
+
+const std::map<std::string_view, Field>& chat_fields() {
+  static const std::map<std::string_view, Field> fields = [] {
+    auto f = shared_fields();
+    f.insert({
+        {"messages", Field::kUsed},
+        {"max_completion_tokens", Field::kUsed},
+        {"top_logprobs", Field::kUsed},
+        {"response_format", Field::kUsed},
+        {"tools", Field::kUsed},
+        {"tool_choice", Field::kUsed},
+        {"parallel_tool_calls", Field::kUsed},
+        {"functions", Field::kRefused},
+        {"function_call", Field::kRefused},
+        {"audio", Field::kRefused},
+        {"modalities", Field::kRefused},
+        {"prediction", Field::kRefused},
+        {"reasoning_effort", Field::kRefused},
+        {"web_search_options", Field::kRefused},
+        {"verbosity", Field::kRefused},
+        {"store", Field::kRefused},
+        {"service_tier", Field::kIgnored},
+        {"metadata", Field::kIgnored},
+        {"safety_identifier", Field::kIgnored},
+        {"prompt_cache_key", Field::kIgnored},
+    });
+    return f;
+  }();
   return fields;
 }
 
 const std::map<std::string_view, Field>& completion_fields() {
-  static const std::map<std::string_view, Field> fields = {
-      {"model", Field::kUsed},
-      {"prompt", Field::kUsed},
-      {"max_tokens", Field::kUsed},
-      {"temperature", Field::kUsed},
-      {"top_p", Field::kUsed},
-      {"seed", Field::kUsed},
-      {"stop", Field::kUsed},
-      {"stream", Field::kUsed},
-      {"stream_options", Field::kUsed},
-      {"n", Field::kUsed},
-      {"best_of", Field::kUsed},
-      {"logprobs", Field::kUsed},
-      {"echo", Field::kUsed},
-      {"frequency_penalty", Field::kUsed},
-      {"presence_penalty", Field::kUsed},
-      {"logit_bias", Field::kUsed},
-      {"suffix", Field::kRefused},
-      {"user", Field::kIgnored},
-      {"top_k", Field::kUsed},
-      {"min_p", Field::kUsed},
-      {"repetition_penalty", Field::kUsed},
-  };
+  static const std::map<std::string_view, Field> fields = [] {
+    auto f = shared_fields();
+    f.insert({
+        {"prompt", Field::kUsed},
+        {"best_of", Field::kUsed},
+        {"echo", Field::kUsed},
+        {"suffix", Field::kRefused},
+    });
+    return f;
+  }();
   return fields;
 }
 
