@@ -3,7 +3,8 @@
 # Qwen3-0.6B (BF16) is written once and exported with `bitdelta export-gguf`; llama.cpp's
 # `llama-quantize` makes its Q8_0 and Q4_0 files from that GGUF, and ours quantizes the same BF16
 # weights at load (`--quantize`). For each format and thread count inference_bench (prefill of
-# 128 tokens, 64 decoded) and llama-bench (pp128, tg64, 3 repetitions) run alternately, twice;
+# 128 tokens, then 64 decoded after them) and llama-bench (pp128; tg64 at depth 128, i.e. after a
+# 128-token context as ours; 3 repetitions each) run alternately, twice;
 # the best of each side is kept and the ratios printed as a Markdown table (ours ÷ llama.cpp).
 # With BF16 among the formats, serve_bench then runs our server and llama-server side by side
 # (SERVE_USERS=1,8 users, all at once and arriving 0.5 s apart) into a second table.
@@ -40,14 +41,18 @@ for round in 1 2; do
     q=$([ "$f" = bf16 ] && echo none || echo "$f")
     build/release/bench/inference_bench --model "$work/qwen3" --threads "$threads" \
       --quantize "$q" > "$work/ours.$f.$round.md" 2>/dev/null
-    "$bin/llama-bench" -m "$work/$f.gguf" -t "$threads" -p 128 -n 64 -r 3 -o json \
-      > "$work/theirs.$f.$round.json" 2>/dev/null
+    # Prefill from an empty context, as ours; decode after a 128-token context (llama-bench's
+    # depth), as ours decodes after its 128-token prompt.
+    "$bin/llama-bench" -m "$work/$f.gguf" -t "$threads" -p 128 -n 0 -r 3 -o json \
+      > "$work/theirs.$f.$round.pp.json" 2>/dev/null
+    "$bin/llama-bench" -m "$work/$f.gguf" -t "$threads" -p 0 -n 64 -d 128 -r 3 -o json \
+      > "$work/theirs.$f.$round.tg.json" 2>/dev/null
   done
 done
 python3 - "$work" "$formats" > "$work/table.md" <<'PY'
 import glob, json, sys
 work, formats = sys.argv[1], sys.argv[2].split(",")
-print("| weights | threads | llama.cpp pp128 | ours prefill 128 | ours ÷ llama.cpp | llama.cpp tg64 | ours decode 64 | ours ÷ llama.cpp |")
+print("| weights | threads | llama.cpp pp128 | ours prefill 128 | ours ÷ llama.cpp | llama.cpp tg64 @ d128 | ours decode 64 after 128 | ours ÷ llama.cpp |")
 print("|---|---|---|---|---|---|---|---|")
 for f in formats:
     ours = {}
@@ -62,6 +67,8 @@ for f in formats:
     theirs = {}
     for path in glob.glob(f"{work}/theirs.{f}.*.json"):
         for r in json.load(open(path)):
+            if r["n_prompt"] > 0 and r.get("n_depth", 0) != 0:
+                continue  # (prefill is compared from an empty context)
             t = r["n_threads"]
             best = theirs.get(t, (0, 0))
             if r["n_prompt"] > 0:

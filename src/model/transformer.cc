@@ -112,9 +112,10 @@ void Transformer::forward(std::span<const SequenceInput> batch, std::vector<floa
     norm(
         layer.attn_norm, [](A a, int64_t i) { return &a.layers[i].attn_norm; }, l, x_.data(), 1, C,
         xn_.data(), pool);
-    linear(layer.q, [](A a, int64_t i) { return &a.layers[i].q; }, l, xn_.data(), T, q_.data(), pool);
-    linear(layer.k, [](A a, int64_t i) { return &a.layers[i].k; }, l, xn_.data(), T, k_.data(), pool);
-    linear(layer.v, [](A a, int64_t i) { return &a.layers[i].v; }, l, xn_.data(), T, v_.data(), pool);
+    linears({{&layer.q, [](A a, int64_t i) { return &a.layers[i].q; }, q_.data()},
+             {&layer.k, [](A a, int64_t i) { return &a.layers[i].k; }, k_.data()},
+             {&layer.v, [](A a, int64_t i) { return &a.layers[i].v; }, v_.data()}},
+            l, xn_.data(), T, pool);
     if (!layer.q_norm.empty()) {
       norm(
           layer.q_norm, [](A a, int64_t i) { return &a.layers[i].q_norm; }, l, q_.data(),
@@ -132,10 +133,9 @@ void Transformer::forward(std::span<const SequenceInput> batch, std::vector<floa
     norm(
         layer.mlp_norm, [](A a, int64_t i) { return &a.layers[i].mlp_norm; }, l, x_.data(), 1, C,
         xn_.data(), pool);
-    linear(layer.gate, [](A a, int64_t i) { return &a.layers[i].gate; }, l, xn_.data(), T,
-           gate_.data(), pool);
-    linear(layer.up, [](A a, int64_t i) { return &a.layers[i].up; }, l, xn_.data(), T, up_.data(),
-           pool);
+    linears({{&layer.gate, [](A a, int64_t i) { return &a.layers[i].gate; }, gate_.data()},
+             {&layer.up, [](A a, int64_t i) { return &a.layers[i].up; }, up_.data()}},
+            l, xn_.data(), T, pool);
     silu_mul(gate_.data(), up_.data(), T, c.intermediate_size, pool);
     linear(layer.down, [](A a, int64_t i) { return &a.layers[i].down; }, l, gate_.data(), T,
            out_.data(), pool);
@@ -201,10 +201,8 @@ void Transformer::norm(const std::vector<float>& base,
   }
 }
 
-void Transformer::linear(const Linear& base,
-                         const LinearDelta* (*pick)(const AdapterWeights&, int64_t), int64_t layer,
-                         const float* x, int64_t T, float* y, ThreadPool& pool) {
-  const int64_t K = base.weight.cols, N = base.weight.rows;
+void Transformer::linear(const Linear& base, PickDelta pick, int64_t layer, const float* x,
+                         int64_t T, float* y, ThreadPool& pool) {
   // The base product once for every token, then each distinct adapter adds one pass over its
   // bits for its own tokens (gathered, all adapters in one split across threads). Prompt and
   // generated tokens, alone or beside other users, all take this same path, and both kernels
@@ -212,6 +210,24 @@ void Transformer::linear(const Linear& base,
   // batch (merging α·S into the base panels for a lone prefill, as an earlier version did, gave
   // a prompt other logits, and near-tied greedy picks another text, whenever it shared a batch).
   matmul(x, T, base.weight, base.bias_or_null(), y, pool);
+  add_deltas(pick, layer, x, base.weight.cols, base.weight.rows, y, pool);
+}
+
+void Transformer::linears(std::initializer_list<LinearCall> calls, int64_t layer, const float* x,
+                          int64_t T, ThreadPool& pool) {
+  MatmulTarget targets[4];
+  BD_CHECK(calls.size() <= std::size(targets));
+  size_t n = 0;
+  for (const LinearCall& c : calls) targets[n++] = {&c.base->weight, c.base->bias_or_null(), c.y};
+  matmul_many(x, T, {targets, n}, pool);
+  if (groups_.empty()) return;
+  for (const LinearCall& c : calls) {
+    add_deltas(c.pick, layer, x, c.base->weight.cols, c.base->weight.rows, c.y, pool);
+  }
+}
+
+void Transformer::add_deltas(PickDelta pick, int64_t layer, const float* x, int64_t K, int64_t N,
+                             float* y, ThreadPool& pool) {
   // A group in one run of tokens (one sequence) is passed in place; several runs are gathered
   // into one block first, so its bits are read once for all of them.
   int64_t gathered = 0;

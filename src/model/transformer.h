@@ -5,6 +5,7 @@
 #pragma once
 
 #include <filesystem>
+#include <initializer_list>
 #include <memory>
 #include <span>
 #include <vector>
@@ -57,8 +58,21 @@ class Transformer {
   Transformer(ModelConfig config, WeightFiles files);
   void attention(int64_t layer_index, std::span<const SequenceInput> batch, ThreadPool& pool);
   // y[T, N] = the linear for every token, each with its sequence's adapter delta applied.
-  void linear(const Linear& base, const LinearDelta* (*pick)(const AdapterWeights&, int64_t),
-              int64_t layer, const float* x, int64_t tokens, float* y, ThreadPool& pool);
+  using PickDelta = const LinearDelta* (*)(const AdapterWeights&, int64_t);
+  void linear(const Linear& base, PickDelta pick, int64_t layer, const float* x, int64_t tokens,
+              float* y, ThreadPool& pool);
+  // Several linears of the same input (a layer's q, k and v; its gate and up): the base products
+  // in one matmul_many, then each linear's adapter deltas. Each y is what linear() gives it.
+  struct LinearCall {
+    const Linear* base;
+    PickDelta pick;
+    float* y;
+  };
+  void linears(std::initializer_list<LinearCall> calls, int64_t layer, const float* x,
+               int64_t tokens, ThreadPool& pool);
+  // Adds the adapter deltas of a linear (K inputs, N outputs) to y (its base product).
+  void add_deltas(PickDelta pick, int64_t layer, const float* x, int64_t K, int64_t N, float* y,
+                  ThreadPool& pool);
   // RMSNorm with each sequence's (possibly adapted) weight.
   void norm(const std::vector<float>& base,
             const std::vector<float>* (*pick)(const AdapterWeights&, int64_t), int64_t layer,

@@ -222,39 +222,65 @@ const bool kCpuHasBf16Dot = bf16dot::cpu_supported();
 const bool kCpuHasVnni = qvnni::cpu_supported();
 std::atomic<bool> g_f32_activations{false};
 
-// Rows split across the pool's threads in chunks of whole 16-row panels (aligned with every
-// kernel's blocks of four rows): rows(n_begin, n_end) fills y's columns of those rows for every
-// token, then the bias is added to them.
+// The rows of every target split across the pool's threads, in one loop, in chunks of whole
+// 16-row panels (aligned with every kernel's blocks of four rows): rows(i, n_begin, n_end) fills
+// target i's y columns of those rows for every token, then the bias is added to them. A panel is
+// computed the same way whichever thread and chunk it falls in.
 template <typename Rows>
-void split_rows(const WeightMatrix& w, int64_t tokens, const float* bias, float* y,
-                ThreadPool& pool, const Rows& rows) {
-  pool.parallel_for(
-      (w.rows + 15) / 16,
-      [&](int64_t p_begin, int64_t p_end) {
-        const int64_t n_begin = p_begin * 16;
-        const int64_t n_end = std::min(w.rows, p_end * 16);
-        rows(n_begin, n_end);
-        if (bias != nullptr) {
-          for (int64_t t = 0; t < tokens; ++t) {
-            for (int64_t n = n_begin; n < n_end; ++n) y[t * w.rows + n] += bias[n];
-          }
+void split_rows(std::span<const MatmulTarget> targets, int64_t tokens, ThreadPool& pool,
+                const Rows& rows) {
+  int64_t panels = 0;
+  for (const MatmulTarget& m : targets) panels += (m.w->rows + 15) / 16;
+  const int64_t K = targets.front().w->cols;
+  const auto run = [&](int64_t p_begin, int64_t p_end) {
+    int64_t first = 0;  // the first panel of target i
+    for (size_t i = 0; i < targets.size() && first < p_end; ++i) {
+      const MatmulTarget& m = targets[i];
+      const int64_t count = (m.w->rows + 15) / 16;
+      const int64_t b = std::max(p_begin, first) - first;
+      const int64_t e = std::min(p_end, first + count) - first;
+      first += count;
+      if (b >= e) continue;
+      const int64_t n_begin = b * 16, n_end = std::min(m.w->rows, e * 16);
+      rows(i, n_begin, n_end);
+      if (m.bias != nullptr) {
+        for (int64_t t = 0; t < tokens; ++t) {
+          for (int64_t n = n_begin; n < n_end; ++n) m.y[t * m.w->rows + n] += m.bias[n];
         }
-      },
-      /*grain=*/
-      std::max<int64_t>(4, kMinMacsPerThread / std::max<int64_t>(1, 16 * w.cols * tokens)));
+      }
+    }
+  };
+  // Threads take chunks of panels as they come free (about eight each), so one that starts late
+  // or reads slower does not leave the others waiting at the end of the loop.
+  const int64_t grain =
+      std::max<int64_t>(4, kMinMacsPerThread / std::max<int64_t>(1, 16 * K * tokens));
+  const int64_t threads = std::min<int64_t>(pool.size(), std::max<int64_t>(1, panels / grain));
+  if (threads <= 1) {
+    run(0, panels);
+    return;
+  }
+  const int64_t chunk = std::max<int64_t>(1, panels / (8 * threads));
+  std::atomic<int64_t> next{0};
+  pool.parallel_for(threads, [&](int64_t, int64_t) {
+    for (int64_t b; (b = next.fetch_add(chunk, std::memory_order_relaxed)) < panels;) {
+      run(b, std::min(panels, b + chunk));
+    }
+  });
 }
 
-// Quantized weights: integer dot products on int8 activations (quant_vnni.h), or the codes
-// widened to F32 against the activations padded to whole blocks of 32.
-void quant_matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias,
-                  float* y, ThreadPool& pool) {
-  const int64_t K = w.cols, xs = quant_blocks(K) * kQuantBlock;
+// Quantized weights: integer dot products on int8 activations (quant_vnni.h), quantized once for
+// every target, or the codes widened to F32 against the activations padded to whole blocks of 32.
+void quant_matmul(const float* x, int64_t tokens, std::span<const MatmulTarget> targets,
+                  ThreadPool& pool) {
+  const WeightMatrix& w0 = *targets.front().w;
+  const int64_t K = w0.cols, xs = quant_blocks(K) * kQuantBlock;
   if (int8_quantized_products()) {
     thread_local qvnni::Activations prepared;
-    qvnni::prepare(w.quant, x, tokens, K, prepared);
+    qvnni::prepare(w0.quant, x, tokens, K, prepared);
     const qvnni::Activations* a = &prepared;  // (the workers' own thread_local is another)
-    split_rows(w, tokens, bias, y, pool, [&](int64_t n_begin, int64_t n_end) {
-      qvnni::rows(*a, w.scales, w.data, w.rows, K, n_begin, n_end, y);
+    split_rows(targets, tokens, pool, [&](size_t i, int64_t n_begin, int64_t n_end) {
+      const WeightMatrix& w = *targets[i].w;
+      qvnni::rows(*a, w.scales, w.data, w.rows, K, n_begin, n_end, targets[i].y);
     });
     return;
   }
@@ -267,8 +293,10 @@ void quant_matmul(const float* x, int64_t tokens, const WeightMatrix& w, const f
     }
     xp = padded.data();
   }
-  split_rows(w, tokens, bias, y, pool, [&](int64_t n_begin, int64_t n_end) {
-    detail::quant_rows(w.quant, xp, tokens, xs, w.scales, w.data, w.rows, K, n_begin, n_end, y);
+  split_rows(targets, tokens, pool, [&](size_t i, int64_t n_begin, int64_t n_end) {
+    const WeightMatrix& w = *targets[i].w;
+    detail::quant_rows(w.quant, xp, tokens, xs, w.scales, w.data, w.rows, K, n_begin, n_end,
+                       targets[i].y);
   });
 }
 
@@ -282,34 +310,48 @@ bool int8_quantized_products() { return kCpuHasVnni && !g_f32_activations; }
 
 void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias, float* y,
             ThreadPool& pool) {
-  if (tokens <= 0 || w.rows == 0) return;
-  if (w.quant != Quant::kNone) {
-    quant_matmul(x, tokens, w, bias, y, pool);
+  const MatmulTarget target{&w, bias, y};
+  matmul_many(x, tokens, {&target, 1}, pool);
+}
+
+void matmul_many(const float* x, int64_t tokens, std::span<const MatmulTarget> targets,
+                 ThreadPool& pool) {
+  if (tokens <= 0 || targets.empty()) return;
+  const WeightMatrix& w0 = *targets.front().w;
+  for (const MatmulTarget& m : targets) {
+    BD_CHECK(m.w->cols == w0.cols && m.w->dtype == w0.dtype && m.w->quant == w0.quant,
+             "matmul_many: the matrices differ in width or format ({}x{} {} against {}x{} {})",
+             m.w->rows, m.w->cols, dtype_name(m.w->dtype), w0.rows, w0.cols, dtype_name(w0.dtype));
+  }
+  if (w0.quant != Quant::kNone) {
+    quant_matmul(x, tokens, targets, pool);
     return;
   }
-  // BF16 weights on VDPBF16PS: the activations rounded once for every thread.
-  const bool bf16_dot = w.dtype == DType::kBF16 && bf16_dot_products();
+  // BF16 weights on VDPBF16PS: the activations rounded once for every thread and target.
+  const bool bf16_dot = w0.dtype == DType::kBF16 && bf16_dot_products();
   // (Per calling thread; the workers see it through xb, not as their own thread_local.)
   // 64-byte aligned rows (unaligned 64-byte loads would each touch two cache lines).
   thread_local hwy::AlignedFreeUniquePtr<uint16_t[]> rounded;
   thread_local size_t capacity = 0;
   const uint16_t* xb = nullptr;
   if (bf16_dot) {
-    const size_t need = static_cast<size_t>(tokens * bf16dot::padded(w.cols));
+    const size_t need = static_cast<size_t>(tokens * bf16dot::padded(w0.cols));
     if (need > capacity) {
       rounded = hwy::AllocateAligned<uint16_t>(need);
       BD_CHECK(rounded != nullptr, "matmul: out of memory for {} activations", need);
       capacity = need;
     }
-    bf16dot::round_activations(x, tokens, w.cols, rounded.get());
+    bf16dot::round_activations(x, tokens, w0.cols, rounded.get());
     xb = rounded.get();
   }
-  split_rows(w, tokens, bias, y, pool, [&](int64_t n_begin, int64_t n_end) {
+  split_rows(targets, tokens, pool, [&](size_t i, int64_t n_begin, int64_t n_end) {
+    const WeightMatrix& w = *targets[i].w;
     if (bf16_dot) {
       bf16dot::rows(xb, tokens, reinterpret_cast<const uint16_t*>(w.data), w.rows, w.cols, n_begin,
-                    n_end, y);
+                    n_end, targets[i].y);
     } else {
-      HWY_DYNAMIC_DISPATCH(Matmul)(x, tokens, w.dtype, w.data, w.rows, w.cols, n_begin, n_end, y);
+      HWY_DYNAMIC_DISPATCH(Matmul)
+      (x, tokens, w.dtype, w.data, w.rows, w.cols, n_begin, n_end, targets[i].y);
     }
   });
 }

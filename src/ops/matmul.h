@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <span>
 
 #include "io/dtype.h"
 #include "ops/quant.h"
@@ -34,6 +35,17 @@ struct WeightMatrix {
 // numerics never depend on the other sequences it is batched with or on how its prompt is chunked.
 void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias, float* y,
             ThreadPool& pool);
+
+// Several matrices of the same width and format applied to the same x (a layer's q, k and v, or
+// its gate and up): the activations are prepared once and every matrix's rows are split across
+// the threads in one loop. Each y is bitwise what matmul() gives it alone.
+struct MatmulTarget {
+  const WeightMatrix* w = nullptr;
+  const float* bias = nullptr;  // [w->rows] or null
+  float* y = nullptr;           // [T, w->rows]
+};
+void matmul_many(const float* x, int64_t tokens, std::span<const MatmulTarget> targets,
+                 ThreadPool& pool);
 
 // Products with BF16 weights, on CPUs with AVX512_BF16 (the default there): the activations are
 // rounded to BF16 once per call (to nearest even) and multiplied on VDPBF16PS, as llama.cpp does

@@ -116,6 +116,153 @@ BD_VNNI_TARGET inline void tile(const Activations& a, int64_t t, const uint8_t* 
   }
 }
 
+// Q4_0 two rows to a vector. A step of Q4_0 codes is 32 bytes per row, so one 64-byte load takes
+// the step of two neighbouring rows of a group; its low nibbles (elements 0-15 of the step's two
+// blocks) meet the activations' low half broadcast to both 256-bit halves, its high nibbles the
+// high half, both into the same lanes: lane l of a half sums eight products of one block (lanes
+// 0-3 the step's first block, 4-7 its second), lanes 0-7 for the first row, 8-15 for the second.
+// The activations' starts and scales (prepare()) are laid out for that, the same in both halves.
+// Per output: eight F32 lanes scaled by d_w · d_x step after step, then summed in a fixed tree,
+// whether the row went through a pair (q4_pairs) or alone (q4_row, 256-bit, the same lane
+// arithmetic), and whatever the number of tokens.
+struct PairPicks {
+  alignas(64) int32_t index[8][16];
+};
+PairPicks make_pair_picks() {
+  PairPicks p;
+  for (int j = 0; j < 8; ++j) {
+    for (int l = 0; l < 16; ++l) p.index[j][l] = (l >= 8 ? 16 : 0) + 2 * j + (l % 8) / 4;
+  }
+  return p;
+}
+
+BD_VNNI_TARGET inline float sum_lanes8(__m256 a) {
+  const __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  const __m128 c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)));
+}
+
+// The next sixteen F16 block scales of a row from step j on (fewer, and zeros, at its end).
+BD_VNNI_TARGET inline __m512 scale_window(const uint16_t* row_scales, int64_t nb, int64_t j) {
+  const int64_t left = nb - 2 * j;
+  const __mmask16 m = left >= 16 ? __mmask16(0xffff) : _cvtu32_mask16((1u << left) - 1u);
+  return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, row_scales + 2 * j));
+}
+
+// P pairs of rows (2P consecutive rows of one group, `rows` their first one's step 0) against C
+// tokens from token t: y[(t + c)·N + r].
+template <int P, int C>
+BD_VNNI_TARGET inline void q4_pairs(const Activations& a, int64_t t, const uint8_t* rows,
+                                    int64_t step_stride, const uint16_t* scales, int64_t nb,
+                                    float* y, int64_t N) {
+  const int64_t steps = a.steps;
+  alignas(64) static const PairPicks picks = make_pair_picks();
+  const __m512i nibble = _mm512_set1_epi8(0x0f);
+  __m512 acc[P][C];
+  for (int p = 0; p < P; ++p) {
+    for (int c = 0; c < C; ++c) acc[p][c] = _mm512_setzero_ps();
+  }
+  __m512 window[2 * P];
+  for (int64_t j = 0; j < steps; ++j) {
+    const uint8_t* at_j = rows + j * step_stride;
+    __m512i lo[P], hi[P];
+    for (int p = 0; p < P; ++p) {
+      const __m512i v = _mm512_loadu_si512(at_j + 64 * p);
+      lo[p] = _mm512_and_si512(v, nibble);
+      hi[p] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
+    }
+    if (j % 8 == 0) {
+      for (int r = 0; r < 2 * P; ++r) window[r] = scale_window(scales + r * nb, nb, j);
+    }
+    const __m512i pick = _mm512_load_si512(picks.index[j % 8]);
+    __m512 dw[P];
+    for (int p = 0; p < P; ++p)
+      dw[p] = _mm512_permutex2var_ps(window[2 * p], pick, window[2 * p + 1]);
+    for (int c = 0; c < C; ++c) {
+      const int64_t at = (t + c) * steps + j;
+      const int8_t* xc = a.codes.data() + at * kStepBytes;
+      const __m512i xlo =
+          _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xc)));
+      const __m512i xhi =
+          _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xc + 32)));
+      const __m512i start = _mm512_loadu_si512(a.starts.data() + at * 16);
+      const __m512 dx = _mm512_loadu_ps(a.scales.data() + at * 16);
+      for (int p = 0; p < P; ++p) {
+        const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, lo[p], xlo), hi[p], xhi);
+        acc[p][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw[p], dx), acc[p][c]);
+      }
+    }
+  }
+  for (int p = 0; p < P; ++p) {
+    for (int c = 0; c < C; ++c) {
+      y[(t + c) * N + 2 * p] = sum_lanes8(_mm512_castps512_ps256(acc[p][c]));
+      y[(t + c) * N + 2 * p + 1] = sum_lanes8(_mm512_extractf32x8_ps(acc[p][c], 1));
+    }
+  }
+}
+
+// One row alone, in 256-bit vectors: the lanes of a pair's first row, computed the same way.
+template <int C>
+BD_VNNI_TARGET inline void q4_row(const Activations& a, int64_t t, const uint8_t* row,
+                                  int64_t step_stride, const uint16_t* scales, int64_t nb, float* y,
+                                  int64_t N) {
+  const int64_t steps = a.steps;
+  alignas(64) static const PairPicks picks = make_pair_picks();
+  const __m256i nibble = _mm256_set1_epi8(0x0f);
+  __m256 acc[C];
+  for (int c = 0; c < C; ++c) acc[c] = _mm256_setzero_ps();
+  __m512 window = _mm512_setzero_ps();
+  for (int64_t j = 0; j < steps; ++j) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + j * step_stride));
+    const __m256i lo = _mm256_and_si256(v, nibble);
+    const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), nibble);
+    if (j % 8 == 0) window = scale_window(scales, nb, j);
+    const __m256 dw = _mm512_castps512_ps256(
+        _mm512_permutexvar_ps(_mm512_load_si512(picks.index[j % 8]), window));
+    for (int c = 0; c < C; ++c) {
+      const int64_t at = (t + c) * steps + j;
+      const int8_t* xc = a.codes.data() + at * kStepBytes;
+      const __m256i xlo = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xc));
+      const __m256i xhi = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xc + 32));
+      const __m256i start =
+          _mm256_loadu_si256(reinterpret_cast<const __m256i*>(a.starts.data() + at * 16));
+      const __m256 dx = _mm256_loadu_ps(a.scales.data() + at * 16);
+      const __m256i dot = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(start, lo, xlo), hi, xhi);
+      acc[c] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot), _mm256_mul_ps(dw, dx), acc[c]);
+    }
+  }
+  for (int c = 0; c < C; ++c) y[(t + c) * N] = sum_lanes8(acc[c]);
+}
+
+// A whole group of four rows (two pairs), or one row, against all T tokens, four at a time.
+template <bool kGroup>
+BD_VNNI_TARGET inline void q4_tokens(const Activations& a, const uint8_t* rows, int64_t step_stride,
+                                     const uint16_t* scales, int64_t nb, float* y, int64_t N) {
+  const auto run = [&]<int C>(int64_t t) {
+    if constexpr (kGroup) {
+      q4_pairs<2, C>(a, t, rows, step_stride, scales, nb, y, N);
+    } else {
+      q4_row<C>(a, t, rows, step_stride, scales, nb, y, N);
+    }
+  };
+  const int64_t T = a.tokens;
+  int64_t t = 0;
+  for (; t + 4 <= T; t += 4) run.template operator()<4>(t);
+  switch (T - t) {
+    case 3:
+      run.template operator()<3>(t);
+      break;
+    case 2:
+      run.template operator()<2>(t);
+      break;
+    case 1:
+      run.template operator()<1>(t);
+      break;
+    default:
+      break;
+  }
+}
+
 // R rows against all T tokens, three at a time.
 template <Quant Q, int R>
 BD_VNNI_TARGET inline void tokens(const Activations& a, const uint8_t* rows, int64_t step_stride,
@@ -141,10 +288,18 @@ BD_VNNI_TARGET void rows_q(const Activations& a, const uint16_t* scales, const u
     const int64_t in_group = std::min(kQuantRowGroup, N - first);
     const uint8_t* row = codes + quant_step_offset(Q, N, K, n, 0);
     if (n == first && in_group == kQuantRowGroup && n + kQuantRowGroup <= n_end) {
-      tokens<Q, kQuantRowGroup>(a, row, kQuantRowGroup * step, scales + n * nb, nb, y + n, N);
+      if constexpr (Q == Quant::kQ4_0) {
+        q4_tokens<true>(a, row, kQuantRowGroup * step, scales + n * nb, nb, y + n, N);
+      } else {
+        tokens<Q, kQuantRowGroup>(a, row, kQuantRowGroup * step, scales + n * nb, nb, y + n, N);
+      }
       n += kQuantRowGroup;
     } else {
-      tokens<Q, 1>(a, row, in_group * step, scales + n * nb, nb, y + n, N);
+      if constexpr (Q == Quant::kQ4_0) {
+        q4_tokens<false>(a, row, in_group * step, scales + n * nb, nb, y + n, N);
+      } else {
+        tokens<Q, 1>(a, row, in_group * step, scales + n * nb, nb, y + n, N);
+      }
       ++n;
     }
   }
@@ -160,14 +315,20 @@ bool cpu_supported() {
          __builtin_cpu_supports("fma");
 }
 
-void prepare(Quant q, const float* x, int64_t T, int64_t K, Activations& out) {
-  const int64_t nb = quant_blocks(K), steps = (nb + 1) / 2;
+namespace {
+void size_activations(Quant q, int64_t T, int64_t steps, Activations& out) {
   out.quant = q;
   out.tokens = T;
   out.steps = steps;
   out.codes.resize(static_cast<size_t>(T * steps * kStepBytes));
   out.scales.resize(static_cast<size_t>(T * steps * 16));
   out.starts.resize(static_cast<size_t>(T * steps * 16));
+}
+}  // namespace
+
+void prepare_reference(Quant q, const float* x, int64_t T, int64_t K, Activations& out) {
+  const int64_t nb = quant_blocks(K), steps = (nb + 1) / 2;
+  size_activations(q, T, steps, out);
   int8_t block[2][kQuantBlock];
   float d[2];
   for (int64_t t = 0; t < T; ++t) {
@@ -191,10 +352,76 @@ void prepare(Quant q, const float* x, int64_t T, int64_t K, Activations& out) {
         codes[p] = block[block_of_byte(q, p)][element_of_byte(q, p)];
       for (int l = 0; l < 16; ++l) {
         int32_t sum = 0;
-        for (int p = 4 * l; p < 4 * l + 4; ++p) sum += codes[p];
+        if (q == Quant::kQ8_0) {
+          for (int p = 4 * l; p < 4 * l + 4; ++p) sum += codes[p];
+        } else {
+          // Q4_0's lane l (and l + 8, the pair's second row) meets bytes 4l..4l+3 of both the
+          // low-nibble and the high-nibble half.
+          const int h = l % 8;
+          for (int p = 4 * h; p < 4 * h + 4; ++p) sum += codes[p] + codes[32 + p];
+        }
         out.starts[at * 16 + l] = -weight_offset(q) * sum;
         out.scales[at * 16 + l] = d[block_of_lane(q, l)];
       }
+    }
+  }
+}
+
+namespace {
+
+// Block `b` of token row `xt` (K values) as int8 codes (16 per quarter, in `q`) with its scale:
+// the same arithmetic as prepare_reference (max|x| exact, d = max / 127 by division, id = 1 / d,
+// round(x · id) to nearest even as VCVTPS2DQ does under the default rounding mode).
+BD_VNNI_TARGET inline float quantize_block(const float* xt, int64_t K, int64_t b, __m128i q[2]) {
+  const int64_t first = b * kQuantBlock;
+  __m512 v[2];
+  for (int i = 0; i < 2; ++i) {
+    const int64_t left = K - first - 16 * i;
+    const __mmask16 m = left >= 16  ? __mmask16(0xffff)
+                        : left <= 0 ? __mmask16(0)
+                                    : _cvtu32_mask16((1u << left) - 1u);
+    v[i] = _mm512_maskz_loadu_ps(m, xt + first + 16 * i);
+  }
+  const float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v[0]), _mm512_abs_ps(v[1])));
+  const float d = amax / 127.0f;
+  const float id = d != 0 ? 1.0f / d : 0.0f;
+  for (int i = 0; i < 2; ++i) {
+    q[i] = _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_mul_ps(v[i], _mm512_set1_ps(id))));
+  }
+  return d;
+}
+
+}  // namespace
+
+BD_VNNI_TARGET void prepare(Quant q, const float* x, int64_t T, int64_t K, Activations& out) {
+  const int64_t nb = quant_blocks(K), steps = (nb + 1) / 2;
+  size_activations(q, T, steps, out);
+  // Which lanes take the step's second block's scale (block_of_lane).
+  const __mmask16 second = q == Quant::kQ8_0 ? __mmask16(0xff00) : __mmask16(0xf0f0);
+  const __m512i ones = _mm512_set1_epi8(1);
+  const __m512i offset = _mm512_set1_epi32(-weight_offset(q));
+  for (int64_t t = 0; t < T; ++t) {
+    const float* xt = x + t * K;
+    for (int64_t j = 0; j < steps; ++j) {
+      __m128i a[2], b[2] = {_mm_setzero_si128(), _mm_setzero_si128()};
+      const float da = quantize_block(xt, K, 2 * j, a);
+      const float db = 2 * j + 1 < nb ? quantize_block(xt, K, 2 * j + 1, b) : 0.0f;
+      // Q8_0: block after block; Q4_0: the low halves (elements 0-15) of both, then the high.
+      const __m512i codes =
+          q == Quant::kQ8_0
+              ? _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(a[1], a[0])),
+                                   _mm256_set_m128i(b[1], b[0]), 1)
+              : _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_set_m128i(b[0], a[0])),
+                                   _mm256_set_m128i(b[1], a[1]), 1);
+      const int64_t at = t * steps + j;
+      _mm512_storeu_si512(out.codes.data() + at * kStepBytes, codes);
+      // Per lane the sum of its four codes (VPDPBUSD with ones); Q4_0's lane l and l + 8 both
+      // take lanes l and l + 8 of that (its low and high nibbles meet the same lanes).
+      __m512i sums = _mm512_dpbusd_epi32(_mm512_setzero_si512(), ones, codes);
+      if (q == Quant::kQ4_0) sums = _mm512_add_epi32(sums, _mm512_shuffle_i64x2(sums, sums, 0x4e));
+      _mm512_storeu_si512(out.starts.data() + at * 16, _mm512_mullo_epi32(sums, offset));
+      _mm512_storeu_ps(out.scales.data() + at * 16,
+                       _mm512_mask_blend_ps(second, _mm512_set1_ps(da), _mm512_set1_ps(db)));
     }
   }
 }

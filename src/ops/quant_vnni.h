@@ -29,6 +29,8 @@ struct Activations {
   std::vector<int32_t> starts;    // [tokens, steps, 16]
 };
 void prepare(Quant q, const float* x, int64_t T, int64_t K, Activations& out);
+// The same, one code at a time (the definition prepare() is tested against, bit for bit).
+void prepare_reference(Quant q, const float* x, int64_t T, int64_t K, Activations& out);
 
 // y[t, n] for n in [n_begin, n_end) (y: [T, N]).
 void rows(const Activations& a, const uint16_t* scales, const uint8_t* codes, int64_t N, int64_t K,

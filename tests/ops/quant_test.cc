@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ops/matmul.h"
+#include "ops/quant_vnni.h"
 
 namespace bitdelta {
 namespace {
@@ -175,6 +176,36 @@ TEST_F(QuantAllTargets, MatmulMatchesReferenceAndIsBatchInvariant) {
           }
         }
       }
+    }
+  }
+}
+
+// The vectorized activation quantizer against its one-code-at-a-time definition, bit for bit,
+// for row lengths with whole steps, an odd block and a partial block, and values with ties.
+TEST(Quant, Int8ActivationsMatchTheReferenceBitForBit) {
+  if (!qvnni::cpu_supported()) GTEST_SKIP() << "no AVX512_VNNI here";
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.f, 3.f);
+  for (Quant q : {Quant::kQ8_0, Quant::kQ4_0}) {
+    for (int64_t K : {32, 64, 71, 96, 172, 1024, 3072}) {
+      const int64_t T = 3;
+      std::vector<float> x(static_cast<size_t>(T * K));
+      for (size_t i = 0; i < x.size(); ++i) {
+        // Every fifth value a multiple of half a step of its block (round-half-even ties).
+        x[i] = i % 5 == 0 ? 0.5f * static_cast<float>(static_cast<int>(dist(rng) * 4)) : dist(rng);
+      }
+      x[0] = 0;  // a block may hold zeros only: d = 0
+      for (int64_t k = 0; k < std::min<int64_t>(K, 32); ++k) x[static_cast<size_t>(k)] = 0;
+      qvnni::Activations fast, reference;
+      qvnni::prepare(q, x.data(), T, K, fast);
+      qvnni::prepare_reference(q, x.data(), T, K, reference);
+      EXPECT_EQ(fast.steps, reference.steps);
+      EXPECT_EQ(fast.codes, reference.codes) << quant_name(q) << " K=" << K;
+      EXPECT_EQ(fast.starts, reference.starts) << quant_name(q) << " K=" << K;
+      ASSERT_EQ(fast.scales.size(), reference.scales.size());
+      EXPECT_EQ(0, std::memcmp(fast.scales.data(), reference.scales.data(),
+                               fast.scales.size() * sizeof(float)))
+          << quant_name(q) << " K=" << K;
     }
   }
 }
