@@ -3,6 +3,7 @@
 //
 //   serve_bench [--model DIR] [--users 1,8,32] [--requests 2] [--tokens 16]
 //               [--soak-seconds 0] [--soak-users 32] [--rounds 2] [--prefill-budget 128]
+//               [--batch-wait-ms 10]
 //               [--stagger 0] [--llama-server BIN]
 //
 // Without --model it writes `synth --like qwen3-0.6b` (BF16) to a temporary folder and 32 random
@@ -146,6 +147,7 @@ int main(int argc, char** argv) try {
   int requests = 2, tokens = 16, soak_seconds = 0, soak_users = 32, rounds = 2;
   int64_t prefill_budget = 0;  // 0: the server's default
   double stagger = 0;          // user u starts u × stagger seconds after the first
+  double batch_wait_ms = -1;   // < 0: the server's default
   std::string llama_server;    // llama.cpp's server binary, to run side by side
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -164,15 +166,18 @@ int main(int argc, char** argv) try {
       prefill_budget = std::stoll(next());
     else if (a == "--stagger")
       stagger = std::stod(next());
+    else if (a == "--batch-wait-ms")
+      batch_wait_ms = std::stod(next());
     else if (a == "--llama-server")
       llama_server = next();
     else if (a == "--help" || a == "-h") {
       fmt::print(
           "usage: serve_bench [--model DIR] [--users 1,8,32] [--requests 2] [--tokens 16] "
           "[--soak-seconds 0] [--soak-users 32] [--rounds 2] [--prefill-budget 128] "
-          "[--stagger 0] [--llama-server BIN]\n\n"
+          "[--stagger 0] [--batch-wait-ms 10] [--llama-server BIN]\n\n"
           "  --stagger S         user u sends its first request u × S seconds after user 0's,\n"
           "                      so prompts arrive while other streams decode\n"
+          "  --batch-wait-ms M   the server's --batch-wait-ms (default: the server's)\n"
           "  --llama-server BIN  also run llama.cpp's server on the same weights (exported to\n"
           "                      GGUF), one slot per user, same threads, and print ours / "
           "theirs\n");
@@ -209,6 +214,7 @@ int main(int argc, char** argv) try {
   so.port = 0;
   so.max_batch = max_users;
   if (prefill_budget > 0) so.prefill_budget = prefill_budget;
+  if (batch_wait_ms >= 0) so.batch_wait_ms = batch_wait_ms;
   so.max_queue = 4 * max_users;
   so.http_threads = max_users + 8;
   Server server(so);
@@ -264,6 +270,9 @@ int main(int argc, char** argv) try {
     int64_t errors_total = 0;
     for (int round = 0; round < rounds; ++round) {
       for (int load = 0; load < loads; ++load) {
+        // A quiet second first: what one server still does after its last stream (llama-server's
+        // start-up and its threads' polling, our adapter loads) must not land on the next load.
+        std::this_thread::sleep_for(std::chrono::seconds(1));
         Result r = run_load(n, load);
         errors_total += std::get<5>(r);
         if (std::get<0>(r) > rates[load]) {

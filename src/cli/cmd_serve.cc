@@ -65,6 +65,12 @@ CLI::App* register_serve(CLI::App& app, Runner& runner) {
          "decoding takes the waiting prompts whole")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--batch-wait-ms", o->batch_wait_ms,
+                  "When the server is idle, how long the first request to arrive waits for more "
+                  "(or until --max-batch are in), so users arriving together prefill in one "
+                  "forward and start streaming together (0: start at once)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 1000.0));
   cmd->add_option("--prefix-cache-mb", o->prefix_cache_mb,
                   "Memory per base for the keys and values of prompt prefixes already seen, "
                   "reused by requests of the same base or adapter that start the same way "

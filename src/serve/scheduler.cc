@@ -30,6 +30,7 @@ struct Scheduler::Sequence {
   std::shared_ptr<RequestChannel> channel;
   std::optional<SequenceDecoder> decoder;
   KVCache cache;
+  std::chrono::steady_clock::time_point queued_at;  // when submit() took it
   int64_t prefilled = 0;  // prompt tokens already in the cache
   int32_t next_input = -1;
   int index = 0;                                    // which choice of its request
@@ -112,6 +113,7 @@ std::shared_ptr<RequestChannel> Scheduler::submit(SchedulerRequest request) {
     if (waiting >= options_.max_queue + std::max<int64_t>(0, options_.max_batch - active_count_)) {
       return nullptr;
     }
+    seq->queued_at = std::chrono::steady_clock::now();
     queue_.push_back(std::move(seq));
   }
   wake_.notify_one();
@@ -142,6 +144,17 @@ void Scheduler::loop() {
       std::unique_lock lock(mutex_);
       wake_.wait(lock, [&] { return !active.empty() || !queue_.empty() || draining_; });
       if (active.empty() && queue_.empty() && draining_) return;
+      if (active.empty() && options_.batch_wait_ms > 0) {
+        // Idle until now: the others of a burst get a moment to arrive.
+        const auto until = queue_.front()->queued_at +
+                           std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                               std::chrono::duration<double, std::milli>(options_.batch_wait_ms));
+        wake_.wait_until(lock, until, [&] {
+          int64_t waiting = 0;
+          for (const auto& s : queue_) waiting += s->request.n;
+          return draining_ || waiting >= options_.max_batch;
+        });
+      }
       // New requests join between forward passes; a request of n choices takes n places (one
       // larger than the batch runs alone).
       int64_t load = choices(active);
@@ -171,6 +184,7 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
   std::vector<Outgoing> out;
   std::erase_if(active, [&](const std::unique_ptr<Sequence>& s) {
     if (!s->channel->cancelled()) return false;
+    recycle(*s);
     RE e{"",
          true,
          "cancelled",
@@ -195,7 +209,15 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
   for (auto& s : active) {
     const auto& prompt = s->request.prompt;
     if (s->cache.max_length() == 0) {
-      s->cache = model_.new_cache();
+      if (spare_caches_.empty()) {
+        s->cache = model_.new_cache();
+      } else {
+        s->cache = std::move(spare_caches_.back());
+        spare_caches_.pop_back();
+      }
+      // Room for the whole sequence at once (the prompt plus max_tokens, which submit() checked
+      // against the context), so it never grows by copying mid-stream.
+      s->cache.reserve_more(static_cast<int64_t>(prompt.size()) + s->request.options.max_tokens);
       // A prefix seen before comes from the prefix cache; at least the last prompt token is
       // computed, for its logits.
       if (prefix_cache_) {
@@ -258,6 +280,10 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
       // prompt position itself, for logits of its own (the same, the forward being
       // batch-invariant).
       for (auto& sibling : s->siblings) {
+        if (!spare_caches_.empty()) {  // copied into buffers already there
+          sibling->cache = std::move(spare_caches_.back());
+          spare_caches_.pop_back();
+        }
         sibling->cache = s->cache;
         sibling->cache.truncate(P - 1);
         sibling->prefilled = P - 1;
@@ -297,10 +323,20 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
     }
   }
   std::erase_if(active, [&](const std::unique_ptr<Sequence>& s) {
-    return s->decoder->done() || failed.count(s.get()) > 0;
+    if (!s->decoder->done() && failed.count(s.get()) == 0) return false;
+    recycle(*s);
+    return true;
   });
   for (auto& s : spawned) active.push_back(std::move(s));
   return out;
+}
+
+void Scheduler::recycle(Sequence& s) {
+  if (s.cache.max_length() == 0 || static_cast<int64_t>(spare_caches_.size()) >= options_.max_batch)
+    return;
+  s.cache.clear();
+  spare_caches_.push_back(std::move(s.cache));
+  s.cache = KVCache();
 }
 
 }  // namespace bitdelta

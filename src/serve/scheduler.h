@@ -78,6 +78,11 @@ struct SchedulerOptions {
   int64_t prefill_budget = 0;
   uint64_t prefix_cache_bytes = 0;  // 0: no prefix cache
   int64_t prefix_block = 32;        // tokens per prefix-cache block
+  // When nothing runs, how long the first request to arrive waits for others before its forward
+  // (or until the batch is full): a burst of users arriving together prefills in one forward and
+  // their streams start together, instead of the first one's stream decoding beside the others'
+  // prompts. 0: none.
+  double batch_wait_ms = 0;
 };
 
 struct SchedulerStats {
@@ -107,6 +112,11 @@ class Scheduler {
   using Outgoing = std::pair<std::shared_ptr<RequestChannel>, RequestChannel::Event>;
   void loop();
   std::vector<Outgoing> step(std::vector<std::unique_ptr<Sequence>>& active);
+  // A finished sequence's KV cache, kept (up to max_batch of them) for the next one: a new
+  // sequence then writes into memory already faulted in, instead of every request growing fresh
+  // buffers (each growth a page-faulting copy that stalled every stream's step).
+  void recycle(Sequence& s);
+  std::vector<KVCache> spare_caches_;  // engine thread only
 
   Transformer& model_;
   const Tokenizer& tokenizer_;

@@ -51,7 +51,8 @@ Server::Impl::Impl(const ServeOptions& options) : o(options) {
     b->scheduler.emplace(
         *b->model, *b->tokenizer,
         SchedulerOptions{o.max_batch, o.max_queue, o.prefill_chunk, o.prefill_budget,
-                         static_cast<uint64_t>(o.prefix_cache_mb) << 20, o.prefix_block},
+                         static_cast<uint64_t>(o.prefix_cache_mb) << 20, o.prefix_block,
+                         o.batch_wait_ms},
         pool);
     b->scheduler->on_batch = [this, child = base_batch_size.labels({name})](
                                  int64_t sequences, int64_t, double) mutable {

@@ -35,6 +35,7 @@ struct ServeOptions {
   int64_t max_queue = 64;
   int64_t prefill_chunk = 128;
   int64_t prefill_budget = 128;   // prompt tokens per forward across sequences (scheduler.h)
+  double batch_wait_ms = 10;      // an idle server's wait for a burst to gather (scheduler.h)
   int64_t prefix_cache_mb = 512;  // KV of prompt prefixes kept for reuse (0: none)
   int64_t prefix_block = 32;      // tokens per prefix-cache block
   int64_t adapter_cache_mb = 1024;

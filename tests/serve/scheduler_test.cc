@@ -300,6 +300,40 @@ TEST_F(SchedulerTest, WithNothingDecodingWaitingPromptsPrefillWhole) {
   EXPECT_GT(prefill.front(), 4);
 }
 
+// An idle scheduler's first arrival waits (batch_wait_ms) for the rest of a burst, here until the
+// batch is full: requests submitted 50 ms apart all prefill in the first forward and start
+// together, and each still gets exactly what it gets alone.
+TEST_F(SchedulerTest, AnIdleServerGathersABurstIntoOneForward) {
+  GenerateOptions o;
+  o.max_tokens = 6;
+  const char* texts[] = {"Once upon a time", "The dog ran", "Lily and Tom"};
+  std::vector<std::string> expected;
+  for (const char* t : texts)
+    expected.push_back(generate(*model_, &*tokenizer_, prompt(t), o, {}, pool_).text);
+  Scheduler scheduler(*model_, *tokenizer_, {.max_batch = 3, .max_queue = 8, .batch_wait_ms = 5000},
+                      pool_);
+  std::mutex mutex;
+  std::vector<int64_t> sequences;
+  scheduler.on_batch = [&](int64_t n, int64_t, double) {
+    std::lock_guard lock(mutex);
+    sequences.push_back(n);
+  };
+  std::vector<std::shared_ptr<RequestChannel>> channels;
+  for (const char* t : texts) {
+    channels.push_back(scheduler.submit({prompt(t), o, nullptr}));
+    std::this_thread::sleep_for(50ms);
+  }
+  for (size_t i = 0; i < channels.size(); ++i) {
+    ASSERT_NE(channels[i], nullptr);
+    EXPECT_EQ(collect(*channels[i]).text, expected[i]) << i;
+  }
+  std::lock_guard lock(mutex);
+  ASSERT_FALSE(sequences.empty());
+  EXPECT_EQ(sequences.front(), 3);
+  // Every later forward decodes the three together (none started alone).
+  for (size_t i = 1; i < sequences.size(); ++i) EXPECT_EQ(sequences[i], 3) << "forward " << i;
+}
+
 // n choices prefill their prompt once: the others copy its keys and values and compute only its
 // last position; each samples with its own seed, and choice 0 is what n = 1 gives.
 TEST_F(SchedulerTest, NChoicesPrefillThePromptOnce) {
