@@ -80,7 +80,9 @@ BD_VNNI_TARGET inline void tile(const Activations& a, int64_t t, const uint8_t* 
   // scales are widened sixteen at a time (eight steps), and each step picks its two.
   alignas(64) static const Picks picks = make_picks(Q);
   __m512 acc[R][C];
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
     for (int c = 0; c < C; ++c) acc[r][c] = _mm512_setzero_ps();
   }
   constexpr int64_t kStep = Q == Quant::kQ8_0 ? 64 : 32;
@@ -89,29 +91,36 @@ BD_VNNI_TARGET inline void tile(const Activations& a, int64_t t, const uint8_t* 
     __m512i w[R];
     __m512 dwv[R];
     const uint8_t* at_j = rows + j * step_stride;
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) w[r] = load_weights<Q>(at_j + r * kStep);
     if (j % 8 == 0) {
       // The next sixteen F16 block scales of each row (fewer, and zeros, at a row's end).
       const int64_t left = nb - 2 * j;
       const __mmask16 m = left >= 16 ? __mmask16(0xffff) : _cvtu32_mask16((1u << left) - 1u);
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         window[r] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, scales + r * nb + 2 * j));
       }
     }
     const __m512i pick = _mm512_load_si512(picks.index[j % 8]);
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) dwv[r] = _mm512_permutexvar_ps(pick, window[r]);
+#pragma GCC unroll 16
     for (int c = 0; c < C; ++c) {
       const int64_t at = (t + c) * steps + j;
       const __m512i x = _mm512_loadu_si512(a.codes.data() + at * kStepBytes);
       const __m512i start = _mm512_loadu_si512(a.starts.data() + at * 16);
       const __m512 dx = _mm512_loadu_ps(a.scales.data() + at * 16);
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         const __m512i dot = _mm512_dpbusd_epi32(start, w[r], x);
         acc[r][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dwv[r], dx), acc[r][c]);
       }
     }
   }
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
+#pragma GCC unroll 16
     for (int c = 0; c < C; ++c) y[(t + c) * N + r] = sum_lanes(acc[r][c]);
   }
 }
@@ -159,25 +168,31 @@ BD_VNNI_TARGET inline void q4_pairs(const Activations& a, int64_t t, const uint8
   alignas(64) static const PairPicks picks = make_pair_picks();
   const __m512i nibble = _mm512_set1_epi8(0x0f);
   __m512 acc[P][C];
+#pragma GCC unroll 16
   for (int p = 0; p < P; ++p) {
+#pragma GCC unroll 16
     for (int c = 0; c < C; ++c) acc[p][c] = _mm512_setzero_ps();
   }
   __m512 window[2 * P];
   for (int64_t j = 0; j < steps; ++j) {
     const uint8_t* at_j = rows + j * step_stride;
     __m512i lo[P], hi[P];
+#pragma GCC unroll 16
     for (int p = 0; p < P; ++p) {
       const __m512i v = _mm512_loadu_si512(at_j + 64 * p);
       lo[p] = _mm512_and_si512(v, nibble);
       hi[p] = _mm512_and_si512(_mm512_srli_epi16(v, 4), nibble);
     }
     if (j % 8 == 0) {
+#pragma GCC unroll 16
       for (int r = 0; r < 2 * P; ++r) window[r] = scale_window(scales + r * nb, nb, j);
     }
     const __m512i pick = _mm512_load_si512(picks.index[j % 8]);
     __m512 dw[P];
+#pragma GCC unroll 16
     for (int p = 0; p < P; ++p)
       dw[p] = _mm512_permutex2var_ps(window[2 * p], pick, window[2 * p + 1]);
+#pragma GCC unroll 16
     for (int c = 0; c < C; ++c) {
       const int64_t at = (t + c) * steps + j;
       const int8_t* xc = a.codes.data() + at * kStepBytes;
@@ -187,13 +202,16 @@ BD_VNNI_TARGET inline void q4_pairs(const Activations& a, int64_t t, const uint8
           _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(xc + 32)));
       const __m512i start = _mm512_loadu_si512(a.starts.data() + at * 16);
       const __m512 dx = _mm512_loadu_ps(a.scales.data() + at * 16);
+#pragma GCC unroll 16
       for (int p = 0; p < P; ++p) {
         const __m512i dot = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(start, lo[p], xlo), hi[p], xhi);
         acc[p][c] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_mul_ps(dw[p], dx), acc[p][c]);
       }
     }
   }
+#pragma GCC unroll 16
   for (int p = 0; p < P; ++p) {
+#pragma GCC unroll 16
     for (int c = 0; c < C; ++c) {
       y[(t + c) * N + 2 * p] = sum_lanes8(_mm512_castps512_ps256(acc[p][c]));
       y[(t + c) * N + 2 * p + 1] = sum_lanes8(_mm512_extractf32x8_ps(acc[p][c], 1));
