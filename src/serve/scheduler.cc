@@ -149,11 +149,8 @@ void Scheduler::loop() {
         const auto until = queue_.front()->queued_at +
                            std::chrono::duration_cast<std::chrono::steady_clock::duration>(
                                std::chrono::duration<double, std::milli>(options_.batch_wait_ms));
-        wake_.wait_until(lock, until, [&] {
-          int64_t waiting = 0;
-          for (const auto& s : queue_) waiting += s->request.n;
-          return draining_ || waiting >= options_.max_batch;
-        });
+        wake_.wait_until(lock, until,
+                         [&] { return draining_ || choices(queue_) >= options_.max_batch; });
       }
       // New requests join between forward passes; a request of n choices takes n places (one
       // larger than the batch runs alone).
@@ -209,12 +206,7 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
   for (auto& s : active) {
     const auto& prompt = s->request.prompt;
     if (s->cache.max_length() == 0) {
-      if (spare_caches_.empty()) {
-        s->cache = model_.new_cache();
-      } else {
-        s->cache = std::move(spare_caches_.back());
-        spare_caches_.pop_back();
-      }
+      if (!take_spare(s->cache)) s->cache = model_.new_cache();
       // Room for the whole sequence at once (the prompt plus max_tokens, which submit() checked
       // against the context), so it never grows by copying mid-stream.
       s->cache.reserve_more(static_cast<int64_t>(prompt.size()) + s->request.options.max_tokens);
@@ -280,10 +272,7 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
       // prompt position itself, for logits of its own (the same, the forward being
       // batch-invariant).
       for (auto& sibling : s->siblings) {
-        if (!spare_caches_.empty()) {  // copied into buffers already there
-          sibling->cache = std::move(spare_caches_.back());
-          spare_caches_.pop_back();
-        }
+        take_spare(sibling->cache);  // copied into buffers already there, if any
         sibling->cache = s->cache;
         sibling->cache.truncate(P - 1);
         sibling->prefilled = P - 1;
@@ -329,6 +318,13 @@ std::vector<Scheduler::Outgoing> Scheduler::step(std::vector<std::unique_ptr<Seq
   });
   for (auto& s : spawned) active.push_back(std::move(s));
   return out;
+}
+
+bool Scheduler::take_spare(KVCache& into) {
+  if (spare_caches_.empty()) return false;
+  into = std::move(spare_caches_.back());
+  spare_caches_.pop_back();
+  return true;
 }
 
 void Scheduler::recycle(Sequence& s) {

@@ -116,6 +116,7 @@ class Scheduler {
   // sequence then writes into memory already faulted in, instead of every request growing fresh
   // buffers (each growth a page-faulting copy that stalled every stream's step).
   void recycle(Sequence& s);
+  bool take_spare(KVCache& into);      // moves a spare cache into `into`; false when none is left
   std::vector<KVCache> spare_caches_;  // engine thread only
 
   Transformer& model_;
