@@ -1,7 +1,7 @@
 // Inference speed against the hardware limit, measured in the same run.
 //
 //   inference_bench [--model DIR] [--prompt 128] [--new 64] [--threads 1,2] [--f32-activations]
-//                   [--quantize q8_0|q4_0]
+//                   [--no-amx] [--quantize q8_0|q4_0]
 //
 // Without --model it writes `synth --like qwen3-0.6b` (BF16) to a temporary folder first. For
 // each thread count it prints prefill tokens/s (the whole prompt in one forward) and decode
@@ -91,6 +91,8 @@ int main(int argc, char** argv) {
       thread_counts = bench::parse_int_list(value());
     } else if (a == "--f32-activations") {
       set_f32_activations(true);
+    } else if (a == "--no-amx") {
+      set_amx_tiles(false);
     } else if (a == "--quantize") {
       const std::string q = value();
       if (!parse_quant(q)) {
@@ -101,7 +103,8 @@ int main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: inference_bench [--model DIR] [--prompt 128] [--new 64] "
-                   "[--threads 1,2] [--f32-activations] [--quantize q8_0|q4_0]\n(without --model, "
+                   "[--threads 1,2] [--f32-activations] [--no-amx] [--quantize "
+                   "q8_0|q4_0]\n(without --model, "
                    "synth --like qwen3-0.6b "
                    "BF16 is written "
                    "to a temporary folder)\n");

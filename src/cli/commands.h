@@ -84,7 +84,8 @@ inline CLI::Validator positive() { return number_at_least(0, false); }
 //  --exact-deltas: the adapters' 1-bit pass in float instead of through int8 lookup tables
 //    (see set_exact_sign_pass);
 //  --f32-activations: products with BF16 weights on F32 activations instead of BF16 dot products
-//    (see set_f32_activations; takes effect as the command line is parsed).
+//    (see set_f32_activations; takes effect as the command line is parsed);
+//  --no-amx: BF16 dot products on VDPBF16PS instead of AMX tiles (see set_amx_tiles).
 inline void add_precision_flags(CLI::App* cmd, bool& exact) {
   cmd->add_flag("--exact-deltas", exact,
                 "Apply adapters' sign bits in exact float arithmetic (matches the merged model "
@@ -96,6 +97,11 @@ inline void add_precision_flags(CLI::App* cmd, bool& exact) {
       "activations to BF16 for the CPU's BF16 dot-product instructions (the default where the "
       "CPU has AVX512_BF16, as llama.cpp does; each product carries the activation's rounding, "
       "at most 2^-9 relative)");
+  cmd->add_flag_callback(
+      "--no-amx", [] { set_amx_tiles(false); },
+      "Run the BF16 dot products on AVX512_BF16 vectors (VDPBF16PS) instead of AMX tiles "
+      "(TDPBF16PS: the default where the CPU has AMX-BF16, ~3x faster prefill). The two sum in "
+      "different orders, so results differ by float rounding; each alone is batch-invariant");
 }
 
 // --quantize / --quant-cache / --no-quant-cache: run the base on a Q8_0 or Q4_0 copy of its

@@ -21,6 +21,7 @@
 #include <cstring>
 #include <vector>
 
+#include "ops/matmul_amx.h"
 #include "ops/matmul_bf16dot.h"
 #include "ops/quant_vnni.h"
 #include "util/error.h"
@@ -219,8 +220,10 @@ constexpr int64_t kMinMacsPerThread = 1 << 17;
 namespace {
 
 const bool kCpuHasBf16Dot = bf16dot::cpu_supported();
+const bool kCpuHasAmx = kCpuHasBf16Dot && amxbf16::cpu_supported();
 const bool kCpuHasVnni = qvnni::cpu_supported();
 std::atomic<bool> g_f32_activations{false};
+std::atomic<bool> g_amx{true};
 
 // The rows of every target split across the pool's threads, in one loop, in chunks of whole
 // 16-row panels (aligned with every kernel's blocks of four rows): rows(i, n_begin, n_end) fills
@@ -306,6 +309,10 @@ void set_f32_activations(bool f32) { g_f32_activations = f32; }
 
 bool bf16_dot_products() { return kCpuHasBf16Dot && !g_f32_activations; }
 
+void set_amx_tiles(bool use) { g_amx = use; }
+
+bool amx_tile_products() { return kCpuHasAmx && g_amx && bf16_dot_products(); }
+
 bool int8_quantized_products() { return kCpuHasVnni && !g_f32_activations; }
 
 void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias, float* y,
@@ -344,9 +351,27 @@ void matmul_many(const float* x, int64_t tokens, std::span<const MatmulTarget> t
     bf16dot::round_activations(x, tokens, w0.cols, rounded.get());
     xb = rounded.get();
   }
+  // On AMX they are laid out once more as the tiles' right-hand operand.
+  const bool amx = bf16_dot && amx_tile_products();
+  thread_local hwy::AlignedFreeUniquePtr<uint32_t[]> tiled;
+  thread_local size_t tiled_capacity = 0;
+  const uint32_t* xv = nullptr;
+  if (amx) {
+    const size_t need = static_cast<size_t>(amxbf16::prepared_size(tokens, w0.cols));
+    if (need > tiled_capacity) {
+      tiled = hwy::AllocateAligned<uint32_t>(need);
+      BD_CHECK(tiled != nullptr, "matmul: out of memory for {} activations", need);
+      tiled_capacity = need;
+    }
+    amxbf16::prepare(xb, tokens, w0.cols, tiled.get());
+    xv = tiled.get();
+  }
   split_rows(targets, tokens, pool, [&](size_t i, int64_t n_begin, int64_t n_end) {
     const WeightMatrix& w = *targets[i].w;
-    if (bf16_dot) {
+    if (amx) {
+      amxbf16::rows(xv, tokens, reinterpret_cast<const uint16_t*>(w.data), w.rows, w.cols, n_begin,
+                    n_end, targets[i].y);
+    } else if (bf16_dot) {
       bf16dot::rows(xb, tokens, reinterpret_cast<const uint16_t*>(w.data), w.rows, w.cols, n_begin,
                     n_end, targets[i].y);
     } else {

@@ -10,6 +10,9 @@
 #include <cstring>
 #include <random>
 
+#include "ops/matmul_amx.h"
+#include "ops/matmul_bf16dot.h"
+
 namespace bitdelta {
 namespace {
 
@@ -27,15 +30,34 @@ class MatmulAllTargets : public ::testing::Test {
   void TearDown() override {
     hwy::SetSupportedTargetsForTest(0);
     set_f32_activations(false);
+    set_amx_tiles(true);
   }
 };
 
 // The activation modes this CPU runs: F32 activations always; BF16 dot products where the CPU
-// has AVX512_BF16 (then BF16 weights take them by default).
-std::vector<bool> f32_activation_modes() {
+// has AVX512_BF16 (then BF16 weights take them by default), on VDPBF16PS and, where the CPU has
+// AMX-BF16, on AMX tiles.
+struct Mode {
+  bool f32 = true;
+  bool amx = false;
+  void set() const {
+    set_f32_activations(f32);
+    set_amx_tiles(amx);
+  }
+  const char* name() const {
+    return f32 ? " (F32 activations)" : amx ? " (AMX tiles)" : " (BF16 dot products)";
+  }
+};
+std::vector<Mode> activation_modes() {
   set_f32_activations(false);
-  if (bf16_dot_products()) return {false, true};
-  return {true};
+  set_amx_tiles(true);
+  std::vector<Mode> modes{{true, false}};
+  if (bf16_dot_products()) modes.push_back({false, false});
+  if (amx_tile_products()) modes.push_back({false, true});
+  std::string names;
+  for (const Mode& m : modes) names += m.name();
+  std::printf("activation modes tested:%s\n", names.c_str());
+  return modes;
 }
 
 // x rounded to BF16, to nearest even (as VCVTNEPS2BF16 does for normal numbers).
@@ -47,6 +69,13 @@ float round_bf16(float x) {
   return x;
 }
 
+float bf16_value(uint16_t v) {
+  const uint32_t bits = uint32_t{v} << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
 // Batch invariance: each token's outputs are bitwise the same computed alone (decode), among a
 // few tokens (batched decode) or many (prefill), at any position, on 1 or 2 threads — on every
 // target and weight dtype. The transformer's batch invariance rests on this.
@@ -54,8 +83,8 @@ TEST_F(MatmulAllTargets, EachTokensOutputIsIndependentOfTheBatch) {
   std::mt19937 rng(7);
   ThreadPool pool(2), one(1);
   std::normal_distribution<float> dist(0.f, 1.f);
-  for (bool f32 : f32_activation_modes()) {
-    set_f32_activations(f32);
+  for (const Mode& mode : activation_modes()) {
+    mode.set();
     for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
       hwy::SetSupportedTargetsForTest(target);
       for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
@@ -79,8 +108,7 @@ TEST_F(MatmulAllTargets, EachTokensOutputIsIndependentOfTheBatch) {
               matmul(x.data() + first * K, count, m, bias.data(), y.data(), count % 2 ? one : pool);
               ASSERT_EQ(0, std::memcmp(y.data(), ref.data() + first * N, y.size() * 4))
                   << hwy::TargetName(target) << " " << dtype_name(dtype) << " N=" << N << " K=" << K
-                  << " tokens " << first << ".." << first + count
-                  << (f32 ? " (F32 activations)" : " (BF16 dot products)");
+                  << " tokens " << first << ".." << first + count << mode.name();
             }
           }
         }
@@ -103,8 +131,8 @@ TEST_F(MatmulAllTargets, MatchesScalarReferenceOnOddShapes) {
   };
   const Shape shapes[] = {{1, 1, 1},  {1, 7, 13},   {2, 33, 65},  {3, 17, 100}, {4, 9, 31},
                           {5, 64, 64}, {7, 130, 17}, {16, 40, 129}, {1, 300, 257}, {30, 50, 70}, {24, 33, 40}};
-  for (bool f32 : f32_activation_modes()) {
-    set_f32_activations(f32);
+  for (const Mode& mode : activation_modes()) {
+    mode.set();
     for (int64_t target : targets) {
       hwy::SetSupportedTargetsForTest(target);
       for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
@@ -130,8 +158,7 @@ TEST_F(MatmulAllTargets, MatchesScalarReferenceOnOddShapes) {
           for (size_t i = 0; i < expected.size(); ++i) {
             ASSERT_NEAR(actual[i], expected[i], 1e-4 * std::sqrt(double(s.cols)) + 1e-5)
                 << hwy::TargetName(target) << " " << dtype_name(dtype) << " T=" << s.tokens
-                << " N=" << s.rows << " K=" << s.cols << " at " << i
-                << (rounded ? " (BF16 dot products)" : "");
+                << " N=" << s.rows << " K=" << s.cols << " at " << i << mode.name();
           }
         }
       }
@@ -155,6 +182,47 @@ TEST_F(MatmulAllTargets, Bf16DotProductsRoundTheActivations) {
   set_f32_activations(true);
   matmul(x.data(), 1, m, nullptr, &y, pool);
   EXPECT_EQ(y, x[0]);
+}
+
+// The AMX kernel against the exact sum of the same BF16 products, on ragged shapes (partial
+// weight tiles and k steps), 1 to 40 tokens: within 4·2^-24 of Σ|products| (the hardware measures
+// under 1·2^-24; an F32 accumulator rounding each sum, as VDPBF16PS does, measures up to ~1.5),
+// so a lost or doubled k step, a misplaced token or row, or a pair read the wrong way round fails.
+TEST_F(MatmulAllTargets, AmxTilesMatchTheExactSum) {
+  if (!amxbf16::cpu_supported()) GTEST_SKIP() << "this CPU has no AMX-BF16 (or the OS refused it)";
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  struct Shape {
+    int64_t tokens, rows, cols;
+  };
+  for (const Shape& s : {Shape{1, 16, 32}, Shape{1, 50, 64}, Shape{3, 17, 100}, Shape{16, 48, 96},
+                         Shape{17, 33, 70}, Shape{40, 80, 1024}}) {
+    auto w_bytes = random_weights(DType::kBF16, s.rows * s.cols, rng);
+    const auto* w = reinterpret_cast<const uint16_t*>(w_bytes.data());
+    std::vector<float> x(static_cast<size_t>(s.tokens * s.cols));
+    for (auto& v : x) v = dist(rng);
+    const int64_t xs = bf16dot::padded(s.cols);
+    std::vector<uint16_t> xb(static_cast<size_t>(s.tokens * xs));
+    bf16dot::round_activations(x.data(), s.tokens, s.cols, xb.data());
+    std::vector<uint32_t> xv(static_cast<size_t>(amxbf16::prepared_size(s.tokens, s.cols)));
+    amxbf16::prepare(xb.data(), s.tokens, s.cols, xv.data());
+    std::vector<float> expected(static_cast<size_t>(s.tokens * s.rows)), actual(expected.size());
+    amxbf16::rows_reference(xb.data(), s.tokens, w, s.rows, s.cols, expected.data());
+    amxbf16::rows(xv.data(), s.tokens, w, s.rows, s.cols, 0, s.rows, actual.data());
+    for (int64_t t = 0; t < s.tokens; ++t) {
+      for (int64_t n = 0; n < s.rows; ++n) {
+        double magnitude = 0;
+        for (int64_t k = 0; k < s.cols; ++k) {
+          magnitude +=
+              std::fabs(double(bf16_value(xb[t * xs + k])) * bf16_value(w[n * s.cols + k]));
+        }
+        const size_t i = static_cast<size_t>(t * s.rows + n);
+        ASSERT_LE(std::fabs(double(actual[i]) - expected[i]), 4.0 * magnitude / (1 << 24) + 1e-30)
+            << "T=" << s.tokens << " N=" << s.rows << " K=" << s.cols << " token " << t << " row "
+            << n << ": " << actual[i] << " against " << expected[i];
+      }
+    }
+  }
 }
 
 TEST(Matmul, NoBiasAndSingleThread) {

@@ -1,0 +1,232 @@
+// The AMX-BF16 kernels (see matmul_amx.h).
+//
+// The tile instructions are written as inline assembly through four small templates, because
+// GCC's intrinsics (_tile_loadd, _tile_dpbf16ps...) are macros that paste the tile number into the
+// instruction text and so cannot take a template parameter; the blocking below needs the tile
+// numbers as compile-time functions of the block shape. Nothing here needs a target attribute:
+// the assembler knows the instructions, and matmul() calls these only after cpu_supported().
+//
+// Blocking: RB blocks of 16 weight rows against CB blocks of 16 tokens, RB·CB + RB + CB ≤ 8
+// tiles: 2×2 for prefill (32 rows stay in L2 while the token blocks of a token tile pass over
+// them), 3×1 when a single token block is left (decode and small batches: three independent
+// accumulation chains).
+#include "ops/matmul_amx.h"
+
+#include <asm/prctl.h>
+#include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+namespace bitdelta::amxbf16 {
+namespace {
+
+// Linux's number for the tile data state component (XFEATURE_XTILEDATA).
+constexpr int kXfeatureTileData = 18;
+
+// The tile configuration (palette 1): every tile 16 rows of 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+
+inline void configure_tiles() {
+  TileConfig config;
+  for (int i = 0; i < 8; ++i) {
+    config.colsb[i] = 64;
+    config.rows[i] = 16;
+  }
+  asm volatile("ldtilecfg %0" ::"m"(config));
+}
+
+inline void release_tiles() { asm volatile("tilerelease" ::); }
+
+template <int Tile>
+inline void tile_zero() {
+  asm volatile("tilezero %%tmm%c0" ::"n"(Tile));
+}
+
+template <int Tile>
+inline void tile_load(const void* base, int64_t stride) {
+  asm volatile("tileloadd (%0,%1,1), %%tmm%c2" ::"r"(base), "r"(stride), "n"(Tile) : "memory");
+}
+
+template <int Tile>
+inline void tile_store(void* base, int64_t stride) {
+  asm volatile("tilestored %%tmm%c2, (%0,%1,1)" ::"r"(base), "r"(stride), "n"(Tile) : "memory");
+}
+
+// C[Dst] += A[Src1] · B[Src2] (TDPBF16PS).
+template <int Dst, int Src1, int Src2>
+inline void tile_dot() {
+  asm volatile("tdpbf16ps %%tmm%c2, %%tmm%c1, %%tmm%c0" ::"n"(Dst), "n"(Src1), "n"(Src2));
+}
+
+// f(std::integral_constant<int, i>) for i < N, unrolled at compile time.
+template <int N, typename F>
+inline void static_for(F&& f) {
+  [&]<int... I>(std::integer_sequence<int, I...>) { (f(std::integral_constant<int, I>{}), ...); }
+  (std::make_integer_sequence<int, N>{});
+}
+
+// The uint32 elements of one prepared 16×16 activation block (one token block, one k step).
+constexpr int64_t kBlock = kTokens * kStep / 2;
+
+// c[(r·CB + j)·256 + i·16 + t] = Σ_k a_r[i, k] · b_j[k, t] over `steps` steps of 32: RB weight
+// blocks a[r] (16 rows, row stride a_stride[r] bytes) against CB prepared token blocks b + j ·
+// b_next. Tiles: C 0..RB·CB-1, A after them, B last.
+template <int RB, int CB>
+inline void block(const uint16_t* const* a, const int64_t* a_stride, const uint32_t* b,
+                  int64_t b_next, int64_t steps, float* c) {
+  static_assert(RB * CB + RB + CB <= 8, "AMX has eight tiles");
+  static_for<RB * CB>([](auto i) { tile_zero<decltype(i)::value>(); });
+  for (int64_t s = 0; s < steps; ++s) {
+    static_for<RB>([&](auto r) {
+      constexpr int R = decltype(r)::value;
+      tile_load<RB * CB + R>(a[R] + s * kStep, a_stride[R]);
+    });
+    static_for<CB>([&](auto j) {
+      constexpr int J = decltype(j)::value;
+      tile_load<RB * CB + RB + J>(b + J * b_next + s * kBlock, 64);
+    });
+    static_for<RB>([&](auto r) {
+      constexpr int R = decltype(r)::value;
+      static_for<CB>([&](auto j) {
+        constexpr int J = decltype(j)::value;
+        tile_dot<R * CB + J, RB * CB + R, RB * CB + RB + J>();
+      });
+    });
+  }
+  static_for<RB * CB>([&](auto i) {
+    constexpr int I = decltype(i)::value;
+    tile_store<I>(c + I * kTokens * 16, 64);
+  });
+}
+
+// Bytes of prepared activations a token tile keeps in L2 while the weight rows pass over it.
+constexpr int64_t kTileBytes = 1 << 20;
+
+}  // namespace
+
+bool cpu_supported() {
+  static const bool supported = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
+    const bool amx_bf16 = (edx >> 22) & 1u, amx_tile = (edx >> 24) & 1u;
+    if (!amx_bf16 || !amx_tile) return false;
+    // The tile data state is off for a process until it asks (and the kernel may refuse).
+    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, kXfeatureTileData) == 0;
+  }();
+  return supported;
+}
+
+void prepare(const uint16_t* xb, int64_t T, int64_t K, uint32_t* out) {
+  const int64_t steps = (K + kStep - 1) / kStep, blocks = (T + kTokens - 1) / kTokens;
+  const int64_t pairs_per_token = steps * kStep / 2;  // xb's row stride in uint32
+  const auto* src = reinterpret_cast<const uint32_t*>(xb);
+  for (int64_t b = 0; b < blocks; ++b) {
+    const int64_t tokens = std::min(kTokens, T - b * kTokens);
+    for (int64_t s = 0; s < steps; ++s) {
+      uint32_t* o = out + (b * steps + s) * kBlock;
+      if (tokens < kTokens) std::memset(o, 0, kBlock * 4);
+      for (int64_t t = 0; t < tokens; ++t) {
+        const uint32_t* in = src + (b * kTokens + t) * pairs_per_token + s * kStep / 2;
+        for (int64_t p = 0; p < kStep / 2; ++p) o[p * kTokens + t] = in[p];
+      }
+    }
+  }
+}
+
+void rows(const uint32_t* xv, int64_t T, const uint16_t* w, int64_t N, int64_t K, int64_t n_begin,
+          int64_t n_end, float* y) {
+  const int64_t steps = (K + kStep - 1) / kStep, Kp = steps * kStep;
+  const int64_t blocks = (T + kTokens - 1) / kTokens, b_next = steps * kBlock;
+  const bool ragged_k = Kp != K;
+  // Weight blocks that are not whole tiles (a ragged K, or the matrix's last rows) are copied
+  // here, zero-padded: 0 · 0 adds nothing to any output that is kept.
+  thread_local std::vector<uint16_t> padded;
+  alignas(64) float c[4 * kTokens * 16];
+  const int64_t tile_blocks =
+      std::max<int64_t>(2, kTileBytes / (b_next * 4) / 2 * 2);  // whole pairs of token blocks
+  if (ragged_k || n_end % 16 != 0) padded.resize(static_cast<size_t>(3 * 16 * Kp));
+  configure_tiles();
+  for (int64_t b0 = 0; b0 < blocks; b0 += tile_blocks) {
+    const int64_t b1 = std::min(blocks, b0 + tile_blocks);
+    for (int64_t n = n_begin; n < n_end;) {
+      const int64_t most = b1 - b0 == 1 ? 3 : 2;
+      const int64_t rb = std::min<int64_t>(most, (n_end - n + 15) / 16);
+      const uint16_t* a[3];
+      int64_t a_stride[3], valid[3];
+      for (int64_t r = 0; r < rb; ++r) {
+        const int64_t row0 = n + 16 * r;
+        valid[r] = std::min<int64_t>(16, n_end - row0);
+        if (!ragged_k && valid[r] == 16) {
+          a[r] = w + row0 * K;
+          a_stride[r] = K * 2;
+          continue;
+        }
+        uint16_t* p = padded.data() + r * 16 * Kp;
+        std::fill(p, p + 16 * Kp, uint16_t{0});
+        for (int64_t i = 0; i < valid[r]; ++i) {
+          std::memcpy(p + i * Kp, w + (row0 + i) * K, static_cast<size_t>(K) * 2);
+        }
+        a[r] = p;
+        a_stride[r] = Kp * 2;
+      }
+      for (int64_t b = b0; b < b1;) {
+        const int64_t cb = b + 1 < b1 && rb <= 2 ? 2 : 1;
+        const uint32_t* bv = xv + b * b_next;
+        if (rb == 3) {
+          block<3, 1>(a, a_stride, bv, b_next, steps, c);
+        } else if (rb == 2) {
+          cb == 2 ? block<2, 2>(a, a_stride, bv, b_next, steps, c)
+                  : block<2, 1>(a, a_stride, bv, b_next, steps, c);
+        } else {
+          cb == 2 ? block<1, 2>(a, a_stride, bv, b_next, steps, c)
+                  : block<1, 1>(a, a_stride, bv, b_next, steps, c);
+        }
+        // Output tile (r, j) holds rows × tokens; y is tokens × rows.
+        for (int64_t j = 0; j < cb; ++j) {
+          const int64_t t0 = (b + j) * kTokens, tokens = std::min(kTokens, T - t0);
+          for (int64_t r = 0; r < rb; ++r) {
+            const float* tile = c + (r * cb + j) * kTokens * 16;
+            for (int64_t t = 0; t < tokens; ++t) {
+              float* yt = y + (t0 + t) * N + n + 16 * r;
+              for (int64_t i = 0; i < valid[r]; ++i) yt[i] = tile[i * kTokens + t];
+            }
+          }
+        }
+        b += cb;
+      }
+      n += rb * 16;
+    }
+  }
+  release_tiles();
+}
+
+void rows_reference(const uint16_t* xb, int64_t T, const uint16_t* w, int64_t N, int64_t K,
+                    float* y) {
+  const int64_t xs = (K + kStep - 1) / kStep * kStep;
+  const auto f32 = [](uint16_t v) {
+    const uint32_t bits = uint32_t{v} << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    return static_cast<double>(f);
+  };
+  for (int64_t t = 0; t < T; ++t) {
+    for (int64_t n = 0; n < N; ++n) {
+      double sum = 0.0;
+      for (int64_t k = 0; k < K; ++k) sum += f32(xb[t * xs + k]) * f32(w[n * K + k]);
+      y[t * N + n] = static_cast<float>(sum);
+    }
+  }
+}
+
+}  // namespace bitdelta::amxbf16
