@@ -10,7 +10,8 @@ bin=$dir/llama.cpp/build/bin
 # Without AMX: on the CPUs that have it (Sapphire Rapids and later) this llama.cpp's AMX matmul
 # dies with SIGILL in its worker threads (`tilezero` in tinygemm_kernel_amx, tiles never
 # configured in that thread; a standalone AMX program runs fine on the same machine), so the
-# baseline is its AVX-512/VNNI path, the one it runs on machines without AMX. Ours uses no AMX.
+# baseline is its AVX-512/VNNI path, the one it runs on machines without AMX. Ours uses AMX for
+# BF16 matmuls and adapters' prompts there (inference_bench --no-amx measures it without).
 flags=""
 if grep -qw amx_int8 /proc/cpuinfo; then flags="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"; fi
 if [ "$(cat "$dir/flags" 2>/dev/null)" != "$flags" ]; then rm -f "$bin/llama-bench"; fi

@@ -85,7 +85,8 @@ inline CLI::Validator positive() { return number_at_least(0, false); }
 //    (see set_exact_sign_pass);
 //  --f32-activations: products with BF16 weights on F32 activations instead of BF16 dot products
 //    (see set_f32_activations; takes effect as the command line is parsed);
-//  --no-amx: BF16 dot products on VDPBF16PS instead of AMX tiles (see set_amx_tiles).
+//  --no-amx: no AMX tiles: BF16 dot products on VDPBF16PS, prompts' sign sums from the lookup
+//    tables (see set_amx_tiles).
 inline void add_precision_flags(CLI::App* cmd, bool& exact) {
   cmd->add_flag("--exact-deltas", exact,
                 "Apply adapters' sign bits in exact float arithmetic (matches the merged model "
@@ -99,9 +100,11 @@ inline void add_precision_flags(CLI::App* cmd, bool& exact) {
       "at most 2^-9 relative)");
   cmd->add_flag_callback(
       "--no-amx", [] { set_amx_tiles(false); },
-      "Run the BF16 dot products on AVX512_BF16 vectors (VDPBF16PS) instead of AMX tiles "
-      "(TDPBF16PS: the default where the CPU has AMX-BF16, ~3x faster prefill). The two sum in "
-      "different orders, so results differ by float rounding; each alone is batch-invariant");
+      "Use no AMX tiles (the default where the CPU has AMX, ~3x faster prefill): run the BF16 "
+      "dot products on AVX512_BF16 vectors (VDPBF16PS) instead of TDPBF16PS, which sums in a "
+      "different order, so results differ by float rounding (each alone is batch-invariant); "
+      "and take prompts' adapter sign sums from the int8 lookup tables instead of TDPBSSD "
+      "(bitwise the same result, slower)");
 }
 
 // --quantize / --quant-cache / --no-quant-cache: run the base on a Q8_0 or Q4_0 copy of its

@@ -21,6 +21,8 @@
 #include <cstring>
 #include <vector>
 
+#include "ops/aligned_buffer.h"
+#include "ops/amx_tiles.h"
 #include "ops/matmul_amx.h"
 #include "ops/matmul_bf16dot.h"
 #include "ops/quant_vnni.h"
@@ -220,7 +222,7 @@ constexpr int64_t kMinMacsPerThread = 1 << 17;
 namespace {
 
 const bool kCpuHasBf16Dot = bf16dot::cpu_supported();
-const bool kCpuHasAmx = kCpuHasBf16Dot && amxbf16::cpu_supported();
+const bool kCpuHasAmx = kCpuHasBf16Dot && amx::cpu_supported();
 const bool kCpuHasVnni = qvnni::cpu_supported();
 std::atomic<bool> g_f32_activations{false};
 std::atomic<bool> g_amx{true};
@@ -313,6 +315,8 @@ void set_amx_tiles(bool use) { g_amx = use; }
 
 bool amx_tile_products() { return kCpuHasAmx && g_amx && bf16_dot_products(); }
 
+bool amx_tiles_enabled() { return kCpuHasAmx && g_amx; }
+
 bool int8_quantized_products() { return kCpuHasVnni && !g_f32_activations; }
 
 void matmul(const float* x, int64_t tokens, const WeightMatrix& w, const float* bias, float* y,
@@ -338,33 +342,21 @@ void matmul_many(const float* x, int64_t tokens, std::span<const MatmulTarget> t
   const bool bf16_dot = w0.dtype == DType::kBF16 && bf16_dot_products();
   // (Per calling thread; the workers see it through xb, not as their own thread_local.)
   // 64-byte aligned rows (unaligned 64-byte loads would each touch two cache lines).
-  thread_local hwy::AlignedFreeUniquePtr<uint16_t[]> rounded;
-  thread_local size_t capacity = 0;
+  thread_local AlignedBuffer<uint16_t> rounded;
   const uint16_t* xb = nullptr;
   if (bf16_dot) {
-    const size_t need = static_cast<size_t>(tokens * bf16dot::padded(w0.cols));
-    if (need > capacity) {
-      rounded = hwy::AllocateAligned<uint16_t>(need);
-      BD_CHECK(rounded != nullptr, "matmul: out of memory for {} activations", need);
-      capacity = need;
-    }
-    bf16dot::round_activations(x, tokens, w0.cols, rounded.get());
-    xb = rounded.get();
+    uint16_t* r = rounded.reserve(tokens * bf16dot::padded(w0.cols));
+    bf16dot::round_activations(x, tokens, w0.cols, r);
+    xb = r;
   }
   // On AMX they are laid out once more as the tiles' right-hand operand.
   const bool amx = bf16_dot && amx_tile_products();
-  thread_local hwy::AlignedFreeUniquePtr<uint32_t[]> tiled;
-  thread_local size_t tiled_capacity = 0;
+  thread_local AlignedBuffer<uint32_t> tiled;
   const uint32_t* xv = nullptr;
   if (amx) {
-    const size_t need = static_cast<size_t>(amxbf16::prepared_size(tokens, w0.cols));
-    if (need > tiled_capacity) {
-      tiled = hwy::AllocateAligned<uint32_t>(need);
-      BD_CHECK(tiled != nullptr, "matmul: out of memory for {} activations", need);
-      tiled_capacity = need;
-    }
-    amxbf16::prepare(xb, tokens, w0.cols, tiled.get());
-    xv = tiled.get();
+    uint32_t* v = tiled.reserve(amxbf16::prepared_size(tokens, w0.cols));
+    amxbf16::prepare(xb, tokens, w0.cols, v);
+    xv = v;
   }
   split_rows(targets, tokens, pool, [&](size_t i, int64_t n_begin, int64_t n_end) {
     const WeightMatrix& w = *targets[i].w;

@@ -61,11 +61,14 @@ bool bf16_dot_products();
 // On CPUs with AMX-BF16 the BF16 dot products run on AMX tiles (ops/matmul_amx.h: TDPBF16PS, 16×
 // the multiply-adds per instruction of VDPBF16PS; the default there), for every token count alike.
 // The two kernels sum in different orders, so results differ between them by float rounding;
-// either one alone is batch-invariant. set_amx_tiles(false) keeps VDPBF16PS (process-wide;
-// `--no-amx` on the commands that run a model).
+// either one alone is batch-invariant. set_amx_tiles(false) keeps VDPBF16PS, and the sign pass's
+// prompts on its lookup tables (process-wide; `--no-amx` on the commands that run a model).
 void set_amx_tiles(bool use);
 // Whether BF16 weights currently take the AMX path.
 bool amx_tile_products();
+// Whether the CPU has AMX and set_amx_tiles(false) has not turned it off: the sign pass's prompts
+// (ops/sign_matmul.h) use AMX-INT8 tiles then, with results bitwise those of its table pass.
+bool amx_tiles_enabled();
 // Whether quantized weights (ops/quant.h) currently take the integer path, on CPUs with
 // AVX512_VNNI unless set_f32_activations(true): the activations quantized per block of 32 to
 // int8 (Q8_0, d = max|x| / 127, rounded to nearest even), exact integer sums per block. Else the

@@ -1,10 +1,5 @@
 // The AMX-BF16 kernels (see matmul_amx.h).
-//
-// The tile instructions are written as inline assembly through four small templates, because
-// GCC's intrinsics (_tile_loadd, _tile_dpbf16ps...) are macros that paste the tile number into the
-// instruction text and so cannot take a template parameter; the blocking below needs the tile
-// numbers as compile-time functions of the block shape. Nothing here needs a target attribute:
-// the assembler knows the instructions, and matmul() calls these only after cpu_supported().
+// The tile instructions come from ops/amx_tiles.h.
 //
 // Blocking: RB blocks of 16 weight rows against CB blocks of 16 tokens, RB·CB + RB + CB ≤ 8
 // tiles: 2×2 for prefill (32 rows stay in L2 while the token blocks of a token tile pass over
@@ -12,69 +7,17 @@
 // accumulation chains).
 #include "ops/matmul_amx.h"
 
-#include <asm/prctl.h>
-#include <cpuid.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cstring>
 #include <utility>
 #include <vector>
 
+#include "ops/amx_tiles.h"
+
 namespace bitdelta::amxbf16 {
 namespace {
 
-// Linux's number for the tile data state component (XFEATURE_XTILEDATA).
-constexpr int kXfeatureTileData = 18;
-
-// The tile configuration (palette 1): every tile 16 rows of 64 bytes.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-
-inline void configure_tiles() {
-  TileConfig config;
-  for (int i = 0; i < 8; ++i) {
-    config.colsb[i] = 64;
-    config.rows[i] = 16;
-  }
-  asm volatile("ldtilecfg %0" ::"m"(config));
-}
-
-inline void release_tiles() { asm volatile("tilerelease" ::); }
-
-template <int Tile>
-inline void tile_zero() {
-  asm volatile("tilezero %%tmm%c0" ::"n"(Tile));
-}
-
-template <int Tile>
-inline void tile_load(const void* base, int64_t stride) {
-  asm volatile("tileloadd (%0,%1,1), %%tmm%c2" ::"r"(base), "r"(stride), "n"(Tile) : "memory");
-}
-
-template <int Tile>
-inline void tile_store(void* base, int64_t stride) {
-  asm volatile("tilestored %%tmm%c2, (%0,%1,1)" ::"r"(base), "r"(stride), "n"(Tile) : "memory");
-}
-
-// C[Dst] += A[Src1] · B[Src2] (TDPBF16PS).
-template <int Dst, int Src1, int Src2>
-inline void tile_dot() {
-  asm volatile("tdpbf16ps %%tmm%c2, %%tmm%c1, %%tmm%c0" ::"n"(Dst), "n"(Src1), "n"(Src2));
-}
-
-// f(std::integral_constant<int, i>) for i < N, unrolled at compile time.
-template <int N, typename F>
-inline void static_for(F&& f) {
-  [&]<int... I>(std::integer_sequence<int, I...>) { (f(std::integral_constant<int, I>{}), ...); }
-  (std::make_integer_sequence<int, N>{});
-}
+using namespace amx;
 
 // The uint32 elements of one prepared 16×16 activation block (one token block, one k step).
 constexpr int64_t kBlock = kTokens * kStep / 2;
@@ -100,7 +43,7 @@ inline void block(const uint16_t* const* a, const int64_t* a_stride, const uint3
       constexpr int R = decltype(r)::value;
       static_for<CB>([&](auto j) {
         constexpr int J = decltype(j)::value;
-        tile_dot<R * CB + J, RB * CB + R, RB * CB + RB + J>();
+        tile_dot_bf16<R * CB + J, RB * CB + R, RB * CB + RB + J>();
       });
     });
   }
@@ -115,33 +58,9 @@ constexpr int64_t kTileBytes = 1 << 20;
 
 }  // namespace
 
-bool cpu_supported() {
-  static const bool supported = [] {
-    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-    if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0) return false;
-    const bool amx_bf16 = (edx >> 22) & 1u, amx_tile = (edx >> 24) & 1u;
-    if (!amx_bf16 || !amx_tile) return false;
-    // The tile data state is off for a process until it asks (and the kernel may refuse).
-    return syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, kXfeatureTileData) == 0;
-  }();
-  return supported;
-}
-
 void prepare(const uint16_t* xb, int64_t T, int64_t K, uint32_t* out) {
-  const int64_t steps = (K + kStep - 1) / kStep, blocks = (T + kTokens - 1) / kTokens;
-  const int64_t pairs_per_token = steps * kStep / 2;  // xb's row stride in uint32
-  const auto* src = reinterpret_cast<const uint32_t*>(xb);
-  for (int64_t b = 0; b < blocks; ++b) {
-    const int64_t tokens = std::min(kTokens, T - b * kTokens);
-    for (int64_t s = 0; s < steps; ++s) {
-      uint32_t* o = out + (b * steps + s) * kBlock;
-      if (tokens < kTokens) std::memset(o, 0, kBlock * 4);
-      for (int64_t t = 0; t < tokens; ++t) {
-        const uint32_t* in = src + (b * kTokens + t) * pairs_per_token + s * kStep / 2;
-        for (int64_t p = 0; p < kStep / 2; ++p) o[p * kTokens + t] = in[p];
-      }
-    }
-  }
+  const int64_t steps = (K + kStep - 1) / kStep;
+  amx::transpose_blocks(reinterpret_cast<const uint32_t*>(xb), steps * kStep / 2, T, steps, out);
 }
 
 void rows(const uint32_t* xv, int64_t T, const uint16_t* w, int64_t N, int64_t K, int64_t n_begin,

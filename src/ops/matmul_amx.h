@@ -15,10 +15,6 @@
 
 namespace bitdelta::amxbf16 {
 
-// True when this CPU has AMX-TILE and AMX-BF16 and the kernel granted this process the tile data
-// state (arch_prctl ARCH_REQ_XCOMP_PERM, Linux 5.16+). Asks for it on the first call.
-bool cpu_supported();
-
 // Tokens per tile (the right operand's columns) and K per tile step.
 constexpr int64_t kTokens = 16;
 constexpr int64_t kStep = 32;
@@ -35,7 +31,8 @@ inline int64_t prepared_size(int64_t T, int64_t K) {
 void prepare(const uint16_t* xb, int64_t T, int64_t K, uint32_t* out);
 
 // y[t, n] = Σ_k x[t, k] · w[n, k] for t < T, n in [n_begin, n_end) (xv from prepare; w: [N, K]
-// BF16; y: [T, N]). n_begin must be a multiple of 16. Requires cpu_supported().
+// BF16; y: [T, N]). n_begin must be a multiple of 16. Requires amx::cpu_supported()
+// (ops/amx_tiles.h).
 void rows(const uint32_t* xv, int64_t T, const uint16_t* w, int64_t N, int64_t K, int64_t n_begin,
           int64_t n_end, float* y);
 

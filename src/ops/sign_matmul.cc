@@ -4,6 +4,8 @@
 // - the exact pass (tails, the SCALAR target, calibration): a byte of sign bits selects, through
 //   a 256-entry table, a vector of 8 sign masks (0 for +1, the float sign bit for −1); XOR flips
 //   the signs of 8 activations at once and an ADD accumulates them.
+#include "ops/sign_matmul.h"
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -11,7 +13,9 @@
 #include <functional>
 #include <vector>
 
-#include "ops/sign_matmul.h"
+#include "ops/aligned_buffer.h"
+#include "ops/matmul.h"
+#include "ops/sign_matmul_amx.h"
 #include "util/error.h"
 
 #undef HWY_TARGET_INCLUDE
@@ -34,10 +38,12 @@ struct SignMaskTable {
 };
 const SignMaskTable kSignMasks;
 
-// The table pass quantizes activations to ±kQuantMax in blocks of kQuantBlock (16 bytes of bits:
-// one 128-bit block of a transposed chunk), the most whose int16 sum cannot overflow.
-constexpr int64_t kQuantBlock = 128;
+// The table pass quantizes activations to ±kQuantMax in blocks of kSignQuantBlock (16 bytes of
+// bits: one 128-bit block of a transposed chunk), the most whose int16 sum cannot overflow.
+constexpr int64_t kSignQuantBlock = 128;
 constexpr float kQuantMax = 127.0f;
+// Tokens of one job from which the AMX pass (when the CPU has it) beats the tables.
+constexpr int64_t kAmxMinTokens = 4;
 }  // namespace
 }  // namespace bitdelta
 #endif
@@ -252,9 +258,14 @@ HWY_INLINE void transpose_16_rows(const VB (&r)[16], VB (&out)[16]) {
 // Bytes of bits per chunk (one vector), or 0 where the table pass is not compiled.
 int64_t LutChunkBytes() { return static_cast<int64_t>(hn::Lanes(DB())); }
 
-// Quantizes x[0, 8 · lut_bytes) and writes its tables (64 bytes per byte of bits) and the
-// quantization scales (one per 128 activations).
-void BuildLut(const float* x, int64_t lut_bytes, uint8_t* tables, float* qscales) {
+// Whether hn::MulAdd fuses on this target (one rounding): the AMX pass folds with a fused
+// multiply-add, so it reproduces the table pass only where the table pass fuses too.
+bool LutFoldFuses() { return HWY_NATIVE_FMA != 0; }
+
+// Quantizes x[0, 8 · lut_bytes) and writes its tables (64 bytes per byte of bits; none when
+// `tables` is null), the quantization scales (one per 128 activations) and, when `q_out` is not
+// null, the int8 values themselves (for the AMX pass, ops/sign_matmul_amx.h).
+void BuildLut(const float* x, int64_t lut_bytes, uint8_t* tables, float* qscales, int8_t* q_out) {
   const DB d8;
   const int64_t W = static_cast<int64_t>(hn::Lanes(d8));
   const hn::ScalableTag<float> df;
@@ -271,17 +282,24 @@ void BuildLut(const float* x, int64_t lut_bytes, uint8_t* tables, float* qscales
       {-1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1, -1, -1, 1, 1},
       {-1, -1, -1, -1, 1, 1, 1, 1, -1, -1, -1, -1, 1, 1, 1, 1},
       {-1, -1, -1, -1, -1, -1, -1, -1, 1, 1, 1, 1, 1, 1, 1, 1}};
-  alignas(64) int32_t q[kQuantBlock];
+  alignas(64) int32_t q[kSignQuantBlock];
   for (int64_t blk = 0; blk < lut_bytes / 16; ++blk) {
-    const float* xb = x + kQuantBlock * blk;
+    const float* xb = x + kSignQuantBlock * blk;
     auto vmax = hn::Zero(df);
-    for (int64_t i = 0; i < kQuantBlock; i += lf) vmax = hn::Max(vmax, hn::Abs(hn::LoadU(df, xb + i)));
+    for (int64_t i = 0; i < kSignQuantBlock; i += lf)
+      vmax = hn::Max(vmax, hn::Abs(hn::LoadU(df, xb + i)));
     const float m = hn::GetLane(hn::MaxOfLanes(df, vmax));
     qscales[blk] = m / kQuantMax;
     const auto inv = hn::Set(df, m > 0 ? kQuantMax / m : 0.0f);
-    for (int64_t i = 0; i < kQuantBlock; i += lf) {
+    for (int64_t i = 0; i < kSignQuantBlock; i += lf) {
       hn::Store(hn::NearestInt(hn::Mul(hn::LoadU(df, xb + i), inv)), di, q + i);
     }
+    if (q_out != nullptr) {
+      for (int64_t i = 0; i < kSignQuantBlock; ++i) {
+        q_out[kSignQuantBlock * blk + i] = static_cast<int8_t>(q[i]);
+      }
+    }
+    if (tables == nullptr) continue;
     for (int64_t gl = 0; gl < 32; ++gl) {
       const int64_t byte = 16 * blk + gl / 2, h = gl % 2;
       const int64_t c = byte / W, within = byte % W, j = within / 16, p = within % 16;
@@ -382,7 +400,8 @@ void SignLutRows(int64_t T, const uint8_t* bits, int64_t row_bytes, int64_t N, i
 }
 #else
 int64_t LutChunkBytes() { return 0; }
-void BuildLut(const float*, int64_t, uint8_t*, float*) {}
+bool LutFoldFuses() { return false; }
+void BuildLut(const float*, int64_t, uint8_t*, float*, int8_t*) {}
 void SignLutRows(int64_t, const uint8_t*, int64_t, int64_t, int64_t, const uint8_t*, const float*,
                  const float*, bool, int64_t, int64_t, float*) {}
 #endif  // HWY_TARGET != HWY_SCALAR
@@ -396,6 +415,7 @@ namespace bitdelta {
 HWY_EXPORT(SignMatmulAddExact);
 HWY_EXPORT(AddScaledSignsRow);
 HWY_EXPORT(LutChunkBytes);
+HWY_EXPORT(LutFoldFuses);
 HWY_EXPORT(BuildLut);
 HWY_EXPORT(SignLutRows);
 
@@ -443,25 +463,66 @@ void sign_matmul_add_many(std::span<const SignMatmulJob> jobs, ThreadPool& pool)
   const int64_t W = exact_sign_pass() ? 0 : HWY_DYNAMIC_DISPATCH(LutChunkBytes)();
   const int64_t lut_bytes = W > 0 ? (cols / 8) / W * W : 0;
   const int64_t lut_rows = lut_bytes > 0 ? rows / 16 * 16 : 0;
+  const int64_t Kq = 8 * lut_bytes;
+  // Jobs of several tokens (a prompt) take the table pass's sums from AMX tiles where the CPU has
+  // them, bitwise the same (ops/sign_matmul_amx.h); single tokens keep the tables, which cost
+  // less than expanding the signs.
+  const bool amx = lut_rows > 0 && Kq % amxint8::kQuantBlock == 0 && amx_tiles_enabled() &&
+                   HWY_DYNAMIC_DISPATCH(LutFoldFuses)();
+  const auto on_amx = [&](const SignMatmulJob& j) { return amx && j.tokens >= kAmxMinTokens; };
   thread_local std::vector<uint8_t> tables;
   thread_local std::vector<float> qscales;
+  thread_local AlignedBuffer<uint32_t> amx_tiles;
+  thread_local AlignedBuffer<float> amx_scales;
+  thread_local std::vector<amxint8::Prepared> prepared;
   const int64_t table_bytes = 64 * lut_bytes, nqb = lut_bytes / 16;
+  prepared.assign(jobs.size(), {});
   if (lut_rows > 0) {
     tables.resize(static_cast<size_t>(tokens * table_bytes));
     qscales.resize(static_cast<size_t>(tokens * nqb));
-    thread_local std::vector<const float*> token_x;
-    token_x.clear();
+    int64_t tile_elems = 0, scale_elems = 0;
     for (const auto& j : jobs) {
-      for (int64_t t = 0; t < j.tokens; ++t) token_x.push_back(j.x + t * cols);
+      if (!on_amx(j)) continue;
+      tile_elems += amxint8::tile_elements(j.tokens, Kq);
+      scale_elems += amxint8::scale_elements(j.tokens, Kq);
+    }
+    uint32_t* tiles = amx_tiles.reserve(tile_elems);
+    float* scales = amx_scales.reserve(scale_elems);
+    // Per token: its x, and where its AMX job's prepared tiles are (job index, or −1).
+    thread_local std::vector<const float*> token_x;
+    thread_local std::vector<std::pair<int64_t, int64_t>> token_job;  // (job, token in job)
+    token_x.clear();
+    token_job.clear();
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      const auto& j = jobs[i];
+      if (on_amx(j)) {
+        prepared[i] = {tiles, scales};
+        amxint8::clear_tail(prepared[i], j.tokens, Kq);
+        tiles += amxint8::tile_elements(j.tokens, Kq);
+        scales += amxint8::scale_elements(j.tokens, Kq);
+      }
+      for (int64_t t = 0; t < j.tokens; ++t) {
+        token_x.push_back(j.x + t * cols);
+        token_job.emplace_back(on_amx(j) ? int64_t(i) : -1, t);
+      }
     }
     // Pointers, not the thread_local names: the pool's threads have copies of their own.
     uint8_t* tab = tables.data();
     float* qs = qscales.data();
     const float* const* xs = token_x.data();
+    const std::pair<int64_t, int64_t>* tj = token_job.data();
+    const amxint8::Prepared* prep = prepared.data();
     const auto build = [&](int64_t b, int64_t e) {
+      thread_local std::vector<int8_t> q;
       for (int64_t t = b; t < e; ++t) {
-        HWY_DYNAMIC_DISPATCH(BuildLut)(xs[t], lut_bytes, tab + t * table_bytes,
-                                       qs + t * nqb);
+        if (tj[t].first < 0) {
+          HWY_DYNAMIC_DISPATCH(BuildLut)
+          (xs[t], lut_bytes, tab + t * table_bytes, qs + t * nqb, nullptr);
+          continue;
+        }
+        q.resize(static_cast<size_t>(Kq));
+        HWY_DYNAMIC_DISPATCH(BuildLut)(xs[t], lut_bytes, nullptr, qs + t * nqb, q.data());
+        amxint8::put_token(prep[tj[t].first], tj[t].second, Kq, q.data(), qs + t * nqb);
       }
     };
     if (tokens == 1) {
@@ -472,16 +533,23 @@ void sign_matmul_add_many(std::span<const SignMatmulJob> jobs, ThreadPool& pool)
   }
   const uint8_t* tab = tables.data();
   const float* qs = qscales.data();
+  const amxint8::Prepared* prep = prepared.data();
   for_row_blocks(rows, row_bytes * tokens, lut_rows > 0 ? 0.4 : 1.5, pool,
                  [&](int64_t n_begin, int64_t n_end) {
     int64_t token = 0;
-    for (const auto& j : jobs) {
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      const SignMatmulJob& j = jobs[i];
       const SignMatrix& s = *j.signs;
       const int64_t lut_end = std::min(n_end, lut_rows);
       if (n_begin < lut_end) {
-        HWY_DYNAMIC_DISPATCH(SignLutRows)(j.tokens, s.bits, row_bytes, rows, lut_bytes,
-                                          tab + token * table_bytes, qs + token * nqb, s.scales,
-                                          s.per_row, n_begin, lut_end, j.y);
+        if (on_amx(j)) {
+          amxint8::sign_rows(prep[i], j.tokens, Kq, s.bits, row_bytes, rows, s.scales, s.per_row,
+                             n_begin, lut_end, j.y);
+        } else {
+          HWY_DYNAMIC_DISPATCH(SignLutRows)
+          (j.tokens, s.bits, row_bytes, rows, lut_bytes, tab + token * table_bytes,
+           qs + token * nqb, s.scales, s.per_row, n_begin, lut_end, j.y);
+        }
         if (lut_bytes < row_bytes) {
           HWY_DYNAMIC_DISPATCH(SignMatmulAddExact)(j.x, j.tokens, s.bits, row_bytes, rows, cols,
                                                    lut_bytes, s.scales, s.per_row, n_begin,
@@ -509,10 +577,10 @@ void sign_matmul_add_exact(const float* x, int64_t tokens, const SignMatrix& s, 
 
 double sign_matmul_quantization_bound(const float* x, int64_t cols) {
   double bound = 0;
-  for (int64_t b = 0; b + kQuantBlock <= cols; b += kQuantBlock) {
+  for (int64_t b = 0; b + kSignQuantBlock <= cols; b += kSignQuantBlock) {
     float m = 0;
-    for (int64_t k = b; k < b + kQuantBlock; ++k) m = std::max(m, std::fabs(x[k]));
-    bound += kQuantBlock * 0.5 * (m / double(kQuantMax));
+    for (int64_t k = b; k < b + kSignQuantBlock; ++k) m = std::max(m, std::fabs(x[k]));
+    bound += kSignQuantBlock * 0.5 * (m / double(kQuantMax));
   }
   return bound;
 }

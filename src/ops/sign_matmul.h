@@ -28,14 +28,15 @@ struct SignMatrix {
 };
 
 // y[t, n] += scale_n · Σ_k s[n, k] · x[t, k] for t < T (x: [T, K], y: [T, N]): the serving
-// path (decode and batched decode). Whole 16-row tiles over whole vectors of bits go through
-// lookup tables over int8-quantized activations (one scale per 128 activations, T-MAC style);
-// the error of that part is at most scale_n · sign_matmul_quantization_bound(x_t, K) for each
-// output, well under the BF16 rounding of the base weights. What is left (odd shapes, the SCALAR
-// target) is exact. The result for a token is bitwise independent of the other tokens and jobs
-// and of the thread count (batch-invariant, like matmul), so prompts and generated tokens of
-// every sequence take this pass alike. Highway SIMD with run-time dispatch; rows split across
-// the pool's threads.
+// path (decode, batched decode and prompts; on CPUs with AMX-INT8 a job of 4 or more tokens gets
+// the tables' integer sums from AMX tiles instead, bitwise the same: ops/sign_matmul_amx.h). Whole
+// 16-row tiles over whole vectors of bits go through lookup tables over int8-quantized activations
+// (one scale per 128 activations, T-MAC style); the error of that part is at most scale_n ·
+// sign_matmul_quantization_bound(x_t, K) for each output, well under the BF16 rounding of the base
+// weights. What is left (odd shapes, the SCALAR target) is exact. The result for a token is bitwise
+// independent of the other tokens and jobs and of the thread count (batch-invariant, like matmul),
+// so prompts and generated tokens of every sequence take this pass alike. Highway SIMD with
+// run-time dispatch; rows split across the pool's threads.
 void sign_matmul_add(const float* x, int64_t tokens, const SignMatrix& s, float* y,
                      ThreadPool& pool);
 

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <random>
 
+#include "ops/amx_tiles.h"
 #include "ops/matmul_amx.h"
 #include "ops/matmul_bf16dot.h"
 
@@ -189,7 +190,7 @@ TEST_F(MatmulAllTargets, Bf16DotProductsRoundTheActivations) {
 // under 1·2^-24; an F32 accumulator rounding each sum, as VDPBF16PS does, measures up to ~1.5),
 // so a lost or doubled k step, a misplaced token or row, or a pair read the wrong way round fails.
 TEST_F(MatmulAllTargets, AmxTilesMatchTheExactSum) {
-  if (!amxbf16::cpu_supported()) GTEST_SKIP() << "this CPU has no AMX-BF16 (or the OS refused it)";
+  if (!amx::cpu_supported()) GTEST_SKIP() << "this CPU has no AMX-BF16 (or the OS refused it)";
   std::mt19937 rng(11);
   std::normal_distribution<float> dist(0.f, 1.f);
   struct Shape {

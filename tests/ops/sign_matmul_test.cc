@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "ops/amx_tiles.h"
 #include "ops/matmul.h"
 
 namespace bitdelta {
@@ -46,6 +47,7 @@ class SignKernels : public ::testing::Test {
   void TearDown() override {
     hwy::SetSupportedTargetsForTest(0);
     set_f32_activations(false);
+    set_amx_tiles(true);
   }
 };
 
@@ -159,6 +161,43 @@ TEST_F(SignKernels, TokenResultIndependentOfBatch) {
     std::vector<float> alone(static_cast<size_t>(N), 0.0f);
     sign_matmul_add(x.data() + t * K, 1, a.matrix, alone.data(), pool);
     for (int64_t n = 0; n < N; ++n) ASSERT_EQ(alone[n], together[t * N + n]) << t << " " << n;
+  }
+}
+
+// Prompts (jobs of 4 or more tokens) take their integer sums from AMX-INT8 tiles where the CPU
+// has them: every output must be bitwise what the table pass gives, for every blocking (one and
+// two row tiles, one and two token tiles, a partial last token tile), split across threads or
+// not, and beside other jobs.
+TEST_F(SignKernels, AmxTilesGiveTheTablePassBitForBit) {
+  if (!amx::cpu_supported()) GTEST_SKIP() << "this CPU has no AMX-INT8 (or the OS refused it)";
+  std::mt19937 rng(31);
+  ThreadPool pool(2), one(1);
+  for (auto [N, K] : std::vector<std::pair<int64_t, int64_t>>{
+           {48, 1024}, {16, 512}, {35, 777}, {80, 3072}, {512, 1024}}) {
+    for (int64_t T : {4, 16, 17, 33, 40}) {
+      RandomSigns sm(N, K, T % 2 == 0, rng);
+      auto x = random_vector(static_cast<size_t>(T * K), rng);
+      auto y0 = random_vector(static_cast<size_t>(T * N), rng);
+      ThreadPool& p = T % 3 ? pool : one;
+      std::vector<float> tables = y0, tiles = y0;
+      set_amx_tiles(false);
+      sign_matmul_add(x.data(), T, sm.matrix, tables.data(), p);
+      set_amx_tiles(true);
+      sign_matmul_add(x.data(), T, sm.matrix, tiles.data(), p);
+      for (int64_t i = 0; i < T * N; ++i) {
+        ASSERT_EQ(tables[i], tiles[i])
+            << "N=" << N << " K=" << K << " T=" << T << " token " << i / N << " row " << i % N;
+      }
+      // Beside a single-token job (tables) and another prompt, in one call.
+      std::vector<float> single(static_cast<size_t>(N), 0.0f), other(static_cast<size_t>(5 * N));
+      std::vector<float> together = y0;
+      const SignMatmulJob jobs[] = {{x.data(), 1, &sm.matrix, single.data()},
+                                    {x.data(), T, &sm.matrix, together.data()},
+                                    {x.data(), 5, &sm.matrix, other.data()}};
+      sign_matmul_add_many(jobs, pool);
+      ASSERT_EQ(0, std::memcmp(together.data(), tables.data(), static_cast<size_t>(T * N) * 4))
+          << "N=" << N << " K=" << K << " T=" << T << " beside other jobs";
+    }
   }
 }
 
