@@ -1,11 +1,11 @@
 // The AMX-BF16 kernels (see matmul_amx.h); the tile instructions come from ops/amx_tiles.h.
 //
 // Blocking: RB blocks of 16 weight rows against CB blocks of 16 tokens, RB·CB + RB + CB ≤ 8
-// tiles: 2×2 for prefill, 3×1 when a single token block is left (decode and small batches: three
-// independent accumulation chains). In prefill k goes in chunks of 8 steps (256 columns): a
-// chunk of the 32 rows' weights (16 KiB) stays in L1 while every token block of a token tile
-// (1 MiB, in L2) passes over it, the output tiles stored and reloaded between chunks (+10–35%
-// over whole rows of k per token block in gemm_bench on the Xeon VM).
+// tiles: 2×2 for prefill, 1×1 when a single token block is left (decode and small batches). In
+// prefill k goes in chunks of 8 steps (256 columns): a chunk of the 32 rows' weights (16 KiB) stays
+// in L1 while every token block of a token tile (1 MiB, in L2) passes over it, the output tiles
+// stored and reloaded between chunks (+10–35% over whole rows of k per token block in gemm_bench on
+// the Xeon VM).
 #include "ops/matmul_amx.h"
 
 #include <algorithm>
@@ -88,15 +88,18 @@ void rows(const uint32_t* xv, int64_t T, const uint16_t* w, int64_t N, int64_t K
   thread_local AlignedBuffer<float> accumulators;
   const int64_t tile_blocks =
       std::max<int64_t>(2, kTileBytes / (b_next * 4) / 2 * 2);  // whole pairs of token blocks
-  if (ragged_k || n_end % 16 != 0) padded.resize(static_cast<size_t>(3 * 16 * Kp));
+  if (ragged_k || n_end % 16 != 0) padded.resize(static_cast<size_t>(2 * 16 * Kp));
   configure_tiles();
   for (int64_t b0 = 0; b0 < blocks; b0 += tile_blocks) {
     const int64_t b1 = std::min(blocks, b0 + tile_blocks);
     for (int64_t n = n_begin; n < n_end;) {
-      const int64_t most = b1 - b0 == 1 ? 3 : 2;
+      // One token block (decode): one row block at a time, whose 16 rows are as many read
+      // streams; 48 (three blocks) are more than the L2 streamer follows well (3–5% slower
+      // decode on the Xeon VM). Decode is bound by memory, not by the one accumulation chain.
+      const int64_t most = b1 - b0 == 1 ? 1 : 2;
       const int64_t rb = std::min<int64_t>(most, (n_end - n + 15) / 16);
-      const uint16_t* a[3];
-      int64_t a_stride[3], valid[3];
+      const uint16_t* a[2];
+      int64_t a_stride[2], valid[2];
       for (int64_t r = 0; r < rb; ++r) {
         const int64_t row0 = n + 16 * r;
         valid[r] = std::min<int64_t>(16, n_end - row0);
@@ -122,12 +125,10 @@ void rows(const uint32_t* xv, int64_t T, const uint16_t* w, int64_t N, int64_t K
       for (int64_t s0 = 0; s0 < steps; s0 += chunk) {
         const int64_t s1 = std::min(steps, s0 + chunk);
         for (int64_t b = b0; b < b1;) {
-          const int64_t cb = b + 1 < b1 && rb <= 2 ? 2 : 1;
+          const int64_t cb = b + 1 < b1 ? 2 : 1;
           const uint32_t* bv = xv + b * b_next;
           float* c = acc + (b - b0) / 2 * 4 * kTokens * 16;
-          if (rb == 3) {
-            block<3, 1>(a, a_stride, bv, b_next, s0, s1, s0 == 0, c);
-          } else if (rb == 2) {
+          if (rb == 2) {
             cb == 2 ? block<2, 2>(a, a_stride, bv, b_next, s0, s1, s0 == 0, c)
                     : block<2, 1>(a, a_stride, bv, b_next, s0, s1, s0 == 0, c);
           } else {
@@ -139,7 +140,7 @@ void rows(const uint32_t* xv, int64_t T, const uint16_t* w, int64_t N, int64_t K
       }
       // Output tile (r, j) holds rows × tokens; y is tokens × rows.
       for (int64_t b = b0; b < b1;) {
-        const int64_t cb = b + 1 < b1 && rb <= 2 ? 2 : 1;
+        const int64_t cb = b + 1 < b1 ? 2 : 1;
         const float* c = acc + (b - b0) / 2 * 4 * kTokens * 16;
         for (int64_t j = 0; j < cb; ++j) {
           const int64_t t0 = (b + j) * kTokens, tokens = std::min(kTokens, T - t0);
