@@ -1,6 +1,7 @@
 // Prefill-shaped matmuls (T tokens × BF16 weights of Qwen3-0.6B's shapes): this project's
-// Highway kernel against OpenBLAS and oneDNN, at 1 and 2 threads, in GFLOP/s. The numbers chose
-// the prefill path (see README "Why our own GEMM").
+// kernels (AMX tiles where the CPU has them, VDPBF16PS, F32 activations) against OpenBLAS and
+// oneDNN (F32 or BF16 activations), at 1 and 2 threads, in GFLOP/s. The numbers chose the prefill
+// path (see README "Why our own GEMM").
 //
 //   gemm_bench [--tokens 128]
 #include <cblas.h>
@@ -52,15 +53,16 @@ int main(int argc, char** argv) {
   std::normal_distribution<float> dist(0.f, 0.02f);
   fmt::print(
       "T = {} tokens, BF16 weights, F32 activations in and outputs out; GFLOP/s (higher is "
-      "better). bitdelta's default rounds the activations to BF16 for VDPBF16PS where the "
-      "CPU has it ({}).\n\n",
-      T, bf16_dot_products() ? "it does" : "this one does not: both columns are F32");
+      "better). bitdelta's default rounds the activations to BF16 for the CPU's BF16 products "
+      "where it has them ({}): AMX tiles (TDPBF16PS) where it has AMX ({}), else VDPBF16PS "
+      "(the --no-amx column).\n\n",
+      T, bf16_dot_products() ? "it does" : "this one does not: the first three columns are F32",
+      amx_tile_products() ? "it does" : "this one does not: the first two columns are the same");
   fmt::print(
-      "| shape | threads | bitdelta (default) | bitdelta --f32-activations (Highway, BF16 in "
-      "place) | OpenBLAS sgemm (F32 copy of "
-      "weights) | OpenBLAS + BF16→F32 panels | oneDNN (BF16 weights) | oneDNN (F32 copy of "
-      "weights) "
-      "|\n|---|---|---|---|---|---|---|---|\n");
+      "| shape | threads | bitdelta (default) | bitdelta --no-amx | bitdelta --f32-activations "
+      "(Highway, BF16 in place) | OpenBLAS sgemm (F32 copy of weights) | OpenBLAS + BF16→F32 "
+      "panels | oneDNN (BF16 weights) | oneDNN (BF16 weights, activations rounded to BF16) | "
+      "oneDNN (F32 copy of weights) |\n|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& s : shapes) {
     std::vector<float> w32(static_cast<size_t>(s.rows * s.cols));
     for (auto& v : w32) v = dist(rng);
@@ -69,12 +71,17 @@ int main(int argc, char** argv) {
     convert_to_f32(DType::kBF16, w16.data(), w32.data(), w32.size());  // same values everywhere
     std::vector<float> x(static_cast<size_t>(T * s.cols));
     for (auto& v : x) v = dist(rng);
+    std::vector<uint16_t> x16(x.size());  // the activations rounded to BF16, for oneDNN
+    convert_from_f32(DType::kBF16, x.data(), x16.data(), x.size());
     std::vector<float> y(static_cast<size_t>(T * s.rows));
     const double flops = 2.0 * T * s.rows * s.cols;
     for (int threads : {1, 2}) {
       ThreadPool pool(threads);
       WeightMatrix w{DType::kBF16, reinterpret_cast<const uint8_t*>(w16.data()), s.rows, s.cols};
       double ours = best_seconds([&] { matmul(x.data(), T, w, nullptr, y.data(), pool); });
+      set_amx_tiles(false);
+      double ours_no_amx = best_seconds([&] { matmul(x.data(), T, w, nullptr, y.data(), pool); });
+      set_amx_tiles(true);
       set_f32_activations(true);
       double ours_f32 = best_seconds([&] { matmul(x.data(), T, w, nullptr, y.data(), pool); });
       set_f32_activations(false);
@@ -101,18 +108,19 @@ int main(int argc, char** argv) {
       });
 
       omp_set_num_threads(threads);  // oneDNN runs on OpenMP
-      auto onednn = [&](dnnl::memory::data_type weight_type, void* weights) -> double {
+      auto onednn = [&](dnnl::memory::data_type weight_type, void* weights,
+                        dnnl::memory::data_type src_type, void* src_data) -> double {
         try {
           using dnnl::memory;
           dnnl::engine eng(dnnl::engine::kind::cpu, 0);
           dnnl::stream strm(eng);
-          memory::desc src_md({T, s.cols}, memory::data_type::f32, memory::format_tag::ab);
+          memory::desc src_md({T, s.cols}, src_type, memory::format_tag::ab);
           memory::desc wei_md({s.cols, s.rows}, weight_type, memory::format_tag::ba);
           memory::desc dst_md({T, s.rows}, memory::data_type::f32, memory::format_tag::ab);
           dnnl::matmul::desc desc(src_md, wei_md, dst_md);
           dnnl::matmul::primitive_desc pd(desc, eng);
           dnnl::matmul prim(pd);
-          memory src(src_md, eng, x.data()), wei(wei_md, eng, weights), dst(dst_md, eng, y.data());
+          memory src(src_md, eng, src_data), wei(wei_md, eng, weights), dst(dst_md, eng, y.data());
           return best_seconds([&] {
             prim.execute(strm, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
             strm.wait();
@@ -121,13 +129,16 @@ int main(int argc, char** argv) {
           return 0;  // this CPU has no kernel for the combination
         }
       };
-      const double onednn_bf16 = onednn(dnnl::memory::data_type::bf16, w16.data());
-      const double onednn_f32 = onednn(dnnl::memory::data_type::f32, w32.data());
+      using dt = dnnl::memory::data_type;
+      const double onednn_bf16 = onednn(dt::bf16, w16.data(), dt::f32, x.data());
+      const double onednn_bf16_both = onednn(dt::bf16, w16.data(), dt::bf16, x16.data());
+      const double onednn_f32 = onednn(dt::f32, w32.data(), dt::f32, x.data());
       auto gflops = [&](double seconds) {
         return seconds > 0 ? fmt::format("{:.1f}", flops / seconds / 1e9) : std::string("unsupported");
       };
-      fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} |\n", s.name, threads, gflops(ours),
-                 gflops(ours_f32), gflops(blas), gflops(blas_panels), gflops(onednn_bf16),
+      fmt::print("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n", s.name, threads,
+                 gflops(ours), gflops(ours_no_amx), gflops(ours_f32), gflops(blas),
+                 gflops(blas_panels), gflops(onednn_bf16), gflops(onednn_bf16_both),
                  gflops(onednn_f32));
     }
   }
