@@ -100,7 +100,7 @@ inline void add_precision_flags(CLI::App* cmd, bool& exact) {
       "at most 2^-9 relative)");
   cmd->add_flag_callback(
       "--no-amx", [] { set_amx_tiles(false); },
-      "Use no AMX tiles (the default where the CPU has AMX, ~3x faster prefill): run the BF16 "
+      "Use no AMX tiles (the default where the CPU has AMX, 3-4x faster prefill): run the BF16 "
       "dot products on AVX512_BF16 vectors (VDPBF16PS) instead of TDPBF16PS, which sums in a "
       "different order, so results differ by float rounding (each alone is batch-invariant); "
       "and take prompts' adapter sign sums from the int8 lookup tables instead of TDPBSSD "
