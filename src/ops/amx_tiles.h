@@ -70,6 +70,55 @@ inline void static_for(F&& f) {
   (std::make_integer_sequence<int, N>{});
 }
 
+enum class Dot { kBf16, kInt8 };
+
+// RB × CB output tiles, tile (r, j) at c + (r·CB + j) KiB (16 × 16 F32 or int32), += the sum over
+// steps [s_begin, s_end) of A_r(s) · B_j(s): A_r(s) the 16 × 64-byte tile at a[r] + 64·s (row
+// stride a_stride[r] bytes), B_j(s) the 1 KiB right-hand block at b + j·b_next + 1 KiB·s (bytes).
+// The outputs start from zero when `first`, else from c. Tiles: C 0..RB·CB−1, then A, then B. A
+// tile keeps its elements exactly through a store and a load, so splitting the steps changes no
+// bit of the sums.
+template <Dot D, int RB, int CB>
+inline void multiply_blocks(const uint8_t* const* a, const int64_t* a_stride, const uint8_t* b,
+                            int64_t b_next, int64_t s_begin, int64_t s_end, bool first, void* c) {
+  static_assert(RB * CB + RB + CB <= 8, "AMX has eight tiles");
+  constexpr int64_t kRowStep = 64, kBlockBytes = 1024;
+  auto* out = static_cast<uint8_t*>(c);
+  static_for<RB * CB>([&](auto i) {
+    constexpr int I = decltype(i)::value;
+    if (first) {
+      tile_zero<I>();
+    } else {
+      tile_load<I>(out + I * kBlockBytes, 64);
+    }
+  });
+  for (int64_t s = s_begin; s < s_end; ++s) {
+    static_for<RB>([&](auto r) {
+      constexpr int R = decltype(r)::value;
+      tile_load<RB * CB + R>(a[R] + s * kRowStep, a_stride[R]);
+    });
+    static_for<CB>([&](auto j) {
+      constexpr int J = decltype(j)::value;
+      tile_load<RB * CB + RB + J>(b + J * b_next + s * kBlockBytes, 64);
+    });
+    static_for<RB>([&](auto r) {
+      constexpr int R = decltype(r)::value;
+      static_for<CB>([&](auto j) {
+        constexpr int J = decltype(j)::value;
+        if constexpr (D == Dot::kBf16) {
+          tile_dot_bf16<R * CB + J, RB * CB + R, RB * CB + RB + J>();
+        } else {
+          tile_dot_int8<R * CB + J, RB * CB + R, RB * CB + RB + J>();
+        }
+      });
+    });
+  }
+  static_for<RB * CB>([&](auto i) {
+    constexpr int I = decltype(i)::value;
+    tile_store<I>(out + I * kBlockBytes, 64);
+  });
+}
+
 // The right-hand operand's layout, shared by both multiplications: a matrix of 32-bit elements
 // (BF16 pairs or int8 quads along k) [T, row_stride], whose first `steps` · 16 elements per row
 // are used, re-laid out per block of 16 tokens and step of 16 elements as a 16×16 block whose row

@@ -313,9 +313,9 @@ bool bf16_dot_products() { return kCpuHasBf16Dot && !g_f32_activations; }
 
 void set_amx_tiles(bool use) { g_amx = use; }
 
-bool amx_tile_products() { return kCpuHasAmx && g_amx && bf16_dot_products(); }
-
 bool amx_tiles_enabled() { return kCpuHasAmx && g_amx; }
+
+bool amx_tile_products() { return amx_tiles_enabled() && bf16_dot_products(); }
 
 bool int8_quantized_products() { return kCpuHasVnni && !g_f32_activations; }
 

@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "io/dtype.h"
 #include "ops/aligned_buffer.h"
 #include "ops/amx_tiles.h"
 
@@ -24,46 +25,7 @@ using namespace amx;
 // The uint32 elements of one prepared 16×16 activation block (one token block, one k step).
 constexpr int64_t kBlock = kTokens * kStep / 2;
 
-// c[(r·CB + j)·256 + i·16 + t] += Σ_k a_r[i, k] · b_j[k, t] over steps [s_begin, s_end) of 32
-// (c starts from zero when `first`): RB weight blocks a[r] (16 rows, row stride a_stride[r]
-// bytes) against CB prepared token blocks b + j · b_next. Tiles: C 0..RB·CB-1, A after them, B
-// last. A tile keeps F32 exactly through a store and a load, so splitting k changes no bit.
-template <int RB, int CB>
-inline void block(const uint16_t* const* a, const int64_t* a_stride, const uint32_t* b,
-                  int64_t b_next, int64_t s_begin, int64_t s_end, bool first, float* c) {
-  static_assert(RB * CB + RB + CB <= 8, "AMX has eight tiles");
-  static_for<RB * CB>([&](auto i) {
-    constexpr int I = decltype(i)::value;
-    if (first) {
-      tile_zero<I>();
-    } else {
-      tile_load<I>(c + I * kTokens * 16, 64);
-    }
-  });
-  for (int64_t s = s_begin; s < s_end; ++s) {
-    static_for<RB>([&](auto r) {
-      constexpr int R = decltype(r)::value;
-      tile_load<RB * CB + R>(a[R] + s * kStep, a_stride[R]);
-    });
-    static_for<CB>([&](auto j) {
-      constexpr int J = decltype(j)::value;
-      tile_load<RB * CB + RB + J>(b + J * b_next + s * kBlock, 64);
-    });
-    static_for<RB>([&](auto r) {
-      constexpr int R = decltype(r)::value;
-      static_for<CB>([&](auto j) {
-        constexpr int J = decltype(j)::value;
-        tile_dot_bf16<R * CB + J, RB * CB + R, RB * CB + RB + J>();
-      });
-    });
-  }
-  static_for<RB * CB>([&](auto i) {
-    constexpr int I = decltype(i)::value;
-    tile_store<I>(c + I * kTokens * 16, 64);
-  });
-}
-
-// Steps of k per chunk: a chunk of the rows' weights (up to 3 · 16 rows · 256 columns, 24 KiB)
+// Steps of k per chunk: a chunk of the rows' weights (up to 2 · 16 rows · 256 columns, 16 KiB)
 // stays in L1 while every token block of the tile passes over it.
 constexpr int64_t kChunkSteps = 8;
 
@@ -98,13 +60,13 @@ void rows(const uint32_t* xv, int64_t T, const uint16_t* w, int64_t N, int64_t K
       // decode on the Xeon VM). Decode is bound by memory, not by the one accumulation chain.
       const int64_t most = b1 - b0 == 1 ? 1 : 2;
       const int64_t rb = std::min<int64_t>(most, (n_end - n + 15) / 16);
-      const uint16_t* a[2];
+      const uint8_t* a[2];  // the row blocks' bytes, for multiply_blocks
       int64_t a_stride[2], valid[2];
       for (int64_t r = 0; r < rb; ++r) {
         const int64_t row0 = n + 16 * r;
         valid[r] = std::min<int64_t>(16, n_end - row0);
         if (!ragged_k && valid[r] == 16) {
-          a[r] = w + row0 * K;
+          a[r] = reinterpret_cast<const uint8_t*>(w + row0 * K);
           a_stride[r] = K * 2;
           continue;
         }
@@ -113,7 +75,7 @@ void rows(const uint32_t* xv, int64_t T, const uint16_t* w, int64_t N, int64_t K
         for (int64_t i = 0; i < valid[r]; ++i) {
           std::memcpy(p + i * Kp, w + (row0 + i) * K, static_cast<size_t>(K) * 2);
         }
-        a[r] = p;
+        a[r] = reinterpret_cast<const uint8_t*>(p);
         a_stride[r] = Kp * 2;
       }
       // k in chunks outside, token blocks inside; the output tiles wait in `acc` between
@@ -126,14 +88,16 @@ void rows(const uint32_t* xv, int64_t T, const uint16_t* w, int64_t N, int64_t K
         const int64_t s1 = std::min(steps, s0 + chunk);
         for (int64_t b = b0; b < b1;) {
           const int64_t cb = b + 1 < b1 ? 2 : 1;
-          const uint32_t* bv = xv + b * b_next;
+          const auto* bv = reinterpret_cast<const uint8_t*>(xv + b * b_next);
+          const int64_t bn = b_next * 4;
           float* c = acc + (b - b0) / 2 * 4 * kTokens * 16;
+          constexpr Dot kD = Dot::kBf16;
           if (rb == 2) {
-            cb == 2 ? block<2, 2>(a, a_stride, bv, b_next, s0, s1, s0 == 0, c)
-                    : block<2, 1>(a, a_stride, bv, b_next, s0, s1, s0 == 0, c);
+            cb == 2 ? multiply_blocks<kD, 2, 2>(a, a_stride, bv, bn, s0, s1, s0 == 0, c)
+                    : multiply_blocks<kD, 2, 1>(a, a_stride, bv, bn, s0, s1, s0 == 0, c);
           } else {
-            cb == 2 ? block<1, 2>(a, a_stride, bv, b_next, s0, s1, s0 == 0, c)
-                    : block<1, 1>(a, a_stride, bv, b_next, s0, s1, s0 == 0, c);
+            cb == 2 ? multiply_blocks<kD, 1, 2>(a, a_stride, bv, bn, s0, s1, s0 == 0, c)
+                    : multiply_blocks<kD, 1, 1>(a, a_stride, bv, bn, s0, s1, s0 == 0, c);
           }
           b += cb;
         }
@@ -163,16 +127,11 @@ void rows(const uint32_t* xv, int64_t T, const uint16_t* w, int64_t N, int64_t K
 void rows_reference(const uint16_t* xb, int64_t T, const uint16_t* w, int64_t N, int64_t K,
                     float* y) {
   const int64_t xs = (K + kStep - 1) / kStep * kStep;
-  const auto f32 = [](uint16_t v) {
-    const uint32_t bits = uint32_t{v} << 16;
-    float f;
-    std::memcpy(&f, &bits, 4);
-    return static_cast<double>(f);
-  };
   for (int64_t t = 0; t < T; ++t) {
     for (int64_t n = 0; n < N; ++n) {
       double sum = 0.0;
-      for (int64_t k = 0; k < K; ++k) sum += f32(xb[t * xs + k]) * f32(w[n * K + k]);
+      for (int64_t k = 0; k < K; ++k)
+        sum += double(bf16_to_f32(xb[t * xs + k])) * bf16_to_f32(w[n * K + k]);
       y[t * N + n] = static_cast<float>(sum);
     }
   }

@@ -41,6 +41,7 @@ const SignMaskTable kSignMasks;
 // The table pass quantizes activations to ±kQuantMax in blocks of kSignQuantBlock (16 bytes of
 // bits: one 128-bit block of a transposed chunk), the most whose int16 sum cannot overflow.
 constexpr int64_t kSignQuantBlock = 128;
+static_assert(kSignQuantBlock == amxint8::kQuantBlock, "the AMX pass reproduces these blocks");
 constexpr float kQuantMax = 127.0f;
 // Tokens of one job from which the AMX pass (when the CPU has it) beats the tables.
 constexpr int64_t kAmxMinTokens = 4;
@@ -467,30 +468,38 @@ void sign_matmul_add_many(std::span<const SignMatmulJob> jobs, ThreadPool& pool)
   // Jobs of several tokens (a prompt) take the table pass's sums from AMX tiles where the CPU has
   // them, bitwise the same (ops/sign_matmul_amx.h); single tokens keep the tables, which cost
   // less than expanding the signs.
-  const bool amx = lut_rows > 0 && Kq % amxint8::kQuantBlock == 0 && amx_tiles_enabled() &&
-                   HWY_DYNAMIC_DISPATCH(LutFoldFuses)();
+  // (Kq is a whole number of vectors of bytes of bits, so of 128-activation blocks.)
+  const bool amx = lut_rows > 0 && amx_tiles_enabled() && HWY_DYNAMIC_DISPATCH(LutFoldFuses)();
   const auto on_amx = [&](const SignMatmulJob& j) { return amx && j.tokens >= kAmxMinTokens; };
   thread_local std::vector<uint8_t> tables;
   thread_local std::vector<float> qscales;
   thread_local AlignedBuffer<uint32_t> amx_tiles;
   thread_local AlignedBuffer<float> amx_scales;
+  // Per job: its AMX operands (null tiles for a table-pass job) and its first table slot.
   thread_local std::vector<amxint8::Prepared> prepared;
+  thread_local std::vector<int64_t> table_slot;
   const int64_t table_bytes = 64 * lut_bytes, nqb = lut_bytes / 16;
   prepared.assign(jobs.size(), {});
+  table_slot.assign(jobs.size(), 0);
   if (lut_rows > 0) {
-    tables.resize(static_cast<size_t>(tokens * table_bytes));
-    qscales.resize(static_cast<size_t>(tokens * nqb));
-    int64_t tile_elems = 0, scale_elems = 0;
-    for (const auto& j : jobs) {
-      if (!on_amx(j)) continue;
+    int64_t table_tokens = 0, tile_elems = 0, scale_elems = 0;
+    for (size_t i = 0; i < jobs.size(); ++i) {
+      const auto& j = jobs[i];
+      if (!on_amx(j)) {
+        table_slot[i] = table_tokens;
+        table_tokens += j.tokens;
+        continue;
+      }
       tile_elems += amxint8::tile_elements(j.tokens, Kq);
       scale_elems += amxint8::scale_elements(j.tokens, Kq);
     }
+    tables.resize(static_cast<size_t>(table_tokens * table_bytes));
+    qscales.resize(static_cast<size_t>(tokens * nqb));
     uint32_t* tiles = amx_tiles.reserve(tile_elems);
     float* scales = amx_scales.reserve(scale_elems);
-    // Per token: its x, and where its AMX job's prepared tiles are (job index, or −1).
+    // Per token: its x and (job, token within the job).
     thread_local std::vector<const float*> token_x;
-    thread_local std::vector<std::pair<int64_t, int64_t>> token_job;  // (job, token in job)
+    thread_local std::vector<std::pair<int64_t, int64_t>> token_job;
     token_x.clear();
     token_job.clear();
     for (size_t i = 0; i < jobs.size(); ++i) {
@@ -503,7 +512,7 @@ void sign_matmul_add_many(std::span<const SignMatmulJob> jobs, ThreadPool& pool)
       }
       for (int64_t t = 0; t < j.tokens; ++t) {
         token_x.push_back(j.x + t * cols);
-        token_job.emplace_back(on_amx(j) ? int64_t(i) : -1, t);
+        token_job.emplace_back(int64_t(i), t);
       }
     }
     // Pointers, not the thread_local names: the pool's threads have copies of their own.
@@ -512,17 +521,19 @@ void sign_matmul_add_many(std::span<const SignMatmulJob> jobs, ThreadPool& pool)
     const float* const* xs = token_x.data();
     const std::pair<int64_t, int64_t>* tj = token_job.data();
     const amxint8::Prepared* prep = prepared.data();
+    const int64_t* slot = table_slot.data();
     const auto build = [&](int64_t b, int64_t e) {
       thread_local std::vector<int8_t> q;
       for (int64_t t = b; t < e; ++t) {
-        if (tj[t].first < 0) {
+        const auto [job, in_job] = tj[t];
+        if (prep[job].tiles == nullptr) {
           HWY_DYNAMIC_DISPATCH(BuildLut)
-          (xs[t], lut_bytes, tab + t * table_bytes, qs + t * nqb, nullptr);
+          (xs[t], lut_bytes, tab + (slot[job] + in_job) * table_bytes, qs + t * nqb, nullptr);
           continue;
         }
         q.resize(static_cast<size_t>(Kq));
         HWY_DYNAMIC_DISPATCH(BuildLut)(xs[t], lut_bytes, nullptr, qs + t * nqb, q.data());
-        amxint8::put_token(prep[tj[t].first], tj[t].second, Kq, q.data(), qs + t * nqb);
+        amxint8::put_token(prep[job], in_job, Kq, q.data(), qs + t * nqb);
       }
     };
     if (tokens == 1) {
@@ -534,6 +545,7 @@ void sign_matmul_add_many(std::span<const SignMatmulJob> jobs, ThreadPool& pool)
   const uint8_t* tab = tables.data();
   const float* qs = qscales.data();
   const amxint8::Prepared* prep = prepared.data();
+  const int64_t* slot = table_slot.data();
   for_row_blocks(rows, row_bytes * tokens, lut_rows > 0 ? 0.4 : 1.5, pool,
                  [&](int64_t n_begin, int64_t n_end) {
     int64_t token = 0;
@@ -542,12 +554,12 @@ void sign_matmul_add_many(std::span<const SignMatmulJob> jobs, ThreadPool& pool)
       const SignMatrix& s = *j.signs;
       const int64_t lut_end = std::min(n_end, lut_rows);
       if (n_begin < lut_end) {
-        if (on_amx(j)) {
+        if (prep[i].tiles != nullptr) {
           amxint8::sign_rows(prep[i], j.tokens, Kq, s.bits, row_bytes, rows, s.scales, s.per_row,
                              n_begin, lut_end, j.y);
         } else {
           HWY_DYNAMIC_DISPATCH(SignLutRows)
-          (j.tokens, s.bits, row_bytes, rows, lut_bytes, tab + token * table_bytes,
+          (j.tokens, s.bits, row_bytes, rows, lut_bytes, tab + slot[i] * table_bytes,
            qs + token * nqb, s.scales, s.per_row, n_begin, lut_end, j.y);
         }
         if (lut_bytes < row_bytes) {

@@ -9,6 +9,10 @@
 
 #include <immintrin.h>
 
+// GCC 12 warns inside its own AVX-512 intrinsics (their "undefined" pass-through operands).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -21,37 +25,6 @@ namespace {
 using namespace amx;
 
 constexpr int64_t kTile = kTokens * 16;  // elements of a 16×16 tile of int32 or float
-
-// c[(r·CB + j)·256 + i·16 + t] = Σ_k a_r[i, k] · q_j[t, k] over one quantization block: RB sign
-// blocks (row stride a_stride bytes, at the block's first column) against CB token blocks (b: the
-// block's first step of token block 0, b_next elements to the next token block).
-template <int RB, int CB>
-inline void block(const int8_t* const* a, int64_t a_stride, const uint32_t* b, int64_t b_next,
-                  int32_t* c) {
-  static_assert(RB * CB + RB + CB <= 8, "AMX has eight tiles");
-  static_for<RB * CB>([](auto i) { tile_zero<decltype(i)::value>(); });
-  for (int64_t s = 0; s < kQuantBlock / kStep; ++s) {
-    static_for<RB>([&](auto r) {
-      constexpr int R = decltype(r)::value;
-      tile_load<RB * CB + R>(a[R] + s * kStep, a_stride);
-    });
-    static_for<CB>([&](auto j) {
-      constexpr int J = decltype(j)::value;
-      tile_load<RB * CB + RB + J>(b + J * b_next + s * kTile, 64);
-    });
-    static_for<RB>([&](auto r) {
-      constexpr int R = decltype(r)::value;
-      static_for<CB>([&](auto j) {
-        constexpr int J = decltype(j)::value;
-        tile_dot_int8<R * CB + J, RB * CB + R, RB * CB + RB + J>();
-      });
-    });
-  }
-  static_for<RB * CB>([&](auto i) {
-    constexpr int I = decltype(i)::value;
-    tile_store<I>(c + I * kTile, 64);
-  });
-}
 
 // rows × Kq signs from bits as ±1 int8 (dst row stride Kq).
 __attribute__((target("avx512f,avx512bw"))) void expand(const uint8_t* bits, int64_t row_bytes,
@@ -120,17 +93,24 @@ void sign_rows(const Prepared& p, int64_t T, int64_t Kq, const uint8_t* bits, in
     for (int64_t n = n_begin; n < n_end; n += 32) {
       const int64_t rb = std::min<int64_t>(2, (n_end - n) / 16);
       expand(bits + n * row_bytes, row_bytes, 16 * rb, Kq, signs.data());
-      const int8_t* a[2] = {signs.data(), signs.data() + 16 * Kq};
+      const auto* a = reinterpret_cast<const uint8_t*>(signs.data());
+      const int64_t a_stride[2] = {Kq, Kq};
       for (int64_t b = b0; b < b1;) {
         const int64_t cb = b + 1 < b1 ? 2 : 1;
         std::fill(acc, acc + rb * cb * kTile, 0.0f);
         for (int64_t qb = 0; qb < nqb; ++qb) {
-          const int8_t* aq[2] = {a[0] + qb * kQuantBlock, a[1] + qb * kQuantBlock};
-          const uint32_t* bq = p.tiles + b * b_next + qb * (kQuantBlock / kStep) * kTile;
+          // The block's two steps of 64 columns, from zero: its own integer sums.
+          const uint8_t* aq[2] = {a + qb * kQuantBlock, a + 16 * Kq + qb * kQuantBlock};
+          const auto* bq = reinterpret_cast<const uint8_t*>(p.tiles + b * b_next) +
+                           qb * (kQuantBlock / kStep) * kTile * 4;
+          const int64_t bn = b_next * 4, s1 = kQuantBlock / kStep;
+          constexpr Dot kD = Dot::kInt8;
           if (rb == 2) {
-            cb == 2 ? block<2, 2>(aq, Kq, bq, b_next, c) : block<2, 1>(aq, Kq, bq, b_next, c);
+            cb == 2 ? multiply_blocks<kD, 2, 2>(aq, a_stride, bq, bn, 0, s1, true, c)
+                    : multiply_blocks<kD, 2, 1>(aq, a_stride, bq, bn, 0, s1, true, c);
           } else {
-            cb == 2 ? block<1, 2>(aq, Kq, bq, b_next, c) : block<1, 1>(aq, Kq, bq, b_next, c);
+            cb == 2 ? multiply_blocks<kD, 1, 2>(aq, a_stride, bq, bn, 0, s1, true, c)
+                    : multiply_blocks<kD, 1, 1>(aq, a_stride, bq, bn, 0, s1, true, c);
           }
           for (int64_t r = 0; r < rb; ++r) {
             for (int64_t j = 0; j < cb; ++j) {

@@ -70,13 +70,6 @@ float round_bf16(float x) {
   return x;
 }
 
-float bf16_value(uint16_t v) {
-  const uint32_t bits = uint32_t{v} << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 // Batch invariance: each token's outputs are bitwise the same computed alone (decode), among a
 // few tokens (batched decode) or many (prefill), at any position, on 1 or 2 threads — on every
 // target and weight dtype. The transformer's batch invariance rests on this.
@@ -215,7 +208,7 @@ TEST_F(MatmulAllTargets, AmxTilesMatchTheExactSum) {
         double magnitude = 0;
         for (int64_t k = 0; k < s.cols; ++k) {
           magnitude +=
-              std::fabs(double(bf16_value(xb[t * xs + k])) * bf16_value(w[n * s.cols + k]));
+              std::fabs(double(bf16_to_f32(xb[t * xs + k])) * bf16_to_f32(w[n * s.cols + k]));
         }
         const size_t i = static_cast<size_t>(t * s.rows + n);
         ASSERT_LE(std::fabs(double(actual[i]) - expected[i]), 4.0 * magnitude / (1 << 24) + 1e-30)
