@@ -291,26 +291,31 @@ void Transformer::attention(int64_t l, std::span<const SequenceInput> batch, Thr
   const int64_t group = H / c.num_key_value_heads;
   const int64_t T = static_cast<int64_t>(positions_.size());
   for (int64_t t = 0; t < T; ++t) {
-    KVCache* cache = batch[token_seq_[t]].cache;
-    std::memcpy(cache->key(l, positions_[t]), k_.data() + t * KV, static_cast<size_t>(KV) * 4);
-    std::memcpy(cache->value(l, positions_[t]), v_.data() + t * KV, static_cast<size_t>(KV) * 4);
+    batch[token_seq_[t]].cache->write(l, positions_[t], 1, k_.data() + t * KV, v_.data() + t * KV);
   }
   const float scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(D)));
-  // Head-major: consecutive items read the same key/value head (a prompt's keys of one head fit
-  // in L2; token-major order swept every head's keys once per token, from L3).
-  pool.parallel_for(T * H, [&](int64_t begin, int64_t end) {
-    thread_local std::vector<float> scores;
-    for (int64_t ht = begin; ht < end; ++ht) {
-      const int64_t h = ht / T, t = ht % T;
-      const KVCache& cache = *batch[token_seq_[t]].cache;
-      const int64_t len = positions_[t] + 1;  // causal: positions 0..pos
-      const int64_t kv_offset = (h / group) * D;
-      const float* q = q_.data() + (t * H + h) * D;
-      if (static_cast<int64_t>(scores.size()) < len) scores.resize(static_cast<size_t>(len));
-      attend(q, cache.key(l, 0) + kv_offset, cache.value(l, 0) + kv_offset, KV, len, D, scale,
-             scores.data(), attn_.data() + (t * H + h) * D);
-    }
-  }, /*grain=*/std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, (positions_.back() + 1) * D)));
+  // One item per (key/value head, token), its query heads together (each key and value row read
+  // once for the group). Head-major: consecutive items read the same head's keys and values, a
+  // sequential stretch of the cache (a prompt's fit in L2).
+  const int64_t kv_heads = c.num_key_value_heads;
+  pool.parallel_for(
+      T * kv_heads,
+      [&](int64_t begin, int64_t end) {
+        thread_local std::vector<float> scores;
+        for (int64_t ht = begin; ht < end; ++ht) {
+          const int64_t h = ht / T, t = ht % T;
+          const KVCache& cache = *batch[token_seq_[t]].cache;
+          const int64_t len = positions_[t] + 1;  // causal: positions 0..pos
+          const float* q = q_.data() + (t * H + h * group) * D;
+          if (static_cast<int64_t>(scores.size()) < group * len) {
+            scores.resize(static_cast<size_t>(group * len));
+          }
+          attend_group(q, group, cache.key(l, h, 0), cache.value(l, h, 0), D, len, D, scale,
+                       scores.data(), attn_.data() + (t * H + h * group) * D);
+        }
+      },
+      /*grain=*/
+      std::max<int64_t>(1, (1 << 15) / std::max<int64_t>(1, (positions_.back() + 1) * D * group)));
 }
 
 }  // namespace bitdelta

@@ -59,15 +59,13 @@ int64_t PrefixCache::restore(const std::string& owner, std::span<const int32_t> 
   if (run.empty()) return 0;
   const int64_t n = static_cast<int64_t>(run.size()) * block_;
   cache.reserve_more(n);
-  const size_t row = static_cast<size_t>(kv_dim_) * sizeof(float);
   for (size_t b = 0; b < run.size(); ++b) {
     const float* kv = run[b]->kv.data();
     const int64_t pos = static_cast<int64_t>(b) * block_;
     for (int64_t l = 0; l < layers_; ++l) {
       const float* keys = kv + (2 * l) * block_ * kv_dim_;
       const float* values = keys + block_ * kv_dim_;
-      std::memcpy(cache.key(l, pos), keys, block_ * row);
-      std::memcpy(cache.value(l, pos), values, block_ * row);
+      cache.write(l, pos, block_, keys, values);
     }
   }
   cache.advance(n);
@@ -80,7 +78,6 @@ void PrefixCache::store(const std::string& owner, std::span<const int32_t> promp
   BD_CHECK(n <= cache.length() && n <= static_cast<int64_t>(prompt.size()));
   if (budget_ < block_bytes_) return;
   std::lock_guard lock(mutex_);
-  const size_t row = static_cast<size_t>(kv_dim_) * sizeof(float);
   Key key = root(owner);
   Block* parent = nullptr;
   for (int64_t b = 0; b < n / block_; ++b) {
@@ -103,8 +100,7 @@ void PrefixCache::store(const std::string& owner, std::span<const int32_t> promp
       const int64_t pos = b * block_;
       for (int64_t l = 0; l < layers_; ++l) {
         float* keys = block.kv.data() + (2 * l) * block_ * kv_dim_;
-        std::memcpy(keys, cache.key(l, pos), block_ * row);
-        std::memcpy(keys + block_ * kv_dim_, cache.value(l, pos), block_ * row);
+        cache.read(l, pos, block_, keys, keys + block_ * kv_dim_);
       }
       lru_.push_front(next);
       block.lru = lru_.begin();

@@ -37,5 +37,44 @@ TEST(Attention, EveryTargetMatchesReference) {
   hwy::SetSupportedTargetsForTest(0);
 }
 
+// A group of query heads sharing keys and values gets, head by head, bitwise what attend() gives
+// each head alone (the grouped kernel only shares the loads).
+TEST(Attention, GroupEqualsHeadsAloneBitForBit) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    for (int64_t D : {7, 32, 64, 128, 136}) {
+      for (int64_t heads : {1, 2, 3, 4, 7}) {
+        for (int64_t len : {1, 6, 77}) {
+          const int64_t stride = D + 5;
+          std::vector<float> q(heads * D), keys(len * stride), values(len * stride);
+          for (auto* v : {&q, &keys, &values}) {
+            for (auto& e : *v) e = dist(rng);
+          }
+          std::vector<float> scores(heads * len), grouped(heads * D), alone(heads * D);
+          attend_group(q.data(), heads, keys.data(), values.data(), stride, len, D, 0.2f,
+                       scores.data(), grouped.data());
+          for (int64_t g = 0; g < heads; ++g) {
+            attend(q.data() + g * D, keys.data(), values.data(), stride, len, D, 0.2f,
+                   scores.data(), alone.data() + g * D);
+          }
+          for (int64_t i = 0; i < heads * D; ++i) {
+            ASSERT_EQ(grouped[i], alone[i]) << hwy::TargetName(target) << " D=" << D
+                                            << " heads=" << heads << " len=" << len << " i=" << i;
+          }
+          std::vector<float> expected(D);
+          attend_reference(q.data() + (heads - 1) * D, keys.data(), values.data(), stride, len, D,
+                           0.2f, expected.data());
+          for (int64_t d = 0; d < D; ++d) {
+            ASSERT_NEAR(grouped[(heads - 1) * D + d], expected[d], 1e-5);
+          }
+        }
+      }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
 }  // namespace
 }  // namespace bitdelta
