@@ -7,7 +7,8 @@
 namespace bitdelta {
 
 // out[D] = Σ_p softmax_p(scale · q·k_p) · v_p for p < L, where k_p = keys + p·stride and
-// v_p = values + p·stride. `scores` is scratch of at least L floats.
+// v_p = values + p·stride. `scores` is scratch of at least L floats; it ends holding the softmax
+// weights.
 void attend(const float* q, const float* keys, const float* values, int64_t stride, int64_t len,
             int64_t head_dim, float scale, float* scores, float* out);
 

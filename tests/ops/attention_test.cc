@@ -76,5 +76,37 @@ TEST(Attention, GroupEqualsHeadsAloneBitForBit) {
   hwy::SetSupportedTargetsForTest(0);
 }
 
+// A position's score is summed the same way whether it falls in a whole block of 16 positions
+// (on AVX-512 those are reduced together, transposed) or in the last few one at a time: the same
+// key at position j < 16 and at 16 + j gets bitwise the same attention weight.
+TEST(Attention, BlockAndTailScoresAgree) {
+  std::mt19937 rng(9);
+  std::normal_distribution<float> dist(0.f, 1.f);
+  for (int64_t target : hwy::SupportedAndGeneratedTargets()) {
+    hwy::SetSupportedTargetsForTest(target);
+    for (int64_t D : {32, 64, 128}) {
+      for (int64_t heads : {1, 2, 3}) {
+        const int64_t len = 16 + 15, stride = D;
+        std::vector<float> q(heads * D), keys(len * stride), values(len * stride);
+        for (auto* v : {&q, &values}) {
+          for (auto& e : *v) e = dist(rng);
+        }
+        for (int64_t i = 0; i < 16 * stride; ++i) keys[i] = dist(rng);
+        for (int64_t i = 16 * stride; i < len * stride; ++i) keys[i] = keys[i - 16 * stride];
+        std::vector<float> scores(heads * len), out(heads * D);
+        attend_group(q.data(), heads, keys.data(), values.data(), stride, len, D, 0.1f,
+                     scores.data(), out.data());
+        for (int64_t g = 0; g < heads; ++g) {
+          for (int64_t j = 0; j + 16 < len; ++j) {
+            ASSERT_EQ(scores[g * len + j], scores[g * len + 16 + j])
+                << hwy::TargetName(target) << " D=" << D << " head " << g << " position " << j;
+          }
+        }
+      }
+    }
+  }
+  hwy::SetSupportedTargetsForTest(0);
+}
+
 }  // namespace
 }  // namespace bitdelta
