@@ -8,9 +8,11 @@
 # the best of each side is kept and the ratios printed as a Markdown table (ours ÷ llama.cpp).
 # With BF16 among the formats, serve_bench then runs our server and llama-server side by side
 # (SERVE_USERS=1,8 users, all at once and arriving 0.5 s apart) into a second table.
+# Then the long-context table: BF16, a LONG=1024-token prompt's prefill (llama-bench pp1024) and
+# 32 tokens decoded after it (tg32 at depth 1024), alternately, twice (LONG=0 skips it).
 # Usage: bench/llamacpp/side_by_side.sh [--write-readme] [THREADS=1,2] [FORMATS=bf16,q8_0,q4_0]
-# (--write-readme: also replaces the tables between the side_by_side and side_by_side_serve
-# markers in README.md)
+# (FORMATS=none: only the long-context table; --write-readme: also replaces the tables between
+# the side_by_side, side_by_side_serve and side_by_side_long markers in README.md)
 # (LLAMACPP_BIN=DIR: llama.cpp binaries built elsewhere; otherwise bench/llamacpp/build.sh builds
 # them once)
 set -euo pipefail
@@ -22,6 +24,8 @@ if [ "${1:-}" = --write-readme ]; then
 fi
 threads=${1:-1,2}
 formats=${2:-bf16,q8_0,q4_0}
+long=${LONG:-1024}
+if [ "$formats" = none ]; then formats=""; fi
 bin=${LLAMACPP_BIN:-$(bench/llamacpp/build.sh)}
 b=build/release/src/cli/bitdelta
 work=$(mktemp -d)
@@ -49,6 +53,7 @@ for round in 1 2; do
       > "$work/theirs.$f.$round.tg.json" 2>/dev/null
   done
 done
+if [ -n "$formats" ]; then
 python3 - "$work" "$formats" > "$work/table.md" <<'PY'
 import glob, json, sys
 work, formats = sys.argv[1], sys.argv[2].split(",")
@@ -80,6 +85,42 @@ for f in formats:
         print(f"| {f.upper()} | {t} | {l[0]:.1f} | {o[0]:.1f} | {o[0] / l[0]:.2f}× | {l[1]:.2f} | {o[1]:.2f} | {o[1] / l[1]:.2f}× |")
 PY
 cat "$work/table.md"
+fi
+# Long context: prefill of a LONG-token prompt from an empty context, and decode after it.
+if [ "$long" != 0 ]; then
+  for round in 1 2; do
+    build/release/bench/inference_bench --model "$work/qwen3" --threads "$threads" \
+      --prompt "$long" --new 32 > "$work/ours.long.$round.md" 2>/dev/null
+    "$bin/llama-bench" -m "$work/bf16.gguf" -t "$threads" -p "$long" -n 0 -r 2 -o json \
+      > "$work/theirs.long.$round.pp.json" 2>/dev/null
+    "$bin/llama-bench" -m "$work/bf16.gguf" -t "$threads" -p 0 -n 32 -d "$long" -r 2 -o json \
+      > "$work/theirs.long.$round.tg.json" 2>/dev/null
+  done
+  python3 - "$work" "$long" > "$work/long.md" <<'PY'
+import glob, json, sys
+work, n = sys.argv[1], int(sys.argv[2])
+print(f"| weights | threads | llama.cpp pp{n} | ours prefill {n} | ours ÷ llama.cpp | llama.cpp tg32 @ d{n} | ours decode 32 after {n} | ours ÷ llama.cpp |")
+print("|---|---|---|---|---|---|---|---|")
+ours, theirs = {}, {}
+for path in glob.glob(f"{work}/ours.long.*.md"):
+    for line in open(path):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 4 and cells[0].isdigit():
+            t, best = int(cells[0]), ours.get(int(cells[0]), (0, 0))
+            ours[t] = (max(best[0], float(cells[1])), max(best[1], float(cells[3])))
+for path in glob.glob(f"{work}/theirs.long.*.json"):
+    for r in json.load(open(path)):
+        t, best = r["n_threads"], theirs.get(r["n_threads"], (0, 0))
+        if r["n_prompt"] > 0:
+            theirs[t] = (max(best[0], r["avg_ts"]), best[1])
+        else:
+            theirs[t] = (best[0], max(best[1], r["avg_ts"]))
+for t in sorted(ours):
+    o, l = ours[t], theirs.get(t, (float("nan"), float("nan")))
+    print(f"| BF16 | {t} | {l[0]:.1f} | {o[0]:.1f} | {o[0] / l[0]:.2f}× | {l[1]:.2f} | {o[1]:.2f} | {o[1] / l[1]:.2f}× |")
+PY
+  cat "$work/long.md"
+fi
 # Serving: both servers on the same BF16 weights under the same streaming load, once with every
 # user starting at once and once with users arriving 0.5 s apart (prompts prefill while others
 # decode); serve_bench prints both servers' rows and ours ÷ theirs.
@@ -116,6 +157,7 @@ PY
   echo "README.md: $1 replaced" >&2
 }
 if [ "$write_readme" = 1 ]; then
-  replace side_by_side "$work/table.md"
+  if [ -f "$work/table.md" ]; then replace side_by_side "$work/table.md"; fi
+  if [ -f "$work/long.md" ]; then replace side_by_side_long "$work/long.md"; fi
   if [ -f "$work/serve.md" ]; then replace side_by_side_serve "$work/serve.md"; fi
 fi
