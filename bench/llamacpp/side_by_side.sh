@@ -53,15 +53,19 @@ for round in 1 2; do
       > "$work/theirs.$f.$round.tg.json" 2>/dev/null
   done
 done
-if [ -n "$formats" ]; then
-python3 - "$work" "$formats" > "$work/table.md" <<'PY'
+# table HEADER PREFIX:LABEL...: one Markdown row per thread count and PREFIX, the best of ours
+# ($work/ours.PREFIX.*.md, inference_bench) and of llama.cpp's ($work/theirs.PREFIX.*.json:
+# prefill from an empty context, decode at its depth), and ours ÷ theirs.
+table() {
+  python3 - "$work" "$@" <<'PY'
 import glob, json, sys
-work, formats = sys.argv[1], sys.argv[2].split(",")
-print("| weights | threads | llama.cpp pp128 | ours prefill 128 | ours ÷ llama.cpp | llama.cpp tg64 @ d128 | ours decode 64 after 128 | ours ÷ llama.cpp |")
+work, header, runs = sys.argv[1], sys.argv[2], sys.argv[3:]
+print(header)
 print("|---|---|---|---|---|---|---|---|")
-for f in formats:
+for run in runs:
+    prefix, label = run.split(":")
     ours = {}
-    for path in glob.glob(f"{work}/ours.{f}.*.md"):
+    for path in glob.glob(f"{work}/ours.{prefix}.*.md"):
         for line in open(path):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if len(cells) >= 4 and cells[0].isdigit():
@@ -70,7 +74,7 @@ for f in formats:
                 best = ours.get(t, (0, 0))
                 ours[t] = (max(best[0], pp), max(best[1], tg))
     theirs = {}
-    for path in glob.glob(f"{work}/theirs.{f}.*.json"):
+    for path in glob.glob(f"{work}/theirs.{prefix}.*.json"):
         for r in json.load(open(path)):
             if r["n_prompt"] > 0 and r.get("n_depth", 0) != 0:
                 continue  # (prefill is compared from an empty context)
@@ -82,8 +86,14 @@ for f in formats:
                 theirs[t] = (best[0], max(best[1], r["avg_ts"]))
     for t in sorted(ours):
         o, l = ours[t], theirs.get(t, (float("nan"), float("nan")))
-        print(f"| {f.upper()} | {t} | {l[0]:.1f} | {o[0]:.1f} | {o[0] / l[0]:.2f}× | {l[1]:.2f} | {o[1]:.2f} | {o[1] / l[1]:.2f}× |")
+        print(f"| {label} | {t} | {l[0]:.1f} | {o[0]:.1f} | {o[0] / l[0]:.2f}× | {l[1]:.2f} | {o[1]:.2f} | {o[1] / l[1]:.2f}× |")
 PY
+}
+if [ -n "$formats" ]; then
+  runs=()
+  for f in ${formats//,/ }; do runs+=("$f:${f^^}"); done
+  table "| weights | threads | llama.cpp pp128 | ours prefill 128 | ours ÷ llama.cpp | llama.cpp tg64 @ d128 | ours decode 64 after 128 | ours ÷ llama.cpp |" \
+    "${runs[@]}" > "$work/table.md"
 cat "$work/table.md"
 fi
 # Long context: prefill of a LONG-token prompt from an empty context, and decode after it.
@@ -96,29 +106,9 @@ if [ "$long" != 0 ]; then
     "$bin/llama-bench" -m "$work/bf16.gguf" -t "$threads" -p 0 -n 32 -d "$long" -r 2 -o json \
       > "$work/theirs.long.$round.tg.json" 2>/dev/null
   done
-  python3 - "$work" "$long" > "$work/long.md" <<'PY'
-import glob, json, sys
-work, n = sys.argv[1], int(sys.argv[2])
-print(f"| weights | threads | llama.cpp pp{n} | ours prefill {n} | ours ÷ llama.cpp | llama.cpp tg32 @ d{n} | ours decode 32 after {n} | ours ÷ llama.cpp |")
-print("|---|---|---|---|---|---|---|---|")
-ours, theirs = {}, {}
-for path in glob.glob(f"{work}/ours.long.*.md"):
-    for line in open(path):
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) >= 4 and cells[0].isdigit():
-            t, best = int(cells[0]), ours.get(int(cells[0]), (0, 0))
-            ours[t] = (max(best[0], float(cells[1])), max(best[1], float(cells[3])))
-for path in glob.glob(f"{work}/theirs.long.*.json"):
-    for r in json.load(open(path)):
-        t, best = r["n_threads"], theirs.get(r["n_threads"], (0, 0))
-        if r["n_prompt"] > 0:
-            theirs[t] = (max(best[0], r["avg_ts"]), best[1])
-        else:
-            theirs[t] = (best[0], max(best[1], r["avg_ts"]))
-for t in sorted(ours):
-    o, l = ours[t], theirs.get(t, (float("nan"), float("nan")))
-    print(f"| BF16 | {t} | {l[0]:.1f} | {o[0]:.1f} | {o[0] / l[0]:.2f}× | {l[1]:.2f} | {o[1]:.2f} | {o[1] / l[1]:.2f}× |")
-PY
+  n=$long
+  table "| weights | threads | llama.cpp pp$n | ours prefill $n | ours ÷ llama.cpp | llama.cpp tg32 @ d$n | ours decode 32 after $n | ours ÷ llama.cpp |" \
+    long:BF16 > "$work/long.md"
   cat "$work/long.md"
 fi
 # Serving: both servers on the same BF16 weights under the same streaming load, once with every
